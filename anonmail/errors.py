@@ -1,0 +1,160 @@
+"""The anonmail exception tree.
+
+Every error the project raises on purpose derives from :class:`AnonmailError`. Errors carry
+context (what, where) and never secrets: no key material, no passphrases, no plaintext.
+Errors of libraries (PyNaCl, cryptography, stem, sockets, SQLite) are translated at the
+boundary with ``raise ...Error(...) from exc``.
+
+::
+
+    AnonmailError
+    ├── ConfigError                 a configuration file or value is invalid
+    ├── AddressError                a user address does not parse or its checksum fails
+    ├── KeyError_                   (base for key problems; not the builtin KeyError)
+    │   ├── KeyFileError            a key file is missing, unreadable, corrupt or too open
+    │   ├── PassphraseError         a sealed key does not open with this passphrase
+    │   ├── SignatureError          a signature or certificate does not verify
+    │   └── KeyExpiredError         a certificate is outside its validity window
+    ├── PacketError                 a Sphinx packet is rejected (has ``reason``)
+    │   ├── PacketSizeError         wrong length
+    │   ├── HeaderMacError          header MAC mismatch (tampered, or not for this node)
+    │   ├── BadGroupElementError    alpha is not a canonical curve point
+    │   ├── RoutingError            routing command malformed or unknown
+    │   ├── BodyTamperedError       body MAC mismatch at the hop that can check it
+    │   └── PayloadTooLargeError    a payload does not fit into one packet
+    ├── FragmentError               a fragment does not decrypt, verify or parse
+    │   ├── MessageTooLargeError    a message exceeds the documented limit
+    │   └── ReassemblyError         fragments of one message contradict each other
+    ├── WireError                   a frame on a byte stream is malformed
+    │   └── FrameTooLargeError      a frame exceeds its maximum size
+    └── TransportError              a peer cannot be reached or a stream broke
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AnonmailError",
+    "ConfigError",
+    "AddressError",
+    "KeyError_",
+    "KeyFileError",
+    "PassphraseError",
+    "SignatureError",
+    "KeyExpiredError",
+    "PacketError",
+    "PacketSizeError",
+    "HeaderMacError",
+    "BadGroupElementError",
+    "RoutingError",
+    "BodyTamperedError",
+    "PayloadTooLargeError",
+    "FragmentError",
+    "MessageTooLargeError",
+    "ReassemblyError",
+    "WireError",
+    "FrameTooLargeError",
+    "TransportError",
+]
+
+
+class AnonmailError(Exception):
+    """Base of every error anonmail raises on purpose."""
+
+
+class ConfigError(AnonmailError):
+    """A configuration file or value is invalid; the message names the file and the key."""
+
+
+class AddressError(AnonmailError, ValueError):
+    """A user address is malformed; the message says what is wrong and at which position."""
+
+    def __init__(self, message: str, *, text: str = "", position: int | None = None) -> None:
+        super().__init__(message)
+        self.text = text
+        self.position = position
+
+
+class KeyError_(AnonmailError):
+    """Base for problems with keys, certificates and key files."""
+
+
+class KeyFileError(KeyError_):
+    """A key file is missing, unreadable, corrupt or has unsafe permissions."""
+
+
+class PassphraseError(KeyError_):
+    """A sealed secret key does not open: wrong passphrase or damaged file."""
+
+
+class SignatureError(KeyError_):
+    """A signature or key certificate does not verify."""
+
+
+class KeyExpiredError(KeyError_):
+    """A key certificate is expired or not yet valid."""
+
+
+class PacketError(AnonmailError):
+    """A Sphinx packet is rejected; ``reason`` is a short stable code for counters."""
+
+    reason = "malformed"
+
+
+class PacketSizeError(PacketError):
+    """A packet does not have the one fixed size."""
+
+    reason = "bad_size"
+
+
+class HeaderMacError(PacketError):
+    """The header MAC does not match: the packet was tampered with or is not for this node."""
+
+    reason = "bad_mac"
+
+
+class BadGroupElementError(PacketError):
+    """The packet's group element is not a canonical Curve25519 point."""
+
+    reason = "bad_alpha"
+
+
+class RoutingError(PacketError):
+    """The routing command revealed at this hop is malformed or unknown."""
+
+    reason = "bad_routing"
+
+
+class BodyTamperedError(PacketError):
+    """The body MAC fails where it can be checked (final hop or SURB owner)."""
+
+    reason = "bad_body"
+
+
+class PayloadTooLargeError(PacketError, ValueError):
+    """A payload does not fit into one packet."""
+
+    reason = "too_large"
+
+
+class FragmentError(AnonmailError):
+    """An end-to-end fragment does not decrypt, verify or parse."""
+
+
+class MessageTooLargeError(FragmentError, ValueError):
+    """A message is larger than :data:`anonmail.core.fragments.MAX_MESSAGE_BYTES`."""
+
+
+class ReassemblyError(FragmentError):
+    """Fragments claiming the same message disagree (count, length or content)."""
+
+
+class WireError(AnonmailError):
+    """A frame read from a byte stream is malformed; the stream must be closed."""
+
+
+class FrameTooLargeError(WireError):
+    """A frame announces more bytes than its type allows."""
+
+
+class TransportError(AnonmailError):
+    """A peer cannot be reached, or a stream to it broke."""

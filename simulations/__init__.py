@@ -1,0 +1,1 @@
+"""Discrete-event simulations of the anonmail mix network (unlinkability and latency)."""

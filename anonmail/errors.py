@@ -21,6 +21,7 @@ boundary with ``raise ...Error(...) from exc``.
     │   ├── BadGroupElementError    alpha is not a canonical curve point
     │   ├── RoutingError            routing command malformed or unknown
     │   ├── BodyTamperedError       body MAC mismatch at the hop that can check it
+    │   ├── ReplayError             the packet's tag was seen before in this epoch
     │   └── PayloadTooLargeError    a payload does not fit into one packet
     ├── FragmentError               a fragment does not decrypt, verify or parse
     │   ├── MessageTooLargeError    a message exceeds the documented limit
@@ -48,6 +49,7 @@ __all__ = [
     "RoutingError",
     "BodyTamperedError",
     "PayloadTooLargeError",
+    "ReplayError",
     "FragmentError",
     "MessageTooLargeError",
     "ReassemblyError",
@@ -128,6 +130,12 @@ class BodyTamperedError(PacketError):
     """The body MAC fails where it can be checked (final hop or SURB owner)."""
 
     reason = "bad_body"
+
+
+class ReplayError(PacketError):
+    """The packet's replay tag was already seen in this epoch."""
+
+    reason = "replay"
 
 
 class PayloadTooLargeError(PacketError, ValueError):

@@ -1,0 +1,34 @@
+# anonmail developer targets. `make` alone lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV        := .venv
+PYTHON      := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap test demo bench clean
+
+help:
+	@echo "anonmail make targets:"
+	@echo "  make bootstrap   install tor + i2pd (apt, if missing) and the .venv (if stale)"
+	@echo "  make test        bootstrap, then run pytest (extra args: PYTEST_ARGS='-k foo')"
+	@echo "  make demo        bootstrap, then run 'anonmail demo'"
+	@echo "  make bench       bootstrap, then run 'anonmail bench'"
+	@echo "  make clean       remove .venv, caches and build artefacts"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+test: bootstrap
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+demo: bootstrap
+	$(VENV)/bin/anonmail demo
+
+bench: bootstrap
+	$(VENV)/bin/anonmail bench
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis
+	find . -path ./.git -prune -o -name '*.egg-info' -type d -prune -exec rm -rf {} +
+	find . -path ./.git -prune -o -name '__pycache__' -type d -prune -exec rm -rf {} +

@@ -1,0 +1,26 @@
+"""Project-wide pytest configuration.
+
+Tests are grouped by marker (declared in pyproject.toml): ``unit`` (pure,
+sans-IO), ``network`` (in-process networks over test transports) and
+``integration`` (real tor and i2pd daemons on loopback). Tests under
+``tests/unit/`` that carry none of these get the ``unit`` marker
+automatically, so ``pytest -m unit`` selects them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_UNIT_DIR = Path(__file__).parent / "unit"
+_KIND_MARKERS = frozenset({"unit", "network", "integration"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not item.path.is_relative_to(_UNIT_DIR):
+            continue
+        if any(m.name in _KIND_MARKERS for m in item.iter_markers()):
+            continue
+        item.add_marker(pytest.mark.unit)

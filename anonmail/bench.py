@@ -1,0 +1,89 @@
+"""``anonmail bench``: micro-benchmarks of the packet layer (DESIGN.md §8 contract).
+
+Each figure is the best of several timed batches (the least disturbed by other work on the
+machine), in microseconds per operation. ``mix_pps`` stays ``None`` until a mix node
+process exists to measure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nacl.bindings import crypto_scalarmult
+
+from anonmail.core import sphinx
+from anonmail.core.fragments import FRAGMENT_DATA_BYTES
+from anonmail.core.sizes import HEADER_BYTES, MAX_HOPS, NODE_ID_BYTES, PACKET_BYTES
+
+__all__ = ["run_benchmarks", "time_per_call_us"]
+
+
+def time_per_call_us(fn: Callable[[], object], *, number: int, repeat: int = 7) -> float:
+    """Best per-call time in µs over ``repeat`` batches of ``number`` calls."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best * 1e6
+
+
+def _sphinxmix_process_us(route, secret: bytes, number: int) -> float | None:
+    """Time unmodified sphinxmix on the same packet, for comparison (None if unavailable)."""
+    try:
+        from sphinxmix.SphinxNode import sphinx_process
+    except ImportError:
+        return None
+    params = sphinx.reference_params()
+    packet = sphinx.build_forward(route, bytes(16), b"bench")
+    header = (packet[:32], packet[32 : HEADER_BYTES - 16], packet[HEADER_BYTES - 16 : HEADER_BYTES])
+    delta = packet[HEADER_BYTES:]
+    return time_per_call_us(lambda: sphinx_process(params, secret, header, delta), number=number)
+
+
+def run_benchmarks(
+    *, scale: float = 1.0, progress: Callable[[str], None] | None = None, reference: bool = True
+) -> dict[str, Any]:
+    """Measure the packet layer and return the figures of DESIGN.md §8 (plus a few more)."""
+    say = progress or (lambda _msg: None)
+    n = max(1, int(2000 * scale))
+    keys = [sphinx.generate_node_keypair() for _ in range(MAX_HOPS)]
+    route = [
+        sphinx.Hop(os.urandom(NODE_ID_BYTES), pub, 10 if i < MAX_HOPS - 1 else 0)
+        for i, (_, pub) in enumerate(keys)
+    ]
+    secret0, public1 = keys[0][0], keys[1][1]
+
+    say("X25519 scalar multiplication")
+    x25519_us = time_per_call_us(lambda: crypto_scalarmult(secret0, public1), number=n)
+    say("Sphinx packet creation (5 hops)")
+    payload = os.urandom(sphinx.PAYLOAD_BYTES)
+    create_us = time_per_call_us(
+        lambda: sphinx.build_forward(route, bytes(16), payload), number=max(1, n // 10)
+    )
+    say("Sphinx processing (one hop)")
+    packet = sphinx.build_forward(route, bytes(16), payload)
+    process_us = time_per_call_us(lambda: sphinx.process(packet, secret0), number=n)
+    reference_us = None
+    if reference:
+        say("sphinxmix reference processing (one hop)")
+        reference_us = _sphinxmix_process_us(route, secret0, max(1, n // 4))
+
+    return {
+        "x25519_us": round(x25519_us, 2),
+        "sphinx_create_us": round(create_us, 2),
+        "sphinx_process_us": round(process_us, 2),
+        "mix_pps": None,
+        "floor_pps": round(1e6 / (2 * x25519_us), 1),
+        "payload_bytes": sphinx.PAYLOAD_BYTES,
+        "packet_bytes": PACKET_BYTES,
+        "header_bytes": HEADER_BYTES,
+        "fragment_data_bytes": FRAGMENT_DATA_BYTES,
+        "process_over_2x25519": round(process_us / (2 * x25519_us), 3),
+        "sphinxmix_process_us": None if reference_us is None else round(reference_us, 2),
+        "hops": MAX_HOPS,
+    }

@@ -1,0 +1,156 @@
+"""The ``anonmail`` command line.
+
+Commands so far: ``bench`` (packet-layer benchmark, DESIGN.md §8) and ``demo`` (a message
+through every layer of an in-memory network). Errors are one line on stderr with a non-zero
+exit code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from anonmail import __version__
+from anonmail.errors import AnonmailError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``anonmail`` (also used by the docs test)."""
+    parser = argparse.ArgumentParser(
+        prog="anonmail", description="Metadata-private mail over a mix network reachable only through Tor and I2P."
+    )
+    parser.add_argument("--version", action="version", version=f"anonmail {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    bench = sub.add_parser("bench", help="benchmark the packet layer")
+    bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    bench.add_argument(
+        "--scale", type=_positive_float, default=1.0, help="multiply the number of iterations (default 1.0)"
+    )
+    bench.add_argument("--no-reference", action="store_true", help="skip timing unmodified sphinxmix")
+
+    demo = sub.add_parser("demo", help="send a message through every layer of a local network")
+    demo.add_argument("--network", choices=["memory"], default="memory", help="which network (default memory)")
+    demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    demo.add_argument("--seed", type=int, default=None, help="seed for delays and packet randomness")
+    demo.add_argument(
+        "--delay-mean", type=_non_negative_float, default=0.5, help="mean per-hop delay in seconds (default 0.5)"
+    )
+    demo.add_argument(
+        "--size", type=_non_negative_int, default=200 * 1024, help="bytes of attachment to send (default 204800)"
+    )
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from anonmail.bench import run_benchmarks
+
+    if args.json:
+        print(json.dumps(run_benchmarks(scale=args.scale, reference=not args.no_reference)))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    with console.status("benchmarking…") as status:
+        result = run_benchmarks(
+            scale=args.scale, reference=not args.no_reference, progress=lambda m: status.update(m + "…")
+        )
+    table = Table(title=f"anonmail {__version__} packet layer")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("X25519 scalar multiplication", f"{result['x25519_us']:.1f} µs"),
+        ("Sphinx packet creation, 5 hops", f"{result['sphinx_create_us']:.1f} µs"),
+        ("Sphinx processing, one hop", f"{result['sphinx_process_us']:.1f} µs"),
+        ("  … over two X25519 (target ≤ 2.0)", f"{result['process_over_2x25519']:.2f}×"),
+        ("floor: 1e6 / (2 × X25519)", f"{result['floor_pps']:,.0f} packets/s"),
+        ("mix node throughput", "not measured yet" if result["mix_pps"] is None else f"{result['mix_pps']:,.0f} packets/s"),
+        ("packet size", f"{result['packet_bytes']:,} bytes"),
+        ("Sphinx payload per packet", f"{result['payload_bytes']:,} bytes"),
+        ("message data per packet", f"{result['fragment_data_bytes']:,} bytes"),
+    ]
+    if result["sphinxmix_process_us"] is not None:
+        rows.insert(3, ("unmodified sphinxmix, one hop", f"{result['sphinxmix_process_us']:.1f} µs"))
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from anonmail.demo import run_memory_demo
+
+    if args.json:
+        result = run_memory_demo(extra_bytes=args.size, delay_mean_ms=args.delay_mean * 1000, seed=args.seed)
+        print(json.dumps(result))
+        return 0 if result["ok"] else 1
+    from rich.console import Console
+
+    console = Console()
+    console.rule("[bold]anonmail demo — in-memory network")
+    result = run_memory_demo(
+        extra_bytes=args.size, delay_mean_ms=args.delay_mean * 1000, seed=args.seed, say=console.print
+    )
+    verdict = "[green]delivered and acknowledged[/]" if result["ok"] else "[red]FAILED[/]"
+    console.rule(
+        f"{verdict}: {result['fragments']} fragments, {result['packets']} packet hops,"
+        f" mean virtual latency {result['mean_virtual_latency_s']} s"
+    )
+    return 0 if result["ok"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``anonmail`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    handler = {"bench": _cmd_bench, "demo": _cmd_demo}[args.command]
+    try:
+        return handler(args)
+    except AnonmailError as exc:
+        if args.debug:
+            raise
+        print(f"anonmail: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("anonmail: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The anonmail and mixnode command lines: version, bench JSON contract, demo, bad arguments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from anonmail import __version__
+from anonmail.bench import run_benchmarks
+from anonmail.cli import main
+from anonmail.demo import run_memory_demo
+
+pytestmark = pytest.mark.unit
+
+BENCH_KEYS = {
+    "x25519_us",
+    "sphinx_create_us",
+    "sphinx_process_us",
+    "mix_pps",
+    "floor_pps",
+    "payload_bytes",
+    "packet_bytes",
+}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_versions():
+    assert _run("anonmail.cli", "--version").stdout.strip() == f"anonmail {__version__}"
+    assert _run("mixnode.cli", "--version").stdout.strip() == f"mixnode {__version__}"
+
+
+def test_bench_json_is_one_object_with_the_contract_keys():
+    proc = _run("anonmail.cli", "bench", "--json", "--scale", "0.01", "--no-reference")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert BENCH_KEYS <= result.keys()
+    assert result["packet_bytes"] == 4096
+    assert result["mix_pps"] is None
+    for key in ("x25519_us", "sphinx_create_us", "sphinx_process_us", "floor_pps"):
+        assert result[key] > 0
+    assert result["floor_pps"] == pytest.approx(1e6 / (2 * result["x25519_us"]), rel=0.01)
+
+
+def test_bench_in_process_reports_progress_and_reference():
+    steps: list[str] = []
+    result = run_benchmarks(scale=0.005, progress=steps.append)
+    assert steps and "sphinxmix" in steps[-1]
+    assert result["sphinxmix_process_us"] > 0
+
+
+def test_demo_delivers_and_acknowledges_a_multi_fragment_message():
+    lines: list[str] = []
+    result = run_memory_demo(extra_bytes=20_000, seed=3, say=lines.append)
+    assert result["ok"] is True
+    assert result["fragments"] == result["acks"] > 1
+    assert any("reassembled" in line for line in lines)
+
+
+def test_demo_json_cli():
+    proc = _run("anonmail.cli", "demo", "--json", "--seed", "1", "--size", "5000", "--delay-mean", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ok"] is True
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["bench", "--scale", "0"], "greater than 0"),
+        (["bench", "--scale", "abc"], "not a number"),
+        (["demo", "--delay-mean", "-1"], ">= 0"),
+        (["demo", "--size", "x"], "not an integer"),
+        (["demo", "--network", "carrier-pigeon"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "bench" in capsys.readouterr().err

@@ -157,7 +157,14 @@ class ReassemblyError(FragmentError):
 
 
 class WireError(AnonmailError):
-    """A frame read from a byte stream is malformed; the stream must be closed."""
+    """A frame read from a byte stream is malformed; the stream must be closed.
+
+    ``offset`` is the stream offset of the frame at fault when decoding, ``None`` when encoding.
+    """
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
 
 
 class FrameTooLargeError(WireError):

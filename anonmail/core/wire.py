@@ -169,9 +169,7 @@ class _Invalid(Exception):
 
 
 def _wire_error(cls: type[WireError], message: str, offset: int | None) -> WireError:
-    exc = cls(message)
-    exc.offset = offset  # type: ignore[attr-defined]
-    return exc
+    return cls(message, offset=offset)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -7,9 +7,11 @@
 which is always exactly 56 characters, in the manner of Tor v3 onion names. The fingerprint is
 :func:`anonmail.core.keys.fingerprint` of the user's identity key, so an address is
 self-certifying: :meth:`Address.verify_key` checks that a presented key hashes to it. The
-checksum is ``blake2b(b"anonmail-address-checksum" | fingerprint | version, digest_size=2)``;
-it catches a mistyped character except with probability about 1 in 65536 (a changed version
-character or checksum character is always caught).
+checksum is CRC-16/XMODEM (``binascii.crc_hqx``) over ``b"anonmail-address-checksum" |
+fingerprint | version``, big-endian. A CRC-16 detects every error burst of up to 16 bits, so
+every single mistyped character and every swap of two neighbouring characters is caught;
+other random damage slips through with probability 1 in 65536. (The checksum is for typos,
+not for security: the fingerprint itself is what certifies the key.)
 
 ``<provider>`` is the provider's name in the consensus: 1 to 63 characters of ``a-z``, ``0-9``
 and ``-``, not starting or ending with ``-``. An address is at most
@@ -87,10 +89,13 @@ def _show(text: str) -> str:
 
 
 def _checksum(fpr: bytes, version: int) -> bytes:
-    """The 2-byte typo checksum over fingerprint and version."""
-    return hashlib.blake2b(
-        _CHECKSUM_PREFIX + fpr + bytes([version]), digest_size=_CHECKSUM_BYTES
-    ).digest()
+    """The 2-byte typo checksum: CRC-16/XMODEM, so every burst of up to 16 bits is caught.
+
+    base32 is most-significant-bit first like this CRC, so one mistyped character (5 bits)
+    or two swapped neighbours (10 bits) is always a burst the CRC detects.
+    """
+    crc = binascii.crc_hqx(_CHECKSUM_PREFIX + fpr + bytes([version]), 0)
+    return crc.to_bytes(_CHECKSUM_BYTES, "big")
 
 
 def _check_provider(name: str, *, text: str, offset: int, prefix: str) -> None:

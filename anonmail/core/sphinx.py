@@ -136,15 +136,15 @@ def _mu(key: bytes, data: bytes) -> bytes:
     return hmac.digest(key, data, "sha256")[:K]
 
 
-def _hop_keys(s: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
-    """Return (hb, hrho, hmu, htau, hpi) for the shared secret ``s``, as sphinxmix derives them."""
-    aes_s = hashlib.sha256(b"aes_key:" + s).digest()[:K]
+def _aes_key(s: bytes) -> bytes:
+    """sphinxmix ``get_aes_key``: the per-hop AES key from the shared secret ``s``."""
+    return hashlib.sha256(b"aes_key:" + s).digest()[:K]
+
+
+def _hop_keys(aes_s: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """Return (hb, hrho, hmu, htau, hpi) for ``aes_s``: one AES-ECB call for all five."""
     m = _aes_ecb(aes_s, _FLAVOURS)
     return m[0:16], m[16:32], m[32:48], m[48:64], m[64:80]
-
-
-def _aes_key(s: bytes) -> bytes:
-    return hashlib.sha256(b"aes_key:" + s).digest()[:K]
 
 
 def _blinding(hb: bytes) -> bytes:
@@ -254,12 +254,12 @@ def _create_header(
         for f in blinds:
             s = crypto_scalarmult(f, s)
         aes_s = _aes_key(s)
-        m = _aes_ecb(aes_s, _FLAVOURS)
+        hb, hrho, hmu, _, _ = _hop_keys(aes_s)
         alphas.append(alpha)
         aes_keys.append(aes_s)
-        hrhos.append(m[16:32])
-        hmus.append(m[32:48])
-        blinds.append(_blinding(m[0:16]))
+        hrhos.append(hrho)
+        hmus.append(hmu)
+        blinds.append(_blinding(hb))
 
     phi = b""
     min_len = SPHINX_MAX_LEN - 32
@@ -287,16 +287,22 @@ def _hpi(aes_s: bytes) -> bytes:
     return _aes_ecb(aes_s, b"hpi:hpi:hpi:hpi:")
 
 
-def _unwrap(secret: bytes, alpha: bytes, beta: bytes, gamma: bytes, delta: bytes,
-            is_replay: Callable[[bytes], bool] | None = None):
+def _unwrap(
+    secret: bytes,
+    alpha: bytes,
+    beta: bytes,
+    gamma: bytes,
+    delta: bytes,
+    is_replay: Callable[[bytes], bool] | None = None,
+) -> tuple[bytes, bytes, tuple[bytes, bytes, bytes], bytes, bytes]:
     """sphinxmix ``sphinx_process``: return (tag, routing, (alpha, beta, gamma), delta, mac_key)."""
     if int.from_bytes(alpha, "little") >= _P:
         raise BadGroupElementError("alpha is not a canonical Curve25519 point")
     try:
         s = crypto_scalarmult(secret, alpha)
-    except Exception as exc:  # libsodium refuses low-order points (all-zero result)
+    except RuntimeError as exc:  # libsodium refuses low-order points (all-zero result)
         raise BadGroupElementError("alpha is a low-order point") from exc
-    hb, hrho, hmu, htau, hpi = _hop_keys(s)
+    hb, hrho, hmu, htau, hpi = _hop_keys(_aes_key(s))
     if not hmac.compare_digest(gamma, _mu(hmu, beta)):
         raise HeaderMacError("header MAC mismatch (tampered, or not addressed to this node)")
     if is_replay is not None and is_replay(htau):

@@ -125,9 +125,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         extra_bytes=args.size, delay_mean_ms=args.delay_mean * 1000, seed=args.seed, say=console.print
     )
     verdict = "[green]delivered and acknowledged[/]" if result["ok"] else "[red]FAILED[/]"
-    console.rule(
-        f"{verdict}: {result['fragments']} fragments, {result['packets']} packet hops,"
-        f" mean virtual latency {result['mean_virtual_latency_s']} s"
+    console.rule(verdict)
+    console.print(
+        f"{result['fragments']} fragments, {result['packets']} packet hops in all,"
+        f" mean latency {result['mean_virtual_latency_s']} s of virtual time"
+        f" at {args.delay_mean} s mean delay per mix"
     )
     return 0 if result["ok"] else 1
 

@@ -241,11 +241,10 @@ def _create_header(
     nu = len(nodelist)
     node_meta = [bytes([len(n)]) + n for n in nodelist]
     x = rng(32)
-    alphas: list[bytes] = []
     aes_keys: list[bytes] = []
     hrhos: list[bytes] = []
     hmus: list[bytes] = []
-    alpha = crypto_scalarmult_base(x)
+    alpha = first_alpha = crypto_scalarmult_base(x)
     blinds: list[bytes] = [x]
     for i, key in enumerate(keys):
         if i:
@@ -255,7 +254,6 @@ def _create_header(
             s = crypto_scalarmult(f, s)
         aes_s = _aes_key(s)
         hb, hrho, hmu, _, _ = _hop_keys(aes_s)
-        alphas.append(alpha)
         aes_keys.append(aes_s)
         hrhos.append(hrho)
         hmus.append(hmu)
@@ -280,7 +278,7 @@ def _create_header(
         plain_len = (SPHINX_MAX_LEN - 32) - K - len(node_id)
         beta = _aes_ctr(hrhos[i], node_id + gamma + beta[:plain_len])
         gamma = _mu(hmus[i], beta)
-    return (alphas[0], beta, gamma), aes_keys
+    return (first_alpha, beta, gamma), aes_keys
 
 
 def _hpi(aes_s: bytes) -> bytes:

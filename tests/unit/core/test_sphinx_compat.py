@@ -53,6 +53,15 @@ def _walk_both(params, secrets, header, delta):
     return outputs
 
 
+def _final_decision(packet: bytes, secrets):
+    """Run a packet through every hop with our ``process``; return the last hop's decision."""
+    for secret in secrets:
+        decision = S.process(packet, secret)
+        if isinstance(decision, S.Forward):
+            packet = decision.packet
+    return decision
+
+
 @pytest.mark.parametrize("hops", [1, 2, 3, 5])
 @pytest.mark.parametrize("seed", range(3))
 def test_our_forward_packets_are_processed_identically_by_sphinxmix(hops, seed):
@@ -90,11 +99,7 @@ def test_sphinxmix_forward_packets_are_processed_identically_by_us(hops):
         params, nodelist, [h.public_key for h in route], mailbox, payload
     )
     _walk_both(params, secrets, tuple(header), delta)
-    p = b"".join(header) + delta
-    for secret in secrets:
-        decision = S.process(p, secret)
-        if isinstance(decision, S.Forward):
-            p = decision.packet
+    decision = _final_decision(b"".join(header) + delta, secrets)
     assert isinstance(decision, S.Deliver)
     assert (decision.mailbox_id, decision.payload) == (mailbox, payload)
 
@@ -145,10 +150,7 @@ def test_surb_replies_interoperate_both_ways():
     packet = S.package_surb(surb, b"ack from us")
     t_header, t_delta = sphinxmix_client.package_surb(params, (n0, tuple(header), ktilde), b"ack from us")
     assert packet == b"".join(t_header) + t_delta
-    for secret in secrets:
-        decision = S.process(packet, secret)
-        if isinstance(decision, S.Forward):
-            packet = decision.packet
+    decision = _final_decision(packet, secrets)
     assert isinstance(decision, S.SurbDelivery)
     assert (decision.mailbox_id, decision.surb_id) == (mailbox, xid)
     keys = S.SurbKeys(xid, keytuple[0], tuple(keytuple[1:]))

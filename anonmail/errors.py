@@ -28,7 +28,15 @@ boundary with ``raise ...Error(...) from exc``.
     │   └── ReassemblyError         fragments of one message contradict each other
     ├── WireError                   a frame on a byte stream is malformed
     │   └── FrameTooLargeError      a frame exceeds its maximum size
-    └── TransportError              a peer cannot be reached or a stream broke
+    ├── TransportError              a peer cannot be reached or a stream broke (has ``address``)
+    │   ├── TransportAddressError   a transport URI is malformed or not allowed here
+    │   ├── ConnectError            a connection attempt failed (has ``reason``)
+    │   ├── TorError                the tor daemon or its control port misbehaves
+    │   └── I2PError                the I2P router or its SAM bridge misbehaves
+    ├── DirectoryError              a descriptor or consensus is rejected (has ``reason``)
+    ├── PathError                   no usable path through the topology
+    ├── StoreError                  a local SQLite store cannot be opened or written
+    └── TestnetError                a private Tor/I2P/anonmail test network failed
 """
 
 from __future__ import annotations
@@ -56,6 +64,14 @@ __all__ = [
     "WireError",
     "FrameTooLargeError",
     "TransportError",
+    "TransportAddressError",
+    "ConnectError",
+    "TorError",
+    "I2PError",
+    "DirectoryError",
+    "PathError",
+    "StoreError",
+    "TestnetError",
 ]
 
 
@@ -172,4 +188,50 @@ class FrameTooLargeError(WireError):
 
 
 class TransportError(AnonmailError):
-    """A peer cannot be reached, or a stream to it broke."""
+    """A peer cannot be reached, or a stream to it broke; ``address`` names the peer if known."""
+
+    def __init__(self, message: str, *, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class TransportAddressError(TransportError, ValueError):
+    """A transport URI (``onion://``, ``i2p://``, ``tcp://``, ``mem://``) is malformed or refused."""
+
+
+class ConnectError(TransportError):
+    """A connection attempt failed; ``reason`` is a short stable code (e.g. ``refused``)."""
+
+    def __init__(self, message: str, *, address: str | None = None, reason: str = "unreachable") -> None:
+        super().__init__(message, address=address)
+        self.reason = reason
+
+
+class TorError(TransportError):
+    """The tor daemon cannot be started, authenticated to, or did not bootstrap."""
+
+
+class I2PError(TransportError):
+    """The I2P router or its SAM bridge is missing, not ready, or answered an error."""
+
+
+class DirectoryError(AnonmailError):
+    """A node descriptor or consensus document is rejected; ``reason`` is a stable code."""
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PathError(AnonmailError):
+    """No path can be built: a layer is empty or two hops share no transport."""
+
+
+class StoreError(AnonmailError):
+    """A local SQLite store cannot be opened, migrated or written."""
+
+
+class TestnetError(AnonmailError):
+    """A private test network (Tor, I2P or anonmail) could not be brought up or torn down."""
+
+    __test__ = False  # not a pytest test class

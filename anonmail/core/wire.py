@@ -49,6 +49,7 @@ __all__ = [
     "FRAME_HEADER_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_CONTROL_BYTES",
+    "MAX_DIRECTORY_CONTROL_BYTES",
     "MAX_CONTROL_DEPTH",
     "MAX_CLOSE_TEXT_BYTES",
     "HELLO_MAGIC",
@@ -70,8 +71,10 @@ __all__ = [
 
 #: Bytes in a frame header: 1 byte type, 4 bytes big-endian payload length.
 FRAME_HEADER_BYTES = 5
-#: Largest UTF-8 encoded JSON payload of a CONTROL frame.
+#: Largest UTF-8 encoded JSON payload of a CONTROL frame on packet links (the default).
 MAX_CONTROL_BYTES = 16384
+#: Largest CONTROL payload a directory link may opt into (consensus documents grow with nodes).
+MAX_DIRECTORY_CONTROL_BYTES = 4 * 1024 * 1024
 #: Deepest nesting of objects and arrays in a CONTROL message (the message itself is level 1).
 MAX_CONTROL_DEPTH = 8
 #: Largest UTF-8 encoded text in a CLOSE frame.
@@ -114,7 +117,15 @@ _PAYLOAD_LIMITS: dict[int, tuple[int, int]] = {
     FrameType.CLOSE: (1, 1 + MAX_CLOSE_TEXT_BYTES),
 }
 
-#: Largest frame of any type, header included: the most a :class:`FrameDecoder` ever buffers.
+
+
+def _check_control_limit(limit: int) -> None:
+    if not isinstance(limit, int) or not 2 <= limit <= MAX_DIRECTORY_CONTROL_BYTES:
+        raise ValueError(f"max_control_bytes must be 2..{MAX_DIRECTORY_CONTROL_BYTES}, got {limit!r}")
+
+
+#: Largest frame of any type with default limits, header included: the most a default
+#: :class:`FrameDecoder` ever buffers.
 MAX_FRAME_BYTES = FRAME_HEADER_BYTES + max(high for _, high in _PAYLOAD_LIMITS.values())
 
 _HEADER = struct.Struct(">BI")
@@ -175,16 +186,19 @@ def _wire_error(cls: type[WireError], message: str, offset: int | None) -> WireE
 # --------------------------------------------------------------------------- encoding
 
 
-def encode_frame(frame: Frame) -> bytes:
+def encode_frame(frame: Frame, *, max_control_bytes: int = MAX_CONTROL_BYTES) -> bytes:
     """Return the bytes of one frame; raise WireError (FrameTooLargeError if too long) if invalid.
 
-    Raises :class:`TypeError` if ``frame`` is not one of the four frame classes.
+    ``max_control_bytes`` may be raised up to :data:`MAX_DIRECTORY_CONTROL_BYTES` on links whose
+    peer decodes with the same limit. Raises :class:`TypeError` if ``frame`` is not one of the
+    four frame classes.
     """
+    _check_control_limit(max_control_bytes)
     try:
         if isinstance(frame, Packet):
             frame_type, payload = FrameType.PACKET, _encode_packet(frame)
         elif isinstance(frame, Control):
-            frame_type, payload = FrameType.CONTROL, _encode_control(frame)
+            frame_type, payload = FrameType.CONTROL, _encode_control(frame, max_control_bytes)
         elif isinstance(frame, Hello):
             frame_type, payload = FrameType.HELLO, _encode_hello(frame)
         elif isinstance(frame, Close):
@@ -209,7 +223,7 @@ def _encode_packet(frame: Packet) -> bytes:
     return data
 
 
-def _encode_control(frame: Control) -> bytes:
+def _encode_control(frame: Control, limit: int) -> bytes:
     message = frame.message
     if not isinstance(message, dict):
         raise _Invalid(f"CONTROL message must be a dict, not {type(message).__name__}")
@@ -224,9 +238,9 @@ def _encode_control(frame: Control) -> bytes:
     if text is None:
         raise _Invalid("CONTROL message cannot be encoded as JSON")
     payload = text.encode("utf-8")
-    if len(payload) > MAX_CONTROL_BYTES:
+    if len(payload) > limit:
         raise _Invalid(
-            f"CONTROL payload is {len(payload)} bytes, at most {MAX_CONTROL_BYTES} allowed",
+            f"CONTROL payload is {len(payload)} bytes, at most {limit} allowed",
             FrameTooLargeError,
         )
     return payload
@@ -390,9 +404,12 @@ class FrameDecoder:
     earlier in the same :meth:`feed` call are discarded, and every later call raises too.
     """
 
-    __slots__ = ("_buf", "_header", "_offset", "_failed_at")
+    __slots__ = ("_buf", "_header", "_offset", "_failed_at", "_limits")
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_control_bytes: int = MAX_CONTROL_BYTES) -> None:
+        _check_control_limit(max_control_bytes)
+        self._limits = dict(_PAYLOAD_LIMITS)
+        self._limits[FrameType.CONTROL] = (2, max_control_bytes)
         # Holds header bytes while _header is None, then payload bytes of that frame.
         self._buf = bytearray()
         self._header: tuple[int, int] | None = None  # (frame type, payload length)
@@ -446,7 +463,7 @@ class FrameDecoder:
             )
 
     def _check_header(self, frame_type: int, length: int) -> None:
-        limits = _PAYLOAD_LIMITS.get(frame_type)
+        limits = self._limits.get(frame_type)
         if limits is None:
             raise _wire_error(
                 WireError,

@@ -44,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--size", type=_non_negative_int, default=200 * 1024, help="bytes of attachment to send (default 204800)"
     )
+    testnet = sub.add_parser("testnet", help="private Tor and I2P networks on this machine (for tests and demos)")
+    tsub = testnet.add_subparsers(dest="testnet_command", metavar="TESTNET_COMMAND")
+    tor_check = tsub.add_parser(
+        "tor-check", help="bring up a private Tor network, do an onion round trip, tear it down"
+    )
+    tor_check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    tor_check.add_argument("--relays", type=_non_negative_int, default=4, help="relays besides the authority (default 4, at least 4)")
+    i2p_check = tsub.add_parser(
+        "i2p-check", help="bring up a private I2P network, do an I2P round trip, tear it down"
+    )
+    i2p_check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    i2p_check.add_argument("--routers", type=_non_negative_int, default=3, help="i2pd routers (default 3, at least 2)")
     return parser
 
 
@@ -132,6 +144,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+def _cmd_testnet(args: argparse.Namespace) -> int:
+    """Run a private-network check; progress goes to stderr, the result to stdout."""
+    if args.testnet_command is None:
+        print("anonmail testnet: choose tor-check or i2p-check (see --help)", file=sys.stderr)
+        return 2
+    if args.testnet_command == "tor-check":
+        from anonmail.testnet.tor import run_tor_check as check
+
+        options = {"relays": args.relays}
+    else:
+        from anonmail.testnet.i2p import run_i2p_check as check
+
+        options = {"routers": args.routers}
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    result = check(progress=None if args.json else progress, **options)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0 if result.get("ok") else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``anonmail`` console script."""
     parser = build_parser()
@@ -139,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    handler = {"bench": _cmd_bench, "demo": _cmd_demo}[args.command]
+    handler = {"bench": _cmd_bench, "demo": _cmd_demo, "testnet": _cmd_testnet}[args.command]
     try:
         return handler(args)
     except AnonmailError as exc:

@@ -1,0 +1,200 @@
+"""Traffic policy shared by agents, providers, mix nodes and the simulator (sans-IO).
+
+Everything that decides *when* a packet is sent and *which way* it goes lives here, so the
+simulator measures the very code the nodes run:
+
+* :class:`PoissonSchedule` — emission deadlines at rate λ, each drawn from the previous
+  deadline (not from "now"), so a late loop iteration does not lower the rate;
+* :func:`sample_delay_ms` — the sender-chosen per-hop delay, Exp(mean);
+* :class:`Topology` and :func:`choose_path` — a stratified route (one node per mix layer,
+  weighted uniformly unless the consensus gives weights), chaining only hops that share a
+  transport scheme (DESIGN.md §3); :func:`loop_route` for a mix's own loop cover.
+
+Randomness is a :class:`random.Random` passed in (seed it for reproducible runs); nothing here
+reads the clock or touches the network.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from anonmail.errors import PathError
+
+__all__ = [
+    "MAX_DELAY_MS",
+    "PoissonSchedule",
+    "exponential",
+    "sample_delay_ms",
+    "sample_delays_ms",
+    "NodeRef",
+    "Topology",
+    "choose_path",
+    "loop_route",
+]
+
+#: Largest per-hop delay a routing command can carry (u32 milliseconds).
+MAX_DELAY_MS = 2**32 - 1
+
+
+def exponential(rng: random.Random, mean: float) -> float:
+    """One Exp(mean) sample; ``mean == 0`` gives 0 (no delay)."""
+    if mean < 0 or not math.isfinite(mean):
+        raise ValueError(f"mean must be finite and >= 0, got {mean!r}")
+    return rng.expovariate(1.0 / mean) if mean > 0 else 0.0
+
+
+def sample_delay_ms(rng: random.Random, mean_s: float) -> int:
+    """One sender-chosen per-hop delay in whole milliseconds, Exp(mean_s), capped to u32."""
+    return min(MAX_DELAY_MS, round(exponential(rng, mean_s) * 1000))
+
+
+def sample_delays_ms(rng: random.Random, hops: int, mean_s: float) -> list[int]:
+    """Delays for ``hops`` mix hops (providers get 0: mixing is the mix layers' job)."""
+    return [sample_delay_ms(rng, mean_s) for _ in range(hops)]
+
+
+class PoissonSchedule:
+    """Deadlines of a Poisson process at ``rate`` per second, starting after ``start``.
+
+    ``next()`` returns the next deadline; it advances from the previous deadline, so a caller
+    that wakes up late still emits at the long-run rate. ``rate == 0`` never fires (``inf``).
+    """
+
+    __slots__ = ("rate", "_rng", "deadline")
+
+    def __init__(self, rate: float, rng: random.Random, start: float = 0.0) -> None:
+        if rate < 0 or not math.isfinite(rate):
+            raise ValueError(f"rate must be finite and >= 0, got {rate!r}")
+        self.rate = rate
+        self._rng = rng
+        self.deadline = start
+
+    def next(self) -> float:
+        """Advance to and return the next deadline (seconds on the caller's clock)."""
+        if self.rate == 0:
+            self.deadline = math.inf
+        else:
+            self.deadline += self._rng.expovariate(self.rate)
+        return self.deadline
+
+    def __iter__(self) -> PoissonSchedule:
+        return self
+
+    def __next__(self) -> float:
+        return self.next()
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """What path selection needs to know of a node: id, layer, transports, weight."""
+
+    node_id: bytes
+    name: str
+    layer: int  # 1..n for mixes, 0 for providers
+    schemes: frozenset[str]
+    weight: float = 1.0
+    data: object = field(default=None, compare=False, repr=False)  # e.g. the descriptor
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A stratified topology: mix layers in order, and the providers."""
+
+    layers: tuple[tuple[NodeRef, ...], ...]
+    providers: tuple[NodeRef, ...] = ()
+
+    @classmethod
+    def from_nodes(cls, nodes: Iterable[NodeRef], layers: int = 3) -> Topology:
+        """Group nodes by layer (0 = provider), each group in a stable order (by node id)."""
+        by_layer: dict[int, list[NodeRef]] = {i: [] for i in range(layers + 1)}
+        for node in nodes:
+            if node.layer not in by_layer:
+                raise PathError(f"node {node.name} claims layer {node.layer}; topology has 1..{layers}")
+            by_layer[node.layer].append(node)
+        ordered = {k: tuple(sorted(v, key=lambda n: n.node_id)) for k, v in by_layer.items()}
+        return cls(tuple(ordered[i] for i in range(1, layers + 1)), ordered[0])
+
+    def node(self, node_id: bytes) -> NodeRef | None:
+        """The node with this id, or None."""
+        for group in (*self.layers, self.providers):
+            for node in group:
+                if node.node_id == node_id:
+                    return node
+        return None
+
+
+def _shares(a: NodeRef | None, b: NodeRef) -> bool:
+    return a is None or bool(a.schemes & b.schemes)
+
+
+def _weighted_choice(rng: random.Random, nodes: Sequence[NodeRef]) -> NodeRef:
+    weights = [max(0.0, n.weight) for n in nodes]
+    if not any(weights):
+        return nodes[rng.randrange(len(nodes))]
+    return rng.choices(nodes, weights=weights, k=1)[0]
+
+
+def choose_path(
+    rng: random.Random,
+    topology: Topology,
+    *,
+    ingress: NodeRef | None = None,
+    egress: NodeRef | None = None,
+    layers: Sequence[int] | None = None,
+) -> list[NodeRef]:
+    """One node per mix layer (in ``layers`` order, default all), each sharing a transport
+    with its neighbours (``ingress`` before the first, ``egress`` after the last).
+
+    Returns only the mix nodes. Raises PathError naming the hop that has no common transport.
+    """
+    order = list(layers) if layers is not None else list(range(1, len(topology.layers) + 1))
+    groups = []
+    for layer in order:
+        if not 1 <= layer <= len(topology.layers) or not topology.layers[layer - 1]:
+            raise PathError(f"mix layer {layer} has no nodes in the consensus")
+        groups.append(topology.layers[layer - 1])
+    # Backward pass: which nodes of each layer can still reach the egress.
+    feasible: list[list[NodeRef]] = [[] for _ in groups]
+    after: list[NodeRef] | None = [egress] if egress is not None else None
+    for i in range(len(groups) - 1, -1, -1):
+        feasible[i] = [n for n in groups[i] if after is None or any(_shares(n, m) for m in after)]
+        if not feasible[i]:
+            nxt = "the egress provider" if i == len(groups) - 1 else f"mix layer {order[i + 1]}"
+            raise PathError(f"no node of mix layer {order[i]} shares a transport with {nxt}")
+        after = feasible[i]
+    # Forward pass: sample among nodes reachable from the previous hop.
+    path: list[NodeRef] = []
+    previous = ingress
+    for i, candidates in enumerate(feasible):
+        reachable = [n for n in candidates if _shares(previous, n)]
+        if not reachable:
+            before = "the ingress provider" if i == 0 else f"mix layer {order[i - 1]} ({previous.name})"
+            raise PathError(f"no node of mix layer {order[i]} shares a transport with {before}")
+        previous = _weighted_choice(rng, reachable)
+        path.append(previous)
+    return path
+
+
+def loop_route(rng: random.Random, topology: Topology, me: NodeRef) -> list[NodeRef]:
+    """The hops of a mix's loop cover packet, ending at the mix itself.
+
+    From layer ``l`` it goes through the later layers, a provider (which feeds layer 1, as
+    for any user packet) when the topology has one, the earlier layers, and back to ``me``;
+    so every link it uses also carries ordinary traffic.
+    """
+    count = len(topology.layers)
+    later = list(range(me.layer + 1, count + 1))
+    earlier = list(range(1, me.layer))
+    provider = _weighted_choice(rng, topology.providers) if topology.providers else None
+    first = choose_path(rng, topology, ingress=me, egress=provider, layers=later) if later else []
+    tail_ingress = provider if provider is not None else (first[-1] if first else me)
+    second = choose_path(rng, topology, ingress=tail_ingress, egress=me, layers=earlier) if earlier else []
+    route = [*first]
+    if provider is not None:
+        route.append(provider)
+    route.extend(second)
+    route.append(me)
+    return route

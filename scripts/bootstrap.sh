@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent bootstrap for a Debian 12 machine:
 #   1. apt packages tor and i2pd (only when their binaries are missing),
-#   2. a virtualenv in .venv with `pip install -e '.[dev]'` (only when .venv is
+#   2. an i2pd >= 2.51 for private I2P test networks: when neither the system
+#      i2pd nor a cached build is new enough, build it once from Debian trixie's
+#      source package and cache the binary in ${XDG_CACHE_HOME:-~/.cache}/anonmail/
+#      (outside the repo; reused until deleted). ANONMAIL_SKIP_I2PD_BUILD=1 skips it.
+#   3. a virtualenv in .venv with `pip install -e '.[dev]'` (only when .venv is
 #      missing or pyproject.toml changed since the last install).
 # Works from any cwd. As root it installs what is missing; as another user it
 # only checks, and says what to install when something is missing.
@@ -145,6 +149,124 @@ else
     have_bin tor  || die "tor is still missing after apt-get install"
     have_bin i2pd || die "i2pd is still missing after apt-get install"
     [ -n "$PY" ] || PY="$(find_python || true)"
+fi
+
+# ------------------------------------------------------------ i2pd step ---
+# Debian 12's i2pd 2.45.1 drops every peer on 127.0.0.0/8, so the private I2P
+# test network needs >= 2.51 (see ../shared/RECIPES.md §2). We fetch trixie's
+# source package through a private apt source list and state directory (the
+# machine's apt configuration stays untouched) and build only the binary.
+
+I2PD_MIN="2.51.0"
+CACHE_BASE="${XDG_CACHE_HOME:-$HOME/.cache}/anonmail"
+I2PD_BUILD_DEPS=(build-essential libboost-program-options-dev libboost-filesystem-dev
+                 libboost-system-dev libboost-date-time-dev libssl-dev zlib1g-dev)
+
+i2pd_version() {  # i2pd_version BIN: prints X.Y.Z, or fails
+    "$1" --version 2>/dev/null | sed -n 's/^i2pd version \([0-9][0-9.]*\).*/\1/p' | head -n1 | grep .
+}
+
+version_ge() {  # version_ge A B: true when A >= B
+    [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$2" ]
+}
+
+usable_i2pd() {  # prints the path of an i2pd >= I2PD_MIN (cached build first), or fails
+    local bin ver
+    for bin in "$CACHE_BASE"/i2pd-*/i2pd "$(command -v i2pd 2>/dev/null || true)" /usr/sbin/i2pd; do
+        [ -n "$bin" ] && [ -x "$bin" ] || continue
+        ver="$(i2pd_version "$bin")" || continue
+        if version_ge "$ver" "$I2PD_MIN"; then
+            printf '%s %s\n' "$bin" "$ver"
+            return 0
+        fi
+    done
+    return 1
+}
+
+i2pd_build_hint() {
+    echo "bootstrap: to build it by hand, as root: apt-get install -y ${I2PD_BUILD_DEPS[*]}" >&2
+    echo "bootstrap: then run 'make bootstrap' again (ANONMAIL_SKIP_I2PD_BUILD=1 skips this step;" >&2
+    echo "bootstrap: the I2P integration tests then fail with a message saying so)." >&2
+}
+
+build_i2pd() {
+    local work="$CACHE_BASE/i2pd-build" apt_dir src_dir dsc ver orig log start pid rc=0 t
+    local missing=() pkg
+    for pkg in "${I2PD_BUILD_DEPS[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        if ! is_root; then
+            echo "bootstrap: building i2pd needs these packages: ${missing[*]}" >&2
+            i2pd_build_hint
+            exit 1
+        fi
+        say "installing i2pd build dependencies: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+            || { echo "bootstrap: error: apt-get install of the i2pd build dependencies failed" >&2; i2pd_build_hint; exit 1; }
+    fi
+
+    rm -rf "$work"
+    apt_dir="$work/apt"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$work/src"
+    printf 'deb-src http://deb.debian.org/debian trixie main\n' >"$apt_dir/sources.list"
+    local apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list"
+                    -o "Dir::Etc::SourceParts=/dev/null"
+                    -o "Dir::State::Lists=$apt_dir/lists"
+                    -o "Dir::Cache=$apt_dir/cache"
+                    -o "APT::Sandbox::User=root")
+    is_root || apt_opts+=(-o "Debug::NoDropPrivs=true")
+    say "fetching the i2pd source package from Debian trixie (private apt source list)"
+    apt-get -qq "${apt_opts[@]}" update >"$work/apt.log" 2>&1 \
+        || { echo "bootstrap: error: apt-get update for deb-src trixie failed (log: $work/apt.log):" >&2
+             tail -n 5 "$work/apt.log" >&2; i2pd_build_hint; exit 1; }
+    (cd "$work/src" && apt-get -qq "${apt_opts[@]}" source --download-only i2pd/trixie) >>"$work/apt.log" 2>&1 \
+        || { echo "bootstrap: error: apt-get source i2pd/trixie failed (log: $work/apt.log):" >&2
+             tail -n 5 "$work/apt.log" >&2; i2pd_build_hint; exit 1; }
+    dsc="$(ls "$work"/src/i2pd_*.dsc | head -n1)"
+    ver="$(basename "$dsc" .dsc)"; ver="${ver#i2pd_}"; ver="${ver%%-*}"; ver="${ver#*:}"
+    orig="$(ls "$work"/src/i2pd_*.orig.tar.* | head -n1)"
+    [ -n "$ver" ] && [ -f "$orig" ] || die "unexpected i2pd source package layout in $work/src"
+    src_dir="$work/src/build"
+    mkdir -p "$src_dir"
+    tar -xf "$orig" -C "$src_dir" --strip-components=1
+
+    log="$work/build.log"
+    say "building i2pd $ver (about 6 min on 2 cores; log: $log)"
+    start="$(date +%s)"
+    (cd "$src_dir" && exec make -j2 USE_UPNP=no DEBUG=no) >"$log" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        for t in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+        kill -0 "$pid" 2>/dev/null && note "still building i2pd ($(( $(date +%s) - start ))s)"
+    done
+    wait "$pid" || rc=$?
+    if [ "$rc" -ne 0 ] || [ ! -x "$src_dir/i2pd" ]; then
+        echo "bootstrap: error: building i2pd $ver failed (make exit $rc); last lines of $log:" >&2
+        tail -n 20 "$log" >&2
+        i2pd_build_hint
+        exit 1
+    fi
+    strip "$src_dir/i2pd" 2>/dev/null || true
+    local got
+    got="$(i2pd_version "$src_dir/i2pd")" || die "the freshly built i2pd does not run: $src_dir/i2pd"
+    mkdir -p "$CACHE_BASE/i2pd-$got"
+    cp "$src_dir/i2pd" "$CACHE_BASE/i2pd-$got/i2pd.tmp"
+    mv -f "$CACHE_BASE/i2pd-$got/i2pd.tmp" "$CACHE_BASE/i2pd-$got/i2pd"
+    rm -rf "$work"
+    say "i2pd $got built in $(( $(date +%s) - start ))s: $CACHE_BASE/i2pd-$got/i2pd"
+}
+
+if [ "${ANONMAIL_SKIP_I2PD_BUILD:-0}" = 1 ]; then
+    say "i2pd >= $I2PD_MIN for private test networks: skipped (ANONMAIL_SKIP_I2PD_BUILD=1)"
+elif found="$(usable_i2pd)"; then
+    say "i2pd >= $I2PD_MIN for private test networks: ${found%% *} (${found#* }) (skipped)"
+else
+    say "no i2pd >= $I2PD_MIN found (system: $(i2pd_version /usr/sbin/i2pd 2>/dev/null || echo none)); building one"
+    build_i2pd
 fi
 
 # ------------------------------------------------------------ venv step ---

@@ -59,6 +59,7 @@ NETWORK_READY_TIMEOUT = 120.0
 STOP_GRACE = 5.0
 POLL_INTERVAL = 0.2
 
+_SYSTEM_I2PD = "/usr/sbin/i2pd"
 _VERSION_RE = re.compile(r"i2pd version (\d+)\.(\d+)\.(\d+)")
 _ROUTERS_RE = re.compile(r"Routers:\s*(?:</b>)?\s*(\d+)")
 
@@ -98,7 +99,7 @@ def find_i2pd() -> tuple[Path, tuple[int, int, int]]:
                     key=lambda p: parse_i2pd_version(f"i2pd version {p.parent.name[5:]}") or (0, 0, 0))
     candidates += cached
     system = shutil.which("i2pd")
-    candidates += [Path(p) for p in (system, "/usr/sbin/i2pd") if p]
+    candidates += [Path(p) for p in (system, _SYSTEM_I2PD) if p]
     seen: list[str] = []
     for path in candidates:
         if not (path.is_file() and os.access(path, os.X_OK)):

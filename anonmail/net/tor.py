@@ -670,6 +670,7 @@ class OnionTransport(Transport):
                         why = f"{reply.text} (SOCKS 0x{code:02X})"
                 except OSError as exc:
                     reason, why, retry = "socks_failure", f"{exc.strerror or exc}", True
+                log.debug("connect attempt %d to %s failed: %s", attempts, parsed.host[:8], why)
                 if not retry:
                     break
                 await anyio.sleep(settings.retry_delay * min(attempts, 4))

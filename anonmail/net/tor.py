@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -315,6 +316,15 @@ def open_controller(endpoint: ControlEndpoint, password: str | None = None):  # 
     import stem.connection
     import stem.control
 
+    if not endpoint.socket_path:
+        # stem leaks its socket when the connection is refused: look before we leap.
+        try:
+            with socket.create_connection((endpoint.host, endpoint.port), timeout=5):
+                pass
+        except OSError as exc:
+            raise TorError(
+                f"cannot reach tor's {endpoint}: {exc.strerror or exc}; is tor running with this ControlPort?"
+            ) from exc
     try:
         if endpoint.socket_path:
             controller = stem.control.Controller.from_socket_file(endpoint.socket_path)

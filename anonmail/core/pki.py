@@ -31,6 +31,7 @@ from anonmail.core.uri import parse_transport_address
 from anonmail.errors import DirectoryError, SignatureError, TransportAddressError
 
 __all__ = [
+    "DEFAULT_EPOCH_SECONDS",
     "DESCRIPTOR_VERSION",
     "CONSENSUS_VERSION",
     "MIX_LAYERS",
@@ -45,10 +46,13 @@ __all__ = [
     "sign_consensus",
     "consensus_from_dict",
     "verify_consensus",
+    "consensus_signature_valid",
     "authority_id",
     "canonical_json",
 ]
 
+#: Epoch length when a configuration does not say (keys rotate and consensuses renew per epoch).
+DEFAULT_EPOCH_SECONDS = 3600
 DESCRIPTOR_VERSION = 1
 CONSENSUS_VERSION = 1
 #: Number of mix layers in the stratified topology.
@@ -322,7 +326,7 @@ def consensus_from_dict(data: object, *, production: bool = True) -> Consensus:
     if data["version"] != CONSENSUS_VERSION:
         raise DirectoryError(f"consensus version {data['version']!r} is not supported", reason="malformed")
     epoch, seconds, nodes = data["epoch"], data["epoch_seconds"], data["nodes"]
-    if not isinstance(epoch, int) or not isinstance(seconds, int) or seconds <= 0 or epoch < 0:
+    if not _is_int(epoch) or not _is_int(seconds) or seconds <= 0 or epoch < 0:
         raise DirectoryError("consensus epoch and epoch_seconds must be positive integers", reason="malformed")
     if not isinstance(nodes, list):
         raise DirectoryError("consensus nodes must be a list", reason="malformed")
@@ -334,6 +338,20 @@ def consensus_from_dict(data: object, *, production: bool = True) -> Consensus:
     if consensus.to_dict() != build_consensus(epoch, seconds, descriptors).to_dict():
         raise DirectoryError("consensus document is not in canonical form", reason="malformed")
     return consensus
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def consensus_signature_valid(consensus: Consensus, public_key: bytes, signature: str) -> bool:
+    """Whether one authority's base64 signature over the document verifies (for gathering)."""
+    try:
+        raw = _unb64(signature, 64, "signature")
+        verify_signature(public_key, canonical_json(consensus.to_dict()), raw, context=_CONSENSUS_CONTEXT)
+    except (SignatureError, DirectoryError):
+        return False
+    return True
 
 
 def verify_consensus(
@@ -352,8 +370,11 @@ def verify_consensus(
     containing ``now`` or the next one (fetched ahead of time); older is ``stale``, later is
     ``future``.
     """
+    authorities = list(dict.fromkeys(bytes(k) for k in authorities))  # a key counts once
     if not 1 <= threshold <= len(authorities):
         raise ValueError(f"threshold must be 1..{len(authorities)}, got {threshold}")
+    if not isinstance(signatures, Mapping):
+        raise DirectoryError("consensus signatures must be an object of authority id to base64", reason="malformed")
     consensus = consensus_from_dict(document, production=production)
     message = canonical_json(consensus.to_dict())
     valid, forged = 0, []

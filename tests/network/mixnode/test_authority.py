@@ -1,0 +1,329 @@
+"""Three directory authorities over ``mem`` in virtual time: upload, agree, sign, fetch, survive.
+
+Runs on trio's MockClock (an epoch of 60 virtual seconds passes in milliseconds); the wall
+clock every component sees is ``T0 + anyio.current_time()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+import trio.testing
+
+from anonmail.core import pki
+from anonmail.core.keys import IdentityKey
+from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Control, Role
+from anonmail.directory import DirectoryClient, request_authority, upload_descriptor
+from anonmail.errors import DirectoryError
+from anonmail.net.framed import FramedStream
+from anonmail.net.memory import MemoryNetwork
+from anonmail.net.router import Router
+from mixnode.authority import Authority, AuthorityConfig, PeerAuthority
+
+pytestmark = [pytest.mark.network, pytest.mark.anyio]
+
+EPOCH = 60
+T0 = 60 * 29_000_000 + 10  # 10 s into an epoch
+E0 = pki.epoch_at(T0, EPOCH)
+
+
+@pytest.fixture
+def anyio_backend():
+    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+def wall_clock() -> float:
+    return T0 + anyio.current_time()
+
+
+class Net:
+    """Three authorities and helpers, all on one MemoryNetwork."""
+
+    def __init__(self, tmp_path: Path, count: int = 3, threshold: int = 2) -> None:
+        self.network = MemoryNetwork()
+        self.tmp_path = tmp_path
+        self.keys = [IdentityKey.from_seed(bytes([i + 1]) * 32) for i in range(count)]
+        self.names = [f"auth-{i}" for i in range(count)]
+        self.addresses = [f"mem://{n}" for n in self.names]
+        self.threshold = threshold
+        self.scopes: dict[int, anyio.CancelScope] = {}
+        self.authorities: dict[int, Authority] = {}
+
+    def config(self, i: int) -> AuthorityConfig:
+        peers = tuple(
+            PeerAuthority(self.addresses[j], self.keys[j].public) for j in range(len(self.keys)) if j != i
+        )
+        return AuthorityConfig(
+            name=self.names[i],
+            data_dir=self.tmp_path / self.names[i],
+            key_file=self.tmp_path / self.names[i] / "identity.key",
+            listen=(self.addresses[i],),
+            peers=peers,
+            threshold=self.threshold,
+            epoch_seconds=EPOCH,
+            test_mode=True,
+            freeze_lead=15,
+            round_seconds=5,
+            sync_delay=2,
+            gossip_seconds=10,
+        )
+
+    @property
+    def pinned(self) -> list[tuple[str, bytes]]:
+        return [(a, k.public) for a, k in zip(self.addresses, self.keys)]
+
+    async def start(self, tg, i: int, *, write_status: bool = False) -> Authority:
+        """Run authority ``i`` (with its own transport) until :meth:`stop`."""
+
+        async def serve(task_status=anyio.TASK_STATUS_IGNORED):
+            with anyio.CancelScope() as scope:
+                self.scopes[i] = scope
+                async with self.network.transport(self.names[i]) as transport:
+                    authority = Authority(
+                        self.config(i), Router([transport], production=False),
+                        identity=self.keys[i], wall_clock=wall_clock, write_status=write_status,
+                    )
+                    self.authorities[i] = authority
+                    await authority.run(task_status=task_status)
+
+        await tg.start(serve)
+        return self.authorities[i]
+
+    def stop(self, i: int) -> None:
+        self.scopes[i].cancel()
+
+    @contextlib.asynccontextmanager
+    async def client(self, name: str = "client"):
+        async with self.network.transport(name) as transport:
+            yield Router([transport], production=False)
+
+    def directory(self, router: Router, **kwargs) -> DirectoryClient:
+        return DirectoryClient(
+            router, self.pinned, self.threshold, production=False, wall_clock=wall_clock,
+            epoch_seconds=EPOCH, **kwargs,
+        )
+
+
+def descriptor(i: int, epoch: int, *, role: str = "mix", layer: int | None = None) -> pki.NodeDescriptor:
+    identity = IdentityKey.from_seed(bytes([100 + i]) * 32)
+    return pki.sign_descriptor(
+        identity,
+        name=f"node-{i}",
+        role=role,
+        layer=(i % 3 + 1) if layer is None and role == "mix" else (layer or 0),
+        epoch=epoch,
+        sphinx_key=os.urandom(32),
+        addresses=[f"mem://node-{i}"],
+        production=False,
+    )
+
+
+async def upload_all(router: Router, addresses, epoch: int, count: int = 4) -> list[int]:
+    return [await upload_descriptor(router, addresses, descriptor(i, epoch)) for i in range(count)]
+
+
+async def test_bootstrap_two_of_three_and_next_epoch_ahead_of_time(tmp_path):
+    net = Net(tmp_path)
+    changes = []
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            await net.start(tg, i)
+        async with net.client() as router:
+            assert await upload_all(router, net.addresses, E0) == [3, 3, 3, 3]
+            directory = net.directory(router, on_change=changes.append)
+            await tg.start(directory.run)
+            with anyio.fail_after(20):
+                first = await directory.wait_for(E0)
+            assert len(first.nodes) == 4 and first.epoch == E0
+            assert directory.current() == first
+            # Everybody signed the same document and exchanged signatures.
+            with anyio.fail_after(10):
+                while True:
+                    reply = await request_authority(router, net.addresses[0], {"type": "get_consensus", "epoch": E0})
+                    if len(reply["signatures"]) == 3:
+                        break
+                    await anyio.sleep(1)
+            # Uploads for the epoch whose consensus exists are refused as too late.
+            with pytest.raises(DirectoryError) as info:
+                await upload_descriptor(router, net.addresses, descriptor(9, E0))
+            assert info.value.reason == "too_late"
+            # The next epoch: nodes upload early; the client has it before the current one ends.
+            assert await upload_all(router, net.addresses, E0 + 1, count=3) == [3, 3, 3]
+            with anyio.fail_after(EPOCH):
+                second = await directory.wait_for(E0 + 1)
+            assert wall_clock() < pki.epoch_start(E0 + 1, EPOCH)
+            assert len(second.nodes) == 3
+            assert [c.epoch for c in changes] == [E0, E0 + 1]
+            tg.cancel_scope.cancel()
+
+
+async def test_one_authority_down_network_still_works(tmp_path):
+    net = Net(tmp_path)
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            await net.start(tg, i)
+        net.network.set_down(net.names[2])
+        async with net.client() as router:
+            assert await upload_all(router, net.addresses, E0) == [2, 2, 2, 2]
+            directory = net.directory(router)
+            with anyio.fail_after(20):
+                while True:
+                    try:
+                        consensus = await directory.fetch(E0)
+                        break
+                    except DirectoryError:
+                        await anyio.sleep(1)
+            assert len(consensus.nodes) == 4
+            # Stopping a second one after the fact: the survivor still serves 2 signatures.
+            net.stop(1)
+            await anyio.sleep(1)
+            fresh = net.directory(router)
+            assert (await fresh.fetch(E0)).digest() == consensus.digest()
+            tg.cancel_scope.cancel()
+
+
+async def test_too_few_signatures_is_a_clear_error(tmp_path):
+    net = Net(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await net.start(tg, 0)  # its peers never come up
+        async with net.client() as router:
+            assert await upload_all(router, net.addresses, E0, count=2) == [1, 1]
+            await anyio.sleep(10)
+            reply = await request_authority(router, net.addresses[0], {"type": "get_consensus", "epoch": E0})
+            assert reply["type"] == "consensus" and len(reply["signatures"]) == 1
+            with pytest.raises(DirectoryError) as info:
+                await net.directory(router).fetch(E0)
+            assert info.value.reason == "too_few_signatures"
+            assert "needs 2 of 3" in str(info.value)
+            assert "mem://auth-1: unreachable" in str(info.value)
+            tg.cancel_scope.cancel()
+
+
+async def raw_request(router: Router, address: str, payload: bytes | None = None, message: dict | None = None):
+    stream = await router.connect(address)
+    async with stream:
+        framed = FramedStream(stream, max_control_bytes=MAX_DIRECTORY_CONTROL_BYTES)
+        await framed.hello(Role.CLIENT)
+        await framed.expect_hello()
+        if payload is not None:
+            await stream.send(payload)
+            return await framed.receive()
+        return await framed.request(message)
+
+
+async def test_bad_requests_get_errors_and_serving_continues(tmp_path):
+    net = Net(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await net.start(tg, 0)
+        address = net.addresses[0]
+        async with net.client() as router:
+            reply = await raw_request(router, address, message={"type": "launch_rockets"})
+            assert reply == {"type": "error", "reason": "unknown_request", "message": "unknown request type 'launch_rockets'"}
+            reply = await raw_request(router, address, message={"type": "get_consensus", "epoch": "soon"})
+            assert reply["reason"] == "bad_request"
+            reply = await raw_request(router, address, message={"type": "upload_descriptor", "descriptor": {"x": 1}})
+            assert reply["reason"] == "malformed"
+            forged = descriptor(1, E0).to_dict()
+            forged["addresses"] = ["mem://elsewhere"]
+            reply = await raw_request(router, address, message={"type": "upload_descriptor", "descriptor": forged})
+            assert reply["reason"] == "bad_descriptor"
+            for epoch, reason in ((E0 - 1, "stale"), (E0 + 2, "future")):
+                reply = await raw_request(
+                    router, address, message={"type": "upload_descriptor", "descriptor": descriptor(1, epoch).to_dict()}
+                )
+                assert reply["reason"] == reason
+            reply = await raw_request(router, address, message={"type": "get_signature", "epoch": E0, "digest": "00"})
+            assert reply["reason"] == "not_ready"
+            # Garbage instead of a frame: the authority drops that connection only.
+            assert await raw_request(router, address, payload=b"\xff" * 64) is None
+            # A client that never speaks is dropped after the serve timeout.
+            stream = await router.connect(address)
+            with anyio.fail_after(30):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await stream.receive()
+            # Still serving.
+            assert await upload_descriptor(router, [address], descriptor(1, E0)) == 1
+            reply = await raw_request(router, address, message={"type": "get_descriptors", "epoch": E0})
+            assert [d["name"] for d in reply["descriptors"]] == ["node-1"]
+            tg.cancel_scope.cancel()
+
+
+async def test_restart_keeps_state(tmp_path):
+    net = Net(tmp_path)
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            await net.start(tg, i)
+        async with net.client() as router:
+            await upload_all(router, net.addresses, E0)
+            directory = net.directory(router)
+            with anyio.fail_after(20):
+                while True:
+                    reply = await request_authority(router, net.addresses[0], {"type": "get_consensus", "epoch": E0})
+                    if reply["type"] == "consensus" and len(reply["signatures"]) == 3:
+                        break
+                    await anyio.sleep(1)
+            before = await directory.fetch(E0)
+            await upload_descriptor(router, net.addresses, descriptor(7, E0 + 1))
+            for i in range(3):
+                net.stop(i)
+            await anyio.sleep(1)
+            for i in range(3):
+                await net.start(tg, i)
+            # Straight after the restart (no time for a new round) the old state is served.
+            reply = await request_authority(router, net.addresses[1], {"type": "get_consensus", "epoch": E0})
+            assert reply["type"] == "consensus" and len(reply["signatures"]) == 3
+            assert (await net.directory(router).fetch(E0)).digest() == before.digest()
+            reply = await request_authority(router, net.addresses[2], {"type": "get_descriptors", "epoch": E0 + 1})
+            assert [d["name"] for d in reply["descriptors"]] == ["node-7"]
+            tg.cancel_scope.cancel()
+
+
+async def test_late_authority_adopts_the_agreed_document(tmp_path):
+    net = Net(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await net.start(tg, 0)
+        await net.start(tg, 1)
+        async with net.client() as router:
+            await upload_all(router, net.addresses[:2], E0)
+            with anyio.fail_after(20):
+                while True:
+                    reply = await request_authority(router, net.addresses[0], {"type": "get_consensus", "epoch": E0})
+                    if reply["type"] == "consensus" and len(reply["signatures"]) == 2:
+                        break
+                    await anyio.sleep(1)
+            await net.start(tg, 2)  # comes up late, with nothing of its own
+            with anyio.fail_after(20):
+                while True:
+                    reply = await request_authority(router, net.addresses[2], {"type": "get_consensus", "epoch": E0})
+                    if reply["type"] == "consensus":
+                        break
+                    await anyio.sleep(1)
+            assert len(reply["signatures"]) >= 2
+            directory = net.directory(router)
+            assert len((await directory.fetch(E0)).nodes) == 4
+            tg.cancel_scope.cancel()
+
+
+async def test_status_file_is_written(tmp_path):
+    import json
+
+    net = Net(tmp_path, count=1, threshold=1)
+    async with anyio.create_task_group() as tg:
+        await net.start(tg, 0, write_status=True)
+        async with net.client() as router:
+            await upload_descriptor(router, net.addresses, descriptor(1, E0))
+            await anyio.sleep(8)
+            status = json.loads((tmp_path / "auth-0" / "status.json").read_text())
+            assert status["running"] is True and status["epoch"] == E0
+            assert status["epochs"][str(E0)] == {
+                "descriptors": 1, "consensus": True, "digest": status["epochs"][str(E0)]["digest"], "signatures": 1,
+            }
+            net.stop(0)
+            await anyio.sleep(0.1)
+            status = json.loads((tmp_path / "auth-0" / "status.json").read_text())
+            assert status["running"] is False
+            tg.cancel_scope.cancel()

@@ -170,7 +170,7 @@ class I2PSettings:
         """Settings for a private network on loopback: 1-hop tunnels, fast but not anonymous."""
         values: dict[str, Any] = dict(
             sam_host="127.0.0.1", sam_port=sam_port, inbound_length=1, outbound_length=1,
-            inbound_quantity=2, outbound_quantity=2, session_timeout=120.0, lookup_timeout=30.0,
+            inbound_quantity=2, outbound_quantity=2, session_timeout=120.0, lookup_timeout=20.0,
             connect_timeout=60.0,
         )
         values.update(overrides)
@@ -387,13 +387,17 @@ class _SamSocket:
             raise SamBridgeError(f"the SAM bridge at {self.bridge} sent an over-long line during {what}",
                                  bridge=self.bridge) from exc
 
-    async def command(self, data: bytes, what: str) -> SamReply:
-        """Send one command and parse its one-line reply."""
+    async def command_send(self, data: bytes, what: str) -> None:
+        """Send one command line."""
         try:
             await self.stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise SamBridgeError(f"the SAM bridge at {self.bridge} closed the connection during {what}",
                                  bridge=self.bridge) from exc
+
+    async def command(self, data: bytes, what: str) -> SamReply:
+        """Send one command and parse its one-line reply."""
+        await self.command_send(data, what)
         line = await self.read_line(what)
         try:
             return parse_reply(line)
@@ -487,33 +491,55 @@ class _Session:
         return cls(control, session_id, private, settings)
 
     async def lookup(self, host: str, address: str) -> str:
-        """The base64 destination of a ``.b32.i2p`` host, via NAMING LOOKUP on the control socket."""
+        """The base64 destination of a ``.b32.i2p`` host, via NAMING LOOKUP on the control socket.
+
+        A lease set that is not found is asked for again (1, 2, 4, 5, 5... s apart) until
+        ``lookup_timeout``: a peer that just started may not have reached the floodfills yet.
+        """
         if host in self._cache:
             return self._cache[host]
         bridge = self.settings.bridge
+        last: SamReply | None = None
+        delay = 1.0
         async with self._lookup_lock:
             if host in self._cache:
                 return self._cache[host]
             try:
                 with anyio.fail_after(self.settings.lookup_timeout):
-                    reply = await self.control.command(sam.naming_lookup(host), "NAMING LOOKUP")
+                    while True:
+                        last = await self._lookup_once(host)
+                        if last.ok and last.options.get("VALUE"):
+                            break
+                        await anyio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
             except TimeoutError:
-                # The reply may still come later and would desynchronise the control socket.
-                await self.control.aclose()
-                raise ConnectError(f"cannot connect to {address}: NAMING LOOKUP got no answer from the SAM "
-                                   f"bridge at {bridge} within {self.settings.lookup_timeout:g} s",
-                                   address=address, reason="timeout") from None
+                if last is None:
+                    raise ConnectError(
+                        f"cannot connect to {address}: NAMING LOOKUP got no answer from the SAM bridge at "
+                        f"{bridge} within {self.settings.lookup_timeout:g} s", address=address,
+                        reason="timeout") from None
+                raise ConnectError(
+                    f"cannot connect to {address}: lookup failed, I2P has no lease set for it after "
+                    f"{self.settings.lookup_timeout:g} s (SAM bridge {bridge} said {describe(last)}); the peer "
+                    "is offline or not yet published", address=address, reason="lookup_failed") from None
             except SamBridgeError as exc:
                 raise I2PError(f"cannot connect to {address}: our SAM session on {bridge} is gone ({exc}); "
                                "restart the node or the router", address=address) from exc
-        if reply.topic != "NAMING" or not reply.ok or not reply.options.get("VALUE"):
-            raise ConnectError(
-                f"cannot connect to {address}: lookup failed, I2P has no lease set for it "
-                f"(SAM bridge {bridge} said {describe(reply)}); the peer is offline or not yet published",
-                address=address, reason="lookup_failed")
-        value = reply.options["VALUE"]
+        value = last.options["VALUE"]
         self._cache[host] = value
         return value
+
+    async def _lookup_once(self, host: str) -> SamReply:
+        """One NAMING LOOKUP; replies to earlier, abandoned lookups (other NAMEs) are skipped."""
+        await self.control.command_send(sam.naming_lookup(host), "NAMING LOOKUP")
+        while True:
+            line = await self.control.read_line("NAMING LOOKUP")
+            try:
+                reply = parse_reply(line)
+            except ValueError:
+                continue
+            if reply.topic == "NAMING" and reply.options.get("NAME", host) == host:
+                return reply
 
     def forget(self, host: str) -> None:
         """Drop a cached lookup (the peer may have new leases)."""

@@ -1,0 +1,197 @@
+"""The i2p transport against real i2pd routers on a private loopback network.
+
+One network per test session (``i2p_network``); each test creates its own SAM sessions, in
+parallel where it can, because every new session waits for tunnels (6-12 s).
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import functools
+import os
+import subprocess
+import time
+
+import anyio
+import anyio.abc
+import pytest
+
+from anonmail.core.wire import Packet, Role
+from anonmail.core.sizes import PACKET_BYTES
+from anonmail.errors import ConnectError, I2PError
+from anonmail.net.framed import FramedStream
+from anonmail.net.i2p import DESTINATION_FILE, I2PSettings, I2PTransport
+from anonmail.testnet.i2p import I2PNetwork, run_i2p_check
+from tests.conformance import TransportConformance
+
+pytestmark = [pytest.mark.integration, pytest.mark.i2p]
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """asyncio only, one event loop for the module: the SAM sessions below are shared."""
+    return "asyncio"
+
+
+def random_b32_address() -> str:
+    """An I2P address nobody has a destination for."""
+    return "i2p://" + base64.b32encode(os.urandom(32)).decode().rstrip("=").lower() + ".b32.i2p"
+
+
+async def open_sessions(*calls) -> None:
+    """Create SAM sessions concurrently (each waits several seconds for tunnels)."""
+    async with anyio.create_task_group() as tg:
+        for call in calls:
+            tg.start_soon(call)
+
+
+class SharedListener:
+    """One test's view of the module's listening transport: ``listen`` routes new streams to it.
+
+    Every new SAM session waits 6-12 s for tunnels, so the conformance tests share one listening
+    and one connecting session instead of paying that eight times; the accept loop, streams
+    and connects under test are the real ones.
+    """
+
+    schemes = I2PTransport.schemes
+
+    def __init__(self, transport: I2PTransport, address: str) -> None:
+        self.transport = transport
+        self.address = address
+        self.handler = None
+
+    async def dispatch(self, stream: anyio.abc.ByteStream) -> None:
+        assert self.handler is not None, "a stream arrived before any test listened"
+        await self.handler(stream)
+
+    async def listen(self, handler) -> list[str]:
+        self.handler = handler
+        return [self.address]
+
+
+@pytest.fixture(scope="module")
+async def i2p_shared(i2p_network: I2PNetwork, tmp_path_factory):
+    """A listening transport on router 0 and a connecting one on router 1, for the module."""
+    data_dir = tmp_path_factory.mktemp("i2p-listener")
+    async with I2PTransport(data_dir, i2p_network.settings(0)) as listener, \
+            I2PTransport(None, i2p_network.settings(1, lookup_timeout=10.0)) as connector:
+        shared: list[SharedListener] = []
+
+        async def listen() -> None:
+            view = SharedListener(listener, "")
+            (view.address,) = await listener.listen(view.dispatch)
+            shared.append(view)
+
+        await open_sessions(listen, functools.partial(connector.open_session, listening=False))
+        yield shared[0], connector
+
+
+class TestI2PConformance(TransportConformance):
+    scheme = "i2p"
+    connect_timeout = 60.0
+    io_timeout = 60.0
+    bulk_bytes = 256 * 1024
+    # i2pd ends the whole I2P stream when the SAM socket is shut down for writing.
+    supports_half_close = False
+
+    @pytest.fixture
+    async def transport_pair(self, i2p_shared):
+        view, connector = i2p_shared
+        yield view, connector, random_b32_address()
+        view.handler = None
+
+
+async def echo(stream: anyio.abc.ByteStream) -> None:
+    framed = FramedStream(stream)
+    await framed.expect_hello()
+    await framed.hello(Role.MIX)
+    while (frame := await framed.receive()) is not None:
+        await framed.send(frame)
+
+
+async def round_trip(connector: I2PTransport, address: str, deadline_s: float = 90.0) -> None:
+    """Connect (retrying while the new lease set spreads), exchange HELLO and one packet."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            stream = await connector.connect(address)
+            break
+        except ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            await anyio.sleep(1.0)
+    async with stream:
+        framed = FramedStream(stream)
+        packet = Packet(os.urandom(PACKET_BYTES))
+        with anyio.fail_after(60):
+            await framed.hello(Role.PROVIDER)
+            await framed.expect_hello()
+            await framed.send(packet)
+            assert await framed.receive() == packet
+
+
+@pytest.mark.anyio
+async def test_restart_keeps_the_i2p_address(i2p_network: I2PNetwork, i2p_shared, tmp_path) -> None:
+    _view, connector = i2p_shared
+    data_dir = tmp_path / "node"
+    async with I2PTransport(data_dir, i2p_network.settings(2)) as first:
+        (address,) = await first.listen(echo)
+        await round_trip(connector, address)
+    assert (data_dir / DESTINATION_FILE).stat().st_mode & 0o777 == 0o600
+    # Restarted on another router: the address is the key in the data dir, not the router. A
+    # fresh connector: the old one's router caches the dead leases until they expire (<= 10 min).
+    async with I2PTransport(data_dir, i2p_network.settings(0)) as second, \
+            I2PTransport(None, i2p_network.settings(1)) as fresh:
+        results: list[list[str]] = []
+
+        async def listen() -> None:
+            results.append(await second.listen(echo))
+
+        await open_sessions(listen, functools.partial(fresh.open_session, listening=False))
+        assert results == [[address]]
+        await round_trip(fresh, address)
+
+
+@pytest.mark.anyio
+async def test_unknown_address_fails_clearly_within_its_timeout(i2p_shared) -> None:
+    _view, connector = i2p_shared
+    address = random_b32_address()
+    start = time.monotonic()
+    with pytest.raises(ConnectError) as info:
+        await connector.connect(address)
+    elapsed = time.monotonic() - start
+    assert elapsed < connector.settings.lookup_timeout + 5
+    assert info.value.address == address
+    assert info.value.reason in {"lookup_failed", "timeout"}
+    assert address[6:20] in str(info.value) and "lookup" in str(info.value).lower()
+
+
+@pytest.mark.anyio
+async def test_missing_sam_bridge_is_a_clear_i2p_error(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with I2PTransport(tmp_path, I2PSettings.for_testnet(port)) as transport:
+        with pytest.raises(I2PError, match=f"no SAM bridge at 127.0.0.1:{port}"):
+            await transport.listen(echo)
+
+
+def _i2pd_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-x", "i2pd"], capture_output=True, text=True, check=False).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def test_i2p_check_is_ok_and_leaves_no_router_behind(i2p_network: I2PNetwork) -> None:
+    before = _i2pd_pids()
+    steps: list[str] = []
+    # In a thread of its own: this module's event loop is running in the test's thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        result = pool.submit(run_i2p_check, progress=steps.append, routers=3).result()
+    assert result["ok"], result.get("error")
+    assert result["routers"] == 3
+    assert result["bootstrap_s"] > 0 and result["rtt_ms"] > 0
+    assert any("round trip" in step for step in steps)
+    assert _i2pd_pids() <= before

@@ -431,7 +431,7 @@ class _SamDataStream(anyio.abc.ByteStream):
         await self._stream.send(item)
 
     async def send_eof(self) -> None:
-        # i2pd ends the whole I2P stream when our side of the socket is shut down.
+        # SAM has no half-close: i2pd treats the socket's end as the end of the whole stream.
         await self._stream.send_eof()
 
     async def aclose(self) -> None:

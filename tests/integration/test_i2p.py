@@ -92,7 +92,7 @@ class TestI2PConformance(TransportConformance):
     connect_timeout = 60.0
     io_timeout = 60.0
     bulk_bytes = 256 * 1024
-    # i2pd ends the whole I2P stream when the SAM socket is shut down for writing.
+    # SAM has no half-close: the socket's end is the end of the whole I2P stream.
     supports_half_close = False
 
     @pytest.fixture

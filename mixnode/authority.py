@@ -70,7 +70,7 @@ import anyio
 import anyio.abc
 import sqlite_utils
 
-from anonmail.config import load_toml
+from anonmail.config import Table, load_toml
 from anonmail.core import pki
 from anonmail.core.keys import IdentityKey, read_key_file
 from anonmail.core.uri import parse_transport_address
@@ -153,7 +153,7 @@ class AuthorityConfig:
     name: str
     data_dir: Path
     key_file: Path
-    listen: tuple[str, ...]
+    listen: tuple[str, ...]  # addresses served directly (tcp in test mode; mem in-process)
     peers: tuple[PeerAuthority, ...] = ()
     threshold: int = 1
     epoch_seconds: int = DEFAULT_EPOCH_SECONDS
@@ -162,6 +162,8 @@ class AuthorityConfig:
     round_seconds: int = DEFAULT_ROUND_SECONDS
     sync_delay: int = DEFAULT_SYNC_DELAY
     gossip_seconds: int = DEFAULT_GOSSIP_SECONDS
+    tor: Mapping[str, object] | None = None  # serve as an onion service: {control_port, socks_port}
+    i2p: Mapping[str, object] | None = None  # serve as an I2P destination: {sam_host, sam_port}
     config_path: Path | None = field(default=None, compare=False)
 
     @property
@@ -209,9 +211,11 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     name = table.str("name", check=lambda v: None if _NAME.fullmatch(v) else "must be 1-63 characters of a-z, 0-9 and '-'")
     data_dir = table.path_value("data_dir", base=base, default=".")
     key_file = table.path_value("key_file", base=data_dir, default="identity.key")
-    listen = table.addresses("listen", production=production, listen=True)
-    if not listen:
-        raise table.error("listen", "needs at least one address")
+    listen = table.addresses("listen", production=production, listen=True, default=[])
+    tor = _tor_table(table) if table.has("tor") else None
+    i2p = _i2p_table(table) if table.has("i2p") else None
+    if not listen and tor is None and i2p is None:
+        raise table.error("listen", "configure a transport: [tor] or [i2p] (or listen = [\"tcp://...\"] in test mode)")
     peers = []
     for peer in table.tables("peers"):
         address = peer.str("address")
@@ -245,6 +249,8 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
         round_seconds=round_seconds,
         sync_delay=sync_delay,
         gossip_seconds=gossip_seconds,
+        tor=tor,
+        i2p=i2p,
         config_path=Path(path),
     )
     try:
@@ -252,6 +258,22 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config
+
+
+def _tor_table(table: Table) -> dict[str, object]:
+    tor = table.table("tor")
+    return {
+        "control_port": tor.int("control_port", default=9051, minimum=1, maximum=65535),
+        "socks_port": tor.int("socks_port", default=None, minimum=1, maximum=65535),
+    }
+
+
+def _i2p_table(table: Table) -> dict[str, object]:
+    i2p = table.table("i2p")
+    return {
+        "sam_host": i2p.str("sam_host", default="127.0.0.1"),
+        "sam_port": i2p.int("sam_port", default=7656, minimum=1, maximum=65535),
+    }
 
 
 # --------------------------------------------------------------------------- schedule (pure)
@@ -719,7 +741,10 @@ class Authority:
             for epoch in (current, current + 1):
                 if epoch in built:
                     continue
-                after = max(now - cfg.sync_delay, self._tried.get(epoch, -math.inf) + 0.5)
+                # The latest point whose sync time has just passed (a late wake-up still
+                # counts), else the next one; never a point tried already.
+                late = now - cfg.sync_delay - cfg.round_seconds / 2
+                after = max(late, self._tried.get(epoch, -math.inf) + 0.5)
                 point = next_build_point(epoch, cfg.epoch_seconds, cfg.lead, cfg.round_seconds, after)
                 if point is not None:
                     due.append((point + cfg.sync_delay, epoch))

@@ -316,7 +316,7 @@ async def test_status_file_is_written(tmp_path):
         await net.start(tg, 0, write_status=True)
         async with net.client() as router:
             await upload_descriptor(router, net.addresses, descriptor(1, E0))
-            await anyio.sleep(8)
+            await anyio.sleep(25)
             status = json.loads((tmp_path / "auth-0" / "status.json").read_text())
             assert status["running"] is True and status["epoch"] == E0
             assert status["epochs"][str(E0)] == {

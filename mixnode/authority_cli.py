@@ -1,0 +1,291 @@
+"""``mixnode authority init|run|status``: set up, run and inspect a directory authority.
+
+``init`` creates the data directory (0700), the identity key (a 0600 file holding the Ed25519
+seed: an authority must start unattended) and a commented ``authority.toml``; it prints the
+public key and address that nodes and the other authorities pin. ``run`` serves until SIGINT or
+SIGTERM and exits 0. ``status`` reads the ``status.json`` the running authority rewrites every
+second and says plainly when the authority is not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from anonmail.core.keys import IdentityKey, read_key_file, write_key_file
+from anonmail.errors import AnonmailError, ConfigError
+from mixnode.authority import (
+    DEFAULT_EPOCH_SECONDS,
+    STATUS_FILE,
+    Authority,
+    AuthorityConfig,
+    load_authority_config,
+    parse_public_key,
+)
+
+__all__ = ["CONFIG_NAME", "KEY_NAME", "add_authority_parser", "run_authority_command", "render_config"]
+
+CONFIG_NAME = "authority.toml"
+KEY_NAME = "identity.key"
+#: A status file older than this means the authority is not running.
+STATUS_STALE_SECONDS = 5.0
+#: Exit code of ``status`` when the authority is not running (as ``mixnode status``).
+NOT_RUNNING = 3
+
+log = logging.getLogger("mixnode.authority")
+
+
+def _peer_arg(text: str) -> tuple[str, str]:
+    """``ADDRESS=PUBKEY``; the base64 key is the last 44 characters (it may end in '=')."""
+    if len(text) < 46 or text[-45] != "=":
+        raise argparse.ArgumentTypeError(f"expected ADDRESS=PUBLIC_KEY (base64, 44 characters), got {text!r}")
+    address, key = text[:-45], text[-44:]
+    try:
+        parse_public_key(key)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    return address, key
+
+
+def add_authority_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``authority`` and its subcommands (dest ``authority_command``) to a CLI."""
+    parser = subparsers.add_parser("authority", help="run a directory authority (init, run, status)")
+    sub = parser.add_subparsers(dest="authority_command", metavar="SUBCOMMAND", required=True)
+
+    init = sub.add_parser("init", help="create an identity key and a commented config file")
+    init.add_argument("--dir", required=True, type=Path, help="data directory (created, mode 0700)")
+    init.add_argument("--name", default=None, help="authority name (a-z, 0-9, -; default: the directory's name)")
+    init.add_argument("--listen", action="append", default=[], metavar="ADDRESS",
+                      help="TEST ONLY: serve on tcp://127.0.0.1:PORT (repeatable; implies --test-mode)")
+    init.add_argument("--tor", action="store_true", help="serve as a Tor onion service (system tor, control port 9051)")
+    init.add_argument("--i2p", action="store_true", help="serve as an I2P destination (SAM bridge 127.0.0.1:7656)")
+    init.add_argument("--peer", action="append", default=[], type=_peer_arg, metavar="ADDRESS=PUBKEY",
+                      help="another authority (repeat for each)")
+    init.add_argument("--threshold", type=int, default=None,
+                      help="signatures a consensus needs (default: a majority of all authorities)")
+    init.add_argument("--epoch-seconds", type=int, default=DEFAULT_EPOCH_SECONDS, help="epoch length (all authorities alike)")
+    init.add_argument("--test-mode", action="store_true", help="private test networks only: allow tcp:// addresses")
+    init.add_argument("--force", action="store_true", help="overwrite an existing config file (the key is kept)")
+
+    run = sub.add_parser("run", help="serve until SIGINT/SIGTERM")
+    run.add_argument("--config", required=True, type=Path, help=f"path to {CONFIG_NAME}")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    status = sub.add_parser("status", help="show epochs, descriptors, signatures and peers of a running authority")
+    status.add_argument("--config", required=True, type=Path, help=f"path to {CONFIG_NAME}")
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    return parser
+
+
+def run_authority_command(args: argparse.Namespace) -> int:
+    """Run the chosen ``authority`` subcommand; errors are one line on stderr, exit code 1."""
+    try:
+        if args.authority_command == "init":
+            return _init(args)
+        if args.authority_command == "run":
+            return _run(args)
+        if args.authority_command == "status":
+            return _status(args)
+    except AnonmailError as exc:
+        print(f"mixnode authority {args.authority_command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"unknown authority command {args.authority_command!r}", file=sys.stderr)
+    return 2
+
+
+# --------------------------------------------------------------------------- init
+
+
+def render_config(
+    *,
+    name: str,
+    listen: list[str],
+    peers: list[tuple[str, str]],
+    threshold: int,
+    epoch_seconds: int,
+    test_mode: bool,
+    tor: bool,
+    i2p: bool,
+) -> str:
+    """The commented TOML an operator edits (every key documented)."""
+    q = json.dumps  # TOML basic strings accept JSON string escapes
+    lines = [
+        "# anonmail directory authority (mixnode authority run --config THIS_FILE)",
+        "schema_version = 1",
+        f"name = {q(name)}                # shown in logs and status",
+        'data_dir = "."                # database and status file, relative to this file',
+        f'key_file = "{KEY_NAME}"       # Ed25519 identity seed, mode 0600; its public key is pinned by everyone',
+        f"test_mode = {'true' if test_mode else 'false'}            # true only on private test networks: allows tcp:// addresses",
+        "",
+        "# Addresses served directly (TEST ONLY: tcp://127.0.0.1:PORT).",
+        "listen = [" + ", ".join(q(a) for a in listen) + "]",
+        "",
+        "# Every authority must use the same epoch length, threshold and peers' keys.",
+        f"epoch_seconds = {epoch_seconds}        # length of an epoch; a consensus is signed for each",
+        f"threshold = {threshold}              # signatures a consensus needs (k of n, counting this authority)",
+        "# freeze_lead = EPOCH/4       # seconds before an epoch starts at which its descriptors are frozen",
+        "# round_seconds = 5           # later build attempts (bootstrap) every this many seconds",
+        "# sync_delay = 2              # seconds after a cutoff before peers are asked for descriptors",
+        "# gossip_seconds = 30         # background copy of peers' descriptors",
+    ]
+    if tor:
+        lines += ["", "[tor]                         # serve as an onion service through a running tor", "control_port = 9051", "# socks_port = 9050"]
+    if i2p:
+        lines += ["", "[i2p]                         # serve as an I2P destination through i2pd's SAM bridge",
+                  'sam_host = "127.0.0.1"', "sam_port = 7656"]
+    for address, key in peers:
+        lines += ["", "[[peers]]                     # another authority", f"address = {q(address)}", f"public_key = {q(key)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _init(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    name = args.name or directory.resolve().name.lower()
+    test_mode = args.test_mode or bool(args.listen)
+    if not (args.listen or args.tor or args.i2p):
+        raise ConfigError("choose a transport: --tor, --i2p, or (test networks) --listen tcp://127.0.0.1:PORT")
+    count = len(args.peer) + 1
+    threshold = args.threshold if args.threshold is not None else count // 2 + 1
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    config_path = directory / CONFIG_NAME
+    if config_path.exists() and not args.force:
+        raise ConfigError(f"{config_path} already exists; use --force to overwrite it")
+    key_path = directory / KEY_NAME
+    if key_path.exists():
+        identity = IdentityKey.from_seed(read_key_file(key_path))
+    else:
+        identity = IdentityKey.generate()
+        write_key_file(key_path, identity.seed)
+    text = render_config(
+        name=name, listen=list(args.listen), peers=list(args.peer), threshold=threshold,
+        epoch_seconds=args.epoch_seconds, test_mode=test_mode, tor=args.tor, i2p=args.i2p,
+    )
+    config_path.write_text(text)
+    load_authority_config(config_path)  # what we wrote must load
+    public = base64.b64encode(identity.public).decode()
+    print(f"authority {name} initialised in {directory}")
+    print(f"  config:     {config_path}")
+    print(f"  public key: {public}")
+    for address in args.listen:
+        print(f"  address:    {address}")
+        print(f"  pin it as:  --peer {address}={public}   (other authorities)")
+        print(f"              --authority {address}={public}   (mix nodes, providers, agents)")
+    if args.tor or args.i2p:
+        print("  the onion/I2P address is created on the first run: see `mixnode authority status`")
+    return 0
+
+
+# --------------------------------------------------------------------------- run
+
+
+def build_transports(config: AuthorityConfig) -> list:
+    """The transports the config asks for (tcp in test mode, Tor, I2P)."""
+    from anonmail.net.tcp import TcpTransport
+
+    transports: list = []
+    for address in config.listen:
+        scheme = address.split("://", 1)[0]
+        if scheme != "tcp":
+            raise ConfigError(f"{config.config_path}: listen: {address}: only tcp:// is served directly; use [tor] or [i2p]")
+        transports.append(TcpTransport(address))
+    if config.test_mode and not config.listen:
+        transports.append(TcpTransport())  # reaches tcp:// peers of a test network
+    if config.tor is not None:
+        from anonmail.net.tor import OnionTransport, TorSettings
+
+        settings = TorSettings(control_port=config.tor["control_port"], socks_port=config.tor["socks_port"])
+        transports.append(OnionTransport(settings, data_dir=config.data_dir / "tor"))
+    if config.i2p is not None:
+        from anonmail.net.i2p import I2PSettings, I2PTransport
+
+        settings = I2PSettings(sam_host=config.i2p["sam_host"], sam_port=config.i2p["sam_port"])
+        transports.append(I2PTransport(config.data_dir / "i2p", settings))
+    return transports
+
+
+async def serve(config: AuthorityConfig) -> None:
+    """Run the authority on its configured transports until SIGINT/SIGTERM."""
+    import contextlib
+
+    import anyio
+
+    from anonmail.net.router import Router
+
+    async with contextlib.AsyncExitStack() as stack:
+        transports = [await stack.enter_async_context(t) for t in build_transports(config)]
+        router = Router(transports, production=config.production)
+        authority = Authority(config, router)
+        async with anyio.create_task_group() as tg:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                addresses = await tg.start(authority.run)
+                public = base64.b64encode(authority.identity.public).decode()
+                print(f"authority {config.name} serving on {', '.join(addresses)}; public key {public}", flush=True)
+                async for signum in signals:
+                    log.info("authority %s: %s received, stopping", config.name, signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+                    break
+
+
+def _run(args: argparse.Namespace) -> int:
+    import anyio
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_authority_config(args.config)
+    anyio.run(serve, config)
+    return 0
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = load_authority_config(args.config)
+    path = config.data_dir / STATUS_FILE
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"authority {config.name} is not running (no {path}; start it with `mixnode authority run`)")
+        return NOT_RUNNING
+    except (OSError, ValueError) as exc:
+        print(f"authority {config.name}: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    age = time.time() - float(status.get("updated_at", 0))
+    running = bool(status.get("running")) and age <= STATUS_STALE_SECONDS and _pid_alive(status.get("pid"))
+    if args.json:
+        print(json.dumps({**status, "running": running, "age_seconds": round(age, 1)}, sort_keys=True))
+        return 0 if running else NOT_RUNNING
+    if not running:
+        why = "it stopped" if not status.get("running") else f"its status file is {age:.0f} s old"
+        print(f"authority {config.name} is not running ({why}); last known state:")
+    else:
+        print(f"authority {config.name} running (pid {status.get('pid')})")
+    print(f"  addresses:  {', '.join(status.get('addresses') or []) or '-'}")
+    print(f"  epoch:      {status.get('epoch')} ({status.get('epoch_seconds')} s), threshold {status.get('threshold')}")
+    for epoch, entry in sorted((status.get("epochs") or {}).items()):
+        built = f"consensus {entry.get('digest')} with {entry.get('signatures')} signatures" if entry.get("consensus") else "no consensus yet"
+        print(f"  epoch {epoch}: {entry.get('descriptors')} descriptors, {built}")
+    for address, peer in sorted((status.get("peers") or {}).items()):
+        state = {True: "up", False: "down", None: "not contacted yet"}[peer.get("up")]
+        extra = f" ({peer.get('last_error')})" if peer.get("last_error") else ""
+        print(f"  peer {address}: {state}{extra}")
+    return 0 if running else NOT_RUNNING
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -35,7 +35,7 @@ import secrets
 import shlex
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +140,9 @@ class I2PSettings:
     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
     #: STREAM CONNECT once the peer's destination is known.
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    #: Extra ``key=value`` I2CP options passed to SESSION CREATE (e.g. ``i2cp.reduceOnIdle``).
-    extra_options: Mapping[str, str] = field(default_factory=dict)
+    #: Extra I2CP options for SESSION CREATE (e.g. ``{"i2cp.reduceOnIdle": "true"}``); a mapping
+    #: or pairs, kept as sorted pairs so the settings stay hashable.
+    extra_options: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.sam_host or any(c.isspace() for c in self.sam_host):
@@ -160,10 +161,11 @@ class I2PSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ConfigError(f"i2p.{name} must be a positive number of seconds, got {value!r}")
-        for key, value in self.extra_options.items():
-            if not re.fullmatch(r"[A-Za-z0-9._]+", key) or not re.fullmatch(r"[A-Za-z0-9._,:-]*", str(value)):
+        pairs = tuple(sorted((str(k), str(v)) for k, v in dict(self.extra_options).items()))
+        for key, value in pairs:
+            if not re.fullmatch(r"[A-Za-z0-9._]+", key) or not re.fullmatch(r"[A-Za-z0-9._,:-]*", value):
                 raise ConfigError(f"i2p.extra_options: not a plain I2CP option: {key!r}={value!r}")
-        object.__setattr__(self, "extra_options", dict(self.extra_options))
+        object.__setattr__(self, "extra_options", pairs)
 
     @classmethod
     def for_testnet(cls, sam_port: int, **overrides: Any) -> I2PSettings:
@@ -236,7 +238,7 @@ def session_options(settings: I2PSettings) -> str:
         "inbound.quantity": str(settings.inbound_quantity),
         "outbound.quantity": str(settings.outbound_quantity),
     }
-    options.update(settings.extra_options)
+    options.update(dict(settings.extra_options))
     return " ".join(f"{key}={value}" for key, value in options.items())
 
 

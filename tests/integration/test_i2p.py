@@ -17,8 +17,8 @@ import anyio
 import anyio.abc
 import pytest
 
-from anonmail.core.wire import Packet, Role
 from anonmail.core.sizes import PACKET_BYTES
+from anonmail.core.wire import Packet, Role
 from anonmail.errors import ConnectError, I2PError
 from anonmail.net.framed import FramedStream
 from anonmail.net.i2p import DESTINATION_FILE, I2PSettings, I2PTransport
@@ -179,13 +179,15 @@ async def test_missing_sam_bridge_is_a_clear_i2p_error(tmp_path) -> None:
             await transport.listen(echo)
 
 
-def _i2pd_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-x", "i2pd"], capture_output=True, text=True, check=False).stdout
+def _check_router_pids() -> set[int]:
+    """i2pd processes of i2p-check networks (their folders are named anonmail-i2p-check-*)."""
+    out = subprocess.run(["pgrep", "-f", "i2pd --conf .*anonmail-i2p-check-"], capture_output=True,
+                         text=True, check=False).stdout
     return {int(pid) for pid in out.split()}
 
 
 def test_i2p_check_is_ok_and_leaves_no_router_behind(i2p_network: I2PNetwork) -> None:
-    before = _i2pd_pids()
+    before = _check_router_pids()
     steps: list[str] = []
     # In a thread of its own: this module's event loop is running in the test's thread.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -194,4 +196,4 @@ def test_i2p_check_is_ok_and_leaves_no_router_behind(i2p_network: I2PNetwork) ->
     assert result["routers"] == 3
     assert result["bootstrap_s"] > 0 and result["rtt_ms"] > 0
     assert any("round trip" in step for step in steps)
-    assert _i2pd_pids() <= before
+    assert _check_router_pids() <= before

@@ -118,10 +118,12 @@ def test_settings_reject_bad_values(kwargs, match):
         I2PSettings(**kwargs)
 
 
-def test_settings_are_frozen():
-    settings = I2PSettings()
+def test_settings_are_frozen_and_hashable():
+    settings = I2PSettings(extra_options={"b": "2", "a": "1"})
     with pytest.raises(AttributeError):
         settings.sam_port = 1  # type: ignore[misc]
+    assert settings.extra_options == (("a", "1"), ("b", "2"))
+    assert hash(settings) == hash(I2PSettings(extra_options=(("b", "2"), ("a", "1"))))
 
 
 # -------------------------------------------------------------- key files ---

@@ -1,0 +1,214 @@
+"""Mix node configuration: a commented TOML file, validated once at start.
+
+Unknown keys are errors; every error names the file and the key. ``test_mode = true`` is
+required for the ``tcp``/``mem`` test transports and test peers; a production node serves and
+reaches only onion and I2P addresses (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from anonmail.config import SCHEMA_VERSION, Table, load_toml
+from anonmail.core.pki import MIX_LAYERS
+from anonmail.core.uri import parse_transport_address
+from anonmail.errors import TransportAddressError
+
+__all__ = ["AuthorityPin", "MixConfig", "load_mix_config", "render_mix_config", "DEFAULTS"]
+
+#: Named defaults (documented in the generated config file).
+DEFAULTS = {
+    "queue_limit": 20000,  # packets held for their delay
+    "inbound_limit": 4096,  # packets received but not yet unwrapped
+    "link_queue_limit": 4096,  # packets waiting per outbound link
+    "workers": 2,  # threads unwrapping packets (libsodium releases the GIL); 0 = inline
+    "batch": 64,  # packets per unwrap batch (and per replay-store commit)
+    "lambda_loop": 0.2,  # loop cover packets per second
+    "loop_delay_mean": 0.2,  # mean per-hop delay of our own loops, seconds
+    "loop_timeout": 120.0,  # a loop not back after this is counted lost, seconds
+    "epoch_seconds": 3600,
+    "threshold": 2,
+}
+
+
+@dataclass(frozen=True)
+class AuthorityPin:
+    """A directory authority we trust: where to reach it and its pinned public key."""
+
+    address: str
+    public_key: bytes
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """Everything a mix node needs to run."""
+
+    path: Path
+    name: str
+    layer: int
+    data_dir: Path
+    test_mode: bool
+    tcp_listen: str | None
+    tor: dict | None
+    i2p: dict | None
+    authorities: tuple[AuthorityPin, ...]
+    threshold: int
+    epoch_seconds: int
+    queue_limit: int
+    inbound_limit: int
+    link_queue_limit: int
+    workers: int
+    batch: int
+    lambda_loop: float
+    loop_delay_mean: float
+    loop_timeout: float
+
+    @property
+    def production(self) -> bool:
+        """Whether only onion/I2P peers are allowed."""
+        return not self.test_mode
+
+
+def _name_check(value: str) -> str | None:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
+        return "must be 1-63 characters of a-z, 0-9 and '-'"
+    return None
+
+
+def parse_authorities(table: Table, *, production: bool) -> tuple[tuple[AuthorityPin, ...], int]:
+    """The [directory] table: pinned authorities and the signature threshold."""
+    pins = []
+    for entry in table.tables("authority"):
+        address = entry.str("address")
+        try:
+            parse_transport_address(address, production=production)
+        except TransportAddressError as exc:
+            raise entry.error("address", str(exc)) from None
+        key_text = entry.str("public_key")
+        try:
+            key = base64.b64decode(key_text, validate=True)
+        except (binascii.Error, ValueError):
+            raise entry.error("public_key", "is not base64") from None
+        if len(key) != 32:
+            raise entry.error("public_key", f"must decode to 32 bytes, got {len(key)}")
+        pins.append(AuthorityPin(address, key))
+    if not pins:
+        raise table.error("authority", "list at least one [[directory.authority]]")
+    threshold = table.int("threshold", default=min(DEFAULTS["threshold"], len(pins)), minimum=1, maximum=len(pins))
+    return tuple(pins), threshold
+
+
+def load_mix_config(path: str | Path) -> MixConfig:
+    """Read and validate a mix node config file (ConfigError names file and key)."""
+    root = load_toml(path)
+    base = Path(path).resolve().parent
+    node = root.table("node", required=True)
+    name = node.str("name", check=_name_check)
+    layer = node.int("layer", minimum=1, maximum=MIX_LAYERS)
+    data_dir = node.path_value("data_dir", base=base, default=".")
+    test_mode = node.bool("test_mode", default=False)
+    production = not test_mode
+
+    tcp_listen = None
+    if root.has("tcp"):
+        tcp = root.table("tcp")
+        if production:
+            raise tcp.error("listen", "the tcp transport is for tests only; set node.test_mode = true")
+        listen = tcp.addresses("listen", production=False, listen=True, default=["tcp://127.0.0.1:0"])
+        if len(listen) != 1 or not listen[0].startswith("tcp://"):
+            raise tcp.error("listen", "give exactly one tcp://127.0.0.1:PORT address")
+        tcp_listen = listen[0]
+    # [tor] and [i2p] are handed whole to the transports' own settings parsers.
+    tor = root.raw_table("tor")
+    i2p = root.raw_table("i2p")
+    if tcp_listen is None and tor is None and i2p is None:
+        raise root.error("tor", "configure at least one transport: [tor] or [i2p] (or [tcp] in test mode)")
+
+    directory = root.table("directory", required=True)
+    authorities, threshold = parse_authorities(directory, production=production)
+    epoch_seconds = directory.int("epoch_seconds", default=DEFAULTS["epoch_seconds"], minimum=10)
+
+    mixing = root.table("mixing")
+    cover = root.table("cover")
+    config = MixConfig(
+        path=Path(path),
+        name=name,
+        layer=layer,
+        data_dir=data_dir,
+        test_mode=test_mode,
+        tcp_listen=tcp_listen,
+        tor=tor,
+        i2p=i2p,
+        authorities=authorities,
+        threshold=threshold,
+        epoch_seconds=epoch_seconds,
+        queue_limit=mixing.int("queue_limit", default=DEFAULTS["queue_limit"], minimum=1),
+        inbound_limit=mixing.int("inbound_limit", default=DEFAULTS["inbound_limit"], minimum=1),
+        link_queue_limit=mixing.int("link_queue_limit", default=DEFAULTS["link_queue_limit"], minimum=1),
+        workers=mixing.int("workers", default=DEFAULTS["workers"], minimum=0, maximum=64),
+        batch=mixing.int("batch", default=DEFAULTS["batch"], minimum=1, maximum=4096),
+        lambda_loop=cover.float("lambda_loop", default=DEFAULTS["lambda_loop"], minimum=0),
+        loop_delay_mean=cover.float("loop_delay_mean", default=DEFAULTS["loop_delay_mean"], minimum=0),
+        loop_timeout=cover.float("loop_timeout", default=DEFAULTS["loop_timeout"], minimum=1),
+    )
+    root.finish()
+    return config
+
+
+def render_mix_config(
+    *,
+    name: str,
+    layer: int,
+    authorities: list[tuple[str, str]],
+    threshold: int,
+    epoch_seconds: int = DEFAULTS["epoch_seconds"],
+    test_mode: bool = False,
+    tcp_listen: str | None = None,
+    tor: bool = False,
+    i2p: bool = False,
+) -> str:
+    """The text of a new, commented config file (what ``mixnode init`` writes)."""
+    lines = [
+        "# anonmail mix node configuration (TOML). Unknown keys are errors.",
+        f"schema_version = {SCHEMA_VERSION}",
+        "",
+        "[node]",
+        f'name = "{name}"          # unique in the consensus; a-z, 0-9, -',
+        f"layer = {layer}                # mix layer 1..{MIX_LAYERS}",
+        'data_dir = "."           # keys, replay store, status file (relative to this file)',
+        f"test_mode = {'true' if test_mode else 'false'}        # true only on private test networks: allows tcp:// peers",
+        "",
+    ]
+    if tcp_listen is not None:
+        lines += ["[tcp]                    # TEST ONLY transport, loopback", f'listen = ["{tcp_listen}"]', ""]
+    if tor:
+        lines += ["[tor]                    # serve as an onion service (see torrc.example)", ""]
+    if i2p:
+        lines += ["[i2p]                    # serve as an I2P destination through i2pd's SAM bridge", ""]
+    lines += [
+        "[directory]",
+        f"threshold = {threshold}            # consensus needs this many authority signatures",
+        f"epoch_seconds = {epoch_seconds}     # must match the authorities",
+    ]
+    for address, key in authorities:
+        lines += ["", "[[directory.authority]]", f'address = "{address}"', f'public_key = "{key}"']
+    lines += [
+        "",
+        "[mixing]",
+        f"queue_limit = {DEFAULTS['queue_limit']}       # packets held for their delay; more are dropped and counted",
+        f"inbound_limit = {DEFAULTS['inbound_limit']}      # received, not yet unwrapped",
+        f"link_queue_limit = {DEFAULTS['link_queue_limit']}   # waiting per next hop",
+        f"workers = {DEFAULTS['workers']}              # unwrap threads",
+        f"batch = {DEFAULTS['batch']}               # packets per unwrap batch and replay-store commit",
+        "",
+        "[cover]",
+        f"lambda_loop = {DEFAULTS['lambda_loop']}        # loop cover packets per second (lambda_M)",
+        f"loop_delay_mean = {DEFAULTS['loop_delay_mean']}    # mean per-hop delay of loops, seconds",
+        f"loop_timeout = {DEFAULTS['loop_timeout']}     # seconds until a loop counts as lost",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""Mix nodes on an in-process network (3 authorities, 3 layers x 2 mixes) in virtual time."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from contextlib import AsyncExitStack
+
+import anyio
+import pytest
+import trio.testing
+
+from anonmail.core import sphinx
+from anonmail.core.wire import Hello, Packet, Role, encode_frame
+from tests.network.mixnode.harness import payload_for, start_testnet
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture
+def anyio_backend():
+    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+def build(net, consensus, names, delays, i):
+    mailbox = i.to_bytes(16, "big")
+    return sphinx.build_forward(net.route(consensus, names, delays), mailbox, payload_for(i))
+
+
+@pytest.mark.anyio
+async def test_packets_arrive_intact_after_exactly_their_delays(tmp_path):
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path)
+        consensus = await net.consensus(nodes=7)
+        rng = random.Random(7)
+        plans = []
+        for i in range(12):
+            names = [f"mix-1-{rng.randrange(2)}", f"mix-2-{rng.randrange(2)}", f"mix-3-{rng.randrange(2)}"]
+            delays = [rng.randrange(0, 5000) for _ in names]
+            plans.append((i, names, delays))
+        sent_at = anyio.current_time()
+        for i, names, delays in plans:
+            await net.inject(names[0], [build(net, consensus, names, delays, i)])
+        with anyio.fail_after(60):
+            while len(net.sink.arrivals) < len(plans):
+                await net.sink.arrived.wait()
+        by_mailbox = {a.mailbox_id: a for a in net.sink.arrivals}
+        for i, _names, delays in plans:
+            arrival = by_mailbox[i.to_bytes(16, "big")]
+            assert arrival.payload[:4] == i.to_bytes(4, "big")
+            # Virtual time: the measured latency is the chosen delays, to the millisecond.
+            assert arrival.time - sent_at == pytest.approx(sum(delays) / 1000, abs=0.0015)
+        order = [int.from_bytes(a.mailbox_id, "big") for a in net.sink.arrivals]
+        assert order == [i for i, _, d in sorted(plans, key=lambda p: (sum(p[2]), p[0]))]
+        forwarded = sum(m.stats.forwarded for m in net.mixes.values())
+        assert forwarded == 3 * len(plans)
+
+
+@pytest.mark.anyio
+async def test_replays_are_dropped_at_every_mix_also_after_restart(tmp_path):
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path)
+        consensus = await net.consensus(nodes=7)
+        layers = {1: ["mix-1-0", "mix-2-1", "mix-3-0"], 2: ["mix-2-1", "mix-3-0"], 3: ["mix-3-0"]}
+        for n, (layer, names) in enumerate(layers.items()):
+            packet = build(net, consensus, names, [0] * len(names), 100 + n)
+            mix = net.mixes[names[0]]
+            await net.inject(names[0], [packet])
+            await anyio.sleep(1)
+            await net.inject(names[0], [packet, packet])
+            await anyio.sleep(1)
+            assert mix.stats.dropped["replay"] == 2, layer
+            # Restart the mix: the replay window stays closed.
+            await net.stop_mix(names[0])
+            restarted = await net.start_mix(names[0])
+            await anyio.sleep(5)
+            await net.inject(names[0], [packet])
+            await anyio.sleep(1)
+            assert restarted.stats.dropped["replay"] == 1, layer
+        assert len(net.sink.arrivals) == 3
+
+
+@pytest.mark.anyio
+async def test_bad_packets_frames_and_garbage_are_dropped_and_counted(tmp_path):
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path)
+        consensus = await net.consensus(nodes=7)
+        names = ["mix-1-0", "mix-2-0", "mix-3-0"]
+        mix = net.mixes["mix-1-0"]
+        good = build(net, consensus, names, [0, 0, 0], 1)
+        tampered = bytearray(good)
+        tampered[40] ^= 0x01  # a header bit: the MAC no longer matches
+        await net.inject("mix-1-0", [bytes(tampered)])
+        # A PACKET frame of the wrong size, then garbage, each on its own connection.
+        for raw in (
+            encode_frame(Hello(1, Role.PROVIDER)) + struct.pack(">BI", 0x02, 100) + os.urandom(100),
+            os.urandom(5000),
+        ):
+            stream = await net.client_router.connect("mem://mix-1-0")
+            async with stream:
+                await stream.send(raw)
+                await anyio.sleep(1)
+        await anyio.sleep(1)
+        assert mix.stats.dropped["bad_mac"] == 1
+        assert mix.stats.dropped["bad_frame"] == 2
+        # The node still serves honest traffic.
+        await net.inject("mix-1-0", [good])
+        with anyio.fail_after(30):
+            while not net.sink.arrivals:
+                await net.sink.arrived.wait()
+        assert net.sink.arrivals[0].payload[:4] == (1).to_bytes(4, "big")
+
+
+@pytest.mark.anyio
+async def test_overloaded_mix_drops_instead_of_growing(tmp_path):
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path, queue_limit=10)
+        consensus = await net.consensus(nodes=7)
+        names = ["mix-1-0", "mix-2-0", "mix-3-0"]
+        packets = [build(net, consensus, names, [60_000, 0, 0], i) for i in range(40)]
+        await net.inject("mix-1-0", packets)
+        await anyio.sleep(1)
+        mix = net.mixes["mix-1-0"]
+        assert mix.status()["queue_length"] == 10
+        assert mix.stats.dropped["queue_full"] == 30
+        await anyio.sleep(61)
+        assert len(net.sink.arrivals) == 10
+
+
+@pytest.mark.anyio
+async def test_unknown_next_hop_is_dropped_and_counted(tmp_path):
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path)
+        consensus = await net.consensus(nodes=7)
+        hops = net.route(consensus, ["mix-1-0", "mix-2-0"], [0, 0])
+        stranger = sphinx.Hop(os.urandom(16), sphinx.generate_node_keypair()[1], 0)
+        packet = sphinx.build_forward([*hops[:-1], stranger], bytes(16), b"x")
+        await net.inject("mix-1-0", [packet])
+        await anyio.sleep(2)
+        assert net.mixes["mix-2-0"].stats.dropped["unknown_next_hop"] == 1
+
+
+@pytest.mark.anyio
+async def test_loop_cover_returns_and_lost_loops_are_counted(tmp_path):
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path, lambda_loop=0.5, loop_timeout=30.0)
+        await anyio.sleep(120)
+        for name, mix in net.mixes.items():
+            assert mix.stats.loops_sent > 20, name
+            assert mix.stats.loops_returned >= mix.stats.loops_sent - 3, name
+            assert mix.stats.loops_lost == 0, name
+        # Take one layer-2 mix away: loops through it stop coming back and are counted lost.
+        net.network.set_down("mix-2-0")
+        await anyio.sleep(120)
+        assert net.mixes["mix-1-0"].stats.loops_lost > 0
+
+
+@pytest.mark.anyio
+async def test_network_works_with_one_authority_down(tmp_path):
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path, down_authorities=1)
+        consensus = await net.consensus(nodes=7)
+        names = ["mix-1-1", "mix-2-0", "mix-3-1"]
+        await net.inject("mix-1-1", [build(net, consensus, names, [100, 200, 300], 5)])
+        with anyio.fail_after(30):
+            while not net.sink.arrivals:
+                await net.sink.arrived.wait()
+        assert net.sink.arrivals[0].mailbox_id == (5).to_bytes(16, "big")

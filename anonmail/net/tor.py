@@ -428,6 +428,8 @@ class OnionTransport(Transport):
     schemes = frozenset({"onion"})
 
     def __init__(self, settings: TorSettings | None = None, data_dir: str | os.PathLike[str] | None = None) -> None:
+        """``data_dir`` keeps the onion key (and a launched tor's files); without it, every
+        run gets a new onion address and a launched tor lives in a temporary directory."""
         super().__init__()
         self.settings = settings or TorSettings()
         self.data_dir = Path(data_dir) if data_dir is not None else None

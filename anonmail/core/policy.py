@@ -178,23 +178,40 @@ def choose_path(
     return path
 
 
+def _segment(
+    rng: random.Random, topology: Topology, start: NodeRef, end: NodeRef, layers: Sequence[int]
+) -> list[NodeRef]:
+    """Mixes of ``layers`` from ``start`` to ``end``; with no layers, start must reach end directly."""
+    if not layers:
+        if not _shares(start, end):
+            raise PathError(f"{start.name} and {end.name} share no transport")
+        return []
+    return choose_path(rng, topology, ingress=start, egress=end, layers=layers)
+
+
 def loop_route(rng: random.Random, topology: Topology, me: NodeRef) -> list[NodeRef]:
     """The hops of a mix's loop cover packet, ending at the mix itself.
 
     From layer ``l`` it goes through the later layers, a provider (which feeds layer 1, as
     for any user packet) when the topology has one, the earlier layers, and back to ``me``;
-    so every link it uses also carries ordinary traffic.
+    so every link it uses also carries ordinary traffic. Every hop shares a transport with the
+    next; a provider that cannot be chained is passed over. Raises PathError if no route exists.
     """
     count = len(topology.layers)
     later = list(range(me.layer + 1, count + 1))
     earlier = list(range(1, me.layer))
-    provider = _weighted_choice(rng, topology.providers) if topology.providers else None
-    first = choose_path(rng, topology, ingress=me, egress=provider, layers=later) if later else []
-    tail_ingress = provider if provider is not None else (first[-1] if first else me)
-    second = choose_path(rng, topology, ingress=tail_ingress, egress=me, layers=earlier) if earlier else []
-    route = [*first]
-    if provider is not None:
-        route.append(provider)
-    route.extend(second)
-    route.append(me)
-    return route
+    if not topology.providers:
+        return [*_segment(rng, topology, me, me, later + earlier), me]
+    candidates = list(topology.providers)
+    problem = ""
+    while candidates:
+        provider = _weighted_choice(rng, candidates)
+        try:
+            first = _segment(rng, topology, me, provider, later)
+            second = _segment(rng, topology, provider, me, earlier)
+        except PathError as exc:
+            problem = str(exc)
+            candidates.remove(provider)
+            continue
+        return [*first, provider, *second, me]
+    raise PathError(f"no loop route for {me.name} through any provider (last problem: {problem})")

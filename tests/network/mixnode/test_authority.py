@@ -6,8 +6,15 @@ clock every component sees is ``T0 + anyio.current_time()``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -22,6 +29,7 @@ from anonmail.errors import DirectoryError
 from anonmail.net.framed import FramedStream
 from anonmail.net.memory import MemoryNetwork
 from anonmail.net.router import Router
+from anonmail.net.tcp import TcpTransport
 from mixnode.authority import Authority, AuthorityConfig, PeerAuthority
 
 pytestmark = [pytest.mark.network, pytest.mark.anyio]
@@ -309,8 +317,6 @@ async def test_late_authority_adopts_the_agreed_document(tmp_path):
 
 
 async def test_status_file_is_written(tmp_path):
-    import json
-
     net = Net(tmp_path, count=1, threshold=1)
     async with anyio.create_task_group() as tg:
         await net.start(tg, 0, write_status=True)
@@ -327,3 +333,53 @@ async def test_status_file_is_written(tmp_path):
             status = json.loads((tmp_path / "auth-0" / "status.json").read_text())
             assert status["running"] is False
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_authority_run_process_serves_and_stops_on_sigint(tmp_path, anyio_backend):
+    """``mixnode authority run`` over loopback tcp: serves, reports status, exits 0 on SIGINT."""
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    directory = tmp_path / "auth"
+    command = [sys.executable, "-m", "mixnode.cli", "authority"]
+    init = subprocess.run([*command, "init", "--dir", str(directory), "--listen", address, "--epoch-seconds", "60"],
+                          capture_output=True, text=True, timeout=60)
+    assert init.returncode == 0, init.stderr
+    public = init.stdout.split("public key: ")[1].split()[0]
+    config = str(directory / "authority.toml")
+    with open(config, "a") as file:  # no [tables] in this config: these stay top-level
+        file.write("round_seconds = 2\nsync_delay = 1\n")
+    proc = subprocess.Popen([*command, "run", "--config", config], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = await anyio.to_thread.run_sync(proc.stdout.readline)
+        assert f"serving on {address}" in line
+        async with TcpTransport() as transport:
+            router = Router([transport], production=False)
+            d = descriptor(1, pki.epoch_at(time.time(), 60), layer=1)
+            assert await upload_descriptor(router, [address], d) == 1
+            directory_client = DirectoryClient(router, [(address, base64.b64decode(public))], 1, production=False,
+                                               epoch_seconds=60)
+            with anyio.fail_after(15):
+                while True:
+                    try:
+                        consensus = await directory_client.fetch(d.epoch)
+                        break
+                    except DirectoryError:
+                        await anyio.sleep(0.5)
+            assert consensus.nodes == (d,)
+        status = subprocess.run([*command, "status", "--config", config], capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "running" in status.stdout, status.stdout
+        proc.send_signal(signal.SIGINT)
+        assert await anyio.to_thread.run_sync(lambda: proc.wait(timeout=20)) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    status = subprocess.run([*command, "status", "--config", config], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 3 and "not running (it stopped)" in status.stdout

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from anonmail.core.keys import IdentityKey, read_key_file, write_key_file
+from anonmail.core.uri import parse_transport_address
 from anonmail.errors import AnonmailError, ConfigError
 from mixnode.authority import (
     DEFAULT_EPOCH_SECONDS,
@@ -49,7 +50,8 @@ def _peer_arg(text: str) -> tuple[str, str]:
     address, key = text[:-45], text[-44:]
     try:
         parse_public_key(key)
-    except ValueError as exc:
+        parse_transport_address(address)
+    except ValueError as exc:  # TransportAddressError is a ValueError too
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
     return address, key
 
@@ -116,32 +118,37 @@ def render_config(
 ) -> str:
     """The commented TOML an operator edits (every key documented)."""
     q = json.dumps  # TOML basic strings accept JSON string escapes
+
+    def line(setting: str, comment: str) -> str:
+        return f"{setting:<29} # {comment}"
+
     lines = [
         "# anonmail directory authority (mixnode authority run --config THIS_FILE)",
         "schema_version = 1",
-        f"name = {q(name)}                # shown in logs and status",
-        'data_dir = "."                # database and status file, relative to this file',
-        f'key_file = "{KEY_NAME}"       # Ed25519 identity seed, mode 0600; its public key is pinned by everyone',
-        f"test_mode = {'true' if test_mode else 'false'}            # true only on private test networks: allows tcp:// addresses",
+        line(f"name = {q(name)}", "shown in logs and status"),
+        line('data_dir = "."', "database and status file, relative to this file"),
+        line(f'key_file = "{KEY_NAME}"', "Ed25519 identity seed, mode 0600; everyone pins its public key"),
+        line(f"test_mode = {'true' if test_mode else 'false'}", "true only on private test networks: allows tcp://"),
         "",
         "# Addresses served directly (TEST ONLY: tcp://127.0.0.1:PORT).",
         "listen = [" + ", ".join(q(a) for a in listen) + "]",
         "",
-        "# Every authority must use the same epoch length, threshold and peers' keys.",
-        f"epoch_seconds = {epoch_seconds}        # length of an epoch; a consensus is signed for each",
-        f"threshold = {threshold}              # signatures a consensus needs (k of n, counting this authority)",
-        "# freeze_lead = EPOCH/4       # seconds before an epoch starts at which its descriptors are frozen",
-        "# round_seconds = 5           # later build attempts (bootstrap) every this many seconds",
-        "# sync_delay = 2              # seconds after a cutoff before peers are asked for descriptors",
-        "# gossip_seconds = 30         # background copy of peers' descriptors",
+        "# All authorities must use the same epoch length, threshold and timing.",
+        line(f"epoch_seconds = {epoch_seconds}", "a consensus is signed for each epoch"),
+        line(f"threshold = {threshold}", "signatures a consensus needs (k of n, counting this one)"),
+        line("# freeze_lead = EPOCH/4", "descriptors for an epoch are frozen this long before it"),
+        line("# round_seconds = 5", "later build attempts (bootstrap) this often"),
+        line("# sync_delay = 2", "wait after a cutoff before asking peers (clock skew)"),
+        line("# gossip_seconds = 30", "background copy of peers' descriptors"),
     ]
     if tor:
-        lines += ["", "[tor]                         # serve as an onion service through a running tor", "control_port = 9051", "# socks_port = 9050"]
+        lines += ["", line("[tor]", "serve as an onion service through a running tor"),
+                  "control_port = 9051", "# socks_port = 9050"]
     if i2p:
-        lines += ["", "[i2p]                         # serve as an I2P destination through i2pd's SAM bridge",
+        lines += ["", line("[i2p]", "serve as an I2P destination through i2pd's SAM bridge"),
                   'sam_host = "127.0.0.1"', "sam_port = 7656"]
     for address, key in peers:
-        lines += ["", "[[peers]]                     # another authority", f"address = {q(address)}", f"public_key = {q(key)}"]
+        lines += ["", line("[[peers]]", "another authority"), f"address = {q(address)}", f"public_key = {q(key)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -158,18 +165,24 @@ def _init(args: argparse.Namespace) -> int:
     config_path = directory / CONFIG_NAME
     if config_path.exists() and not args.force:
         raise ConfigError(f"{config_path} already exists; use --force to overwrite it")
+    text = render_config(
+        name=name, listen=list(args.listen), peers=list(args.peer), threshold=threshold,
+        epoch_seconds=args.epoch_seconds, test_mode=test_mode, tor=args.tor, i2p=args.i2p,
+    )
+    tmp = config_path.with_name(f".{CONFIG_NAME}.tmp")
+    tmp.write_text(text)
+    try:
+        load_authority_config(tmp)  # what we write must load
+    except ConfigError:
+        tmp.unlink()
+        raise
+    os.replace(tmp, config_path)
     key_path = directory / KEY_NAME
     if key_path.exists():
         identity = IdentityKey.from_seed(read_key_file(key_path))
     else:
         identity = IdentityKey.generate()
         write_key_file(key_path, identity.seed)
-    text = render_config(
-        name=name, listen=list(args.listen), peers=list(args.peer), threshold=threshold,
-        epoch_seconds=args.epoch_seconds, test_mode=test_mode, tor=args.tor, i2p=args.i2p,
-    )
-    config_path.write_text(text)
-    load_authority_config(config_path)  # what we wrote must load
     public = base64.b64encode(identity.public).decode()
     print(f"authority {name} initialised in {directory}")
     print(f"  config:     {config_path}")

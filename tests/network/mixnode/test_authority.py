@@ -23,7 +23,7 @@ import trio.testing
 
 from anonmail.core import pki
 from anonmail.core.keys import IdentityKey
-from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Control, Role
+from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Role
 from anonmail.directory import DirectoryClient, request_authority, upload_descriptor
 from anonmail.errors import DirectoryError
 from anonmail.net.framed import FramedStream

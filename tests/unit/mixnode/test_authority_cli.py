@@ -160,3 +160,15 @@ def test_next_build_point():
     assert next_build_point(10, 60, 15, 5, after=585) == 585
     assert next_build_point(10, 60, 15, 5, after=585.5) == 590
     assert next_build_point(10, 60, 15, 5, after=655.1) is None
+
+
+def test_init_rejects_a_bad_peer_address(tmp_path):
+    with pytest.raises(SystemExit):
+        cli("init", "--dir", str(tmp_path / "a"), "--listen", "tcp://127.0.0.1:1", "--peer", f"nowhere={PEER_KEY}")
+
+
+def test_init_writes_nothing_when_the_config_would_not_load(tmp_path, capsys):
+    code, directory = init(tmp_path, "--threshold", "3")
+    assert code == 1
+    assert "threshold: must be <= 2" in capsys.readouterr().err
+    assert sorted(p.name for p in directory.iterdir()) == []

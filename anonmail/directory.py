@@ -72,6 +72,10 @@ async def upload_descriptor(
 ) -> int:
     """Send a descriptor to every authority at once; return how many accepted it.
 
+    Accepted means stored: whether it made the epoch's consensus depends on the authorities'
+    cutoff (uploads for the next epoch well before it starts always do), so check the
+    consensus. Upload for the next epoch ahead of time; ``too_late`` means its document exists.
+
     Raises DirectoryError naming each authority's answer if none accepted; its ``reason`` is the
     authorities' common reason when they agree (e.g. ``too_late``), else ``rejected``.
     """

@@ -533,7 +533,6 @@ class Authority:
         self.addresses: list[str] = []
         self.store: AuthorityStore | None = None
         self.peers: dict[str, _PeerState] = {p.address: _PeerState() for p in config.peers}
-        self._keys = [self.identity.public, *(p.public_key for p in config.peers)]
         self._tried: dict[int, float] = {}  # epoch -> last build point tried
 
     # ----------------------------------------------------------------- lifecycle
@@ -582,7 +581,10 @@ class Authority:
             return
         reply = self.answer(frame.message)
         with anyio.move_on_after(SERVE_TIMEOUT):
-            await framed.send(Control(reply))
+            try:
+                await framed.send(Control(reply))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the client left before its answer; nothing to do
 
     def answer(self, request: Mapping) -> dict:
         """The reply to one CONTROL request (sans-IO apart from the store)."""
@@ -630,6 +632,8 @@ class Authority:
                 raise _BadRequest("too_many", f"{descriptor.name!r} uploaded too many descriptors for this epoch")
         if self.store.count_descriptors(descriptor.epoch) >= MAX_DESCRIPTORS_PER_EPOCH:
             raise _BadRequest("full", f"epoch {descriptor.epoch} has the maximum number of descriptors")
+        # Stored descriptors learned before a build point's cutoff go into that epoch's
+        # document; "accepted" means stored, and the consensus says whether it made it.
         if self.store.add_descriptor(descriptor, self.now()):
             log.info("authority %s: descriptor of %s for epoch %d", self.config.name, descriptor.name, descriptor.epoch)
         return {"type": "accepted", "epoch": descriptor.epoch}

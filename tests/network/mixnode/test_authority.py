@@ -211,6 +211,29 @@ async def test_too_few_signatures_is_a_clear_error(tmp_path):
             tg.cancel_scope.cancel()
 
 
+async def test_client_rejects_a_consensus_whose_epoch_ended(tmp_path):
+    net = Net(tmp_path)
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            await net.start(tg, i)
+        async with net.client() as router:
+            await upload_all(router, net.addresses, E0, count=3)
+            directory = net.directory(router)
+            with anyio.fail_after(20):
+                while True:
+                    try:
+                        await directory.fetch(E0)
+                        break
+                    except DirectoryError:
+                        await anyio.sleep(1)
+            await anyio.sleep(pki.epoch_start(E0 + 1, EPOCH) - wall_clock() + 1)
+            with pytest.raises(DirectoryError, match="which ended") as info:
+                await net.directory(router).fetch(E0)
+            assert info.value.reason == "stale"
+            assert directory.get(E0) is not None and directory.current() is None
+            tg.cancel_scope.cancel()
+
+
 async def raw_request(router: Router, address: str, payload: bytes | None = None, message: dict | None = None):
     stream = await router.connect(address)
     async with stream:
@@ -345,7 +368,7 @@ async def test_authority_run_process_serves_and_stops_on_sigint(tmp_path, anyio_
     address = f"tcp://127.0.0.1:{port}"
     directory = tmp_path / "auth"
     command = [sys.executable, "-m", "mixnode.cli", "authority"]
-    init = subprocess.run([*command, "init", "--dir", str(directory), "--listen", address, "--epoch-seconds", "60"],
+    init = subprocess.run([*command, "init", "--dir", str(directory), "--listen", address, "--epoch-seconds", "600"],
                           capture_output=True, text=True, timeout=60)
     assert init.returncode == 0, init.stderr
     public = init.stdout.split("public key: ")[1].split()[0]
@@ -359,10 +382,12 @@ async def test_authority_run_process_serves_and_stops_on_sigint(tmp_path, anyio_
         assert f"serving on {address}" in line
         async with TcpTransport() as transport:
             router = Router([transport], production=False)
-            d = descriptor(1, pki.epoch_at(time.time(), 60), layer=1)
+            if pki.epoch_start(pki.epoch_at(time.time(), 600) + 1, 600) - time.time() < 20:
+                await anyio.sleep(20)  # real time: not at the very end of an epoch
+            d = descriptor(1, pki.epoch_at(time.time(), 600), layer=1)
             assert await upload_descriptor(router, [address], d) == 1
             directory_client = DirectoryClient(router, [(address, base64.b64decode(public))], 1, production=False,
-                                               epoch_seconds=60)
+                                               epoch_seconds=600)
             with anyio.fail_after(15):
                 while True:
                     try:

@@ -382,9 +382,10 @@ async def test_authority_run_process_serves_and_stops_on_sigint(tmp_path, anyio_
         assert f"serving on {address}" in line
         async with TcpTransport() as transport:
             router = Router([transport], production=False)
-            if pki.epoch_start(pki.epoch_at(time.time(), 600) + 1, 600) - time.time() < 20:
-                await anyio.sleep(20)  # real time: not at the very end of an epoch
-            d = descriptor(1, pki.epoch_at(time.time(), 600), layer=1)
+            epoch = pki.epoch_at(time.time(), 600)
+            if pki.epoch_start(epoch + 1, 600) - time.time() < 20:
+                epoch += 1  # real time, near an epoch's end: register for the next (built ahead)
+            d = descriptor(1, epoch, layer=1)
             assert await upload_descriptor(router, [address], d) == 1
             directory_client = DirectoryClient(router, [(address, base64.b64decode(public))], 1, production=False,
                                                epoch_seconds=600)

@@ -30,14 +30,22 @@ authorities:
   a peer already holds with ``threshold`` valid signatures of pinned authorities, and adds its
   own signature: it never makes acceptable what was not already acceptable.
 
+Authorities' clocks must agree to within ``sync_delay`` seconds (NTP is plenty); a skewed
+authority may sign a different document, which then simply lacks the others' signatures.
+
 One authority down does not stop the others: they skip it (every network wait is bounded by
 ``fail_after``) and still agree among themselves.
 
 Protocol: one connection per request. The client sends HELLO (any role) and one CONTROL
 request; the authority answers HELLO(AUTHORITY) and one CONTROL reply, ``{"type": "error",
-"reason": ..., "message": ...}`` for anything it refuses. Requests: ``upload_descriptor
-{descriptor}``, ``get_consensus {epoch}``, ``get_descriptors {epoch, before?}``,
-``get_signature {epoch, digest}``.
+"reason": ..., "message": ...}`` for anything it refuses (reasons: ``unknown_request``,
+``bad_request``, ``malformed``, ``bad_descriptor``, ``stale``, ``future``, ``too_late``,
+``too_many``, ``full``, ``not_ready``, ``digest_mismatch``, ``unavailable``, ``internal``)::
+
+    upload_descriptor {descriptor}        -> accepted {epoch}
+    get_consensus {epoch}                 -> consensus {epoch, document, signatures{id: b64}}
+    get_descriptors {epoch, before?}      -> descriptors {epoch, descriptors[]}
+    get_signature {epoch, digest (hex)}   -> signature {epoch, digest, signature}
 
 State lives in SQLite (sqlite-utils, WAL) in the data directory: descriptors per epoch with
 the time the authority learned them, consensus documents and signatures. Epochs older than the

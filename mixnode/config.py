@@ -170,6 +170,7 @@ def render_mix_config(
     tcp_listen: str | None = None,
     tor: bool = False,
     i2p: bool = False,
+    lambda_loop: float = DEFAULTS["lambda_loop"],
 ) -> str:
     """The text of a new, commented config file (what ``mixnode init`` writes)."""
     lines = [
@@ -206,7 +207,7 @@ def render_mix_config(
         f"batch = {DEFAULTS['batch']}               # packets per unwrap batch and replay-store commit",
         "",
         "[cover]",
-        f"lambda_loop = {DEFAULTS['lambda_loop']}        # loop cover packets per second (lambda_M)",
+        f"lambda_loop = {lambda_loop}        # loop cover packets per second (lambda_M)",
         f"loop_delay_mean = {DEFAULTS['loop_delay_mean']}    # mean per-hop delay of loops, seconds",
         f"loop_timeout = {DEFAULTS['loop_timeout']}     # seconds until a loop counts as lost",
         "",

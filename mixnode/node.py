@@ -20,6 +20,7 @@ use ``wall_clock()`` (Unix seconds), injected so tests can move it too.
 
 from __future__ import annotations
 
+import base64
 import heapq
 import itertools
 import json
@@ -48,7 +49,7 @@ from anonmail.core.sizes import MAILBOX_ID_BYTES
 from anonmail.core.wire import Close, Hello, Packet, Role, encode_frame
 from anonmail.directory import DirectoryClient, upload_descriptor
 from anonmail.errors import (
-    AnonmailError,
+    DirectoryError,
     HeaderMacError,
     PacketError,
     PathError,
@@ -212,6 +213,7 @@ class MixNode:
                     config.threshold,
                     production=config.production,
                     wall_clock=self.wall_clock,
+                    epoch_seconds=config.epoch_seconds,
                 )
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
@@ -541,10 +543,15 @@ class MixNode:
                 )
                 try:
                     accepted = await upload_descriptor(self.router, pins, descriptor)
-                except AnonmailError as exc:
+                except DirectoryError as exc:
+                    if exc.reason == "too_late":
+                        # Joined mid-epoch: this epoch's document exists; we appear in the next.
+                        log.info("epoch %d consensus already built; listed from epoch %d", target, target + 1)
+                        self._published.add(target)
+                        continue
                     log.warning("descriptor upload for epoch %d failed: %s", target, exc)
                     accepted = 0
-                if accepted >= self.config.threshold:
+                if accepted >= min(self.config.threshold, len(pins)):
                     self._published.add(target)
                 else:
                     retry = True
@@ -608,6 +615,9 @@ class MixNode:
             "consensus_epoch": consensus.epoch if consensus is not None else None,
             "in_consensus": bool(consensus and self.identity and consensus.by_id(self.node_id)),
             "addresses": self.addresses,
+            "node_id": self.node_id.hex() if self.identity is not None else None,
+            # Public keys only (they are published in descriptors anyway).
+            "sphinx_keys": {str(e): base64.b64encode(k).decode() for e, k in sorted(self._publics.items())},
             **self.stats.as_dict(),
             "queue_length": len(self._heap),
             "queue_limit": self.config.queue_limit,

@@ -227,7 +227,7 @@ async def start_testnet(
     await sink_transport.listen(sink.handler)
     client_transport = await stack.enter_async_context(network.transport("client"))
     client_router = Router([client_transport], production=False)
-    client = DirectoryClient(client_router, pins, 2, production=False, wall_clock=wall_clock)
+    client = DirectoryClient(client_router, pins, 2, production=False, wall_clock=wall_clock, epoch_seconds=EPOCH_SECONDS)
     sink.client, sink.router = client, client_router
     net = TestNet(network, tmp, auths, pins, {}, sink, client, client_router, tg)
     for layer in (1, 2, 3):

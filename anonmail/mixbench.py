@@ -1,0 +1,201 @@
+"""Throughput of one real ``mixnode run`` process over loopback tcp (``mix_pps`` in the bench).
+
+Set-up, all on 127.0.0.1: this process runs a one-member directory authority, a *sink* (a node
+registered as a provider that only counts the frames reaching it) and the load generator; the
+mix node is a separate ``mixnode run`` process started from a config written by
+:func:`mixnode.config.render_mix_config`. Packets are built in advance with a path
+``mix (delay 0) → sink``, so the mix does exactly the contract's work for each one: receive,
+unwrap, replay check (durable), zero delay, forward. The generator keeps a bounded window of
+packets in flight (sent but not yet at the sink) below the mix's inbound queue, so the figure is
+throughput, not drops: ``delivered / (last arrival - first send)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from anonmail.core import sphinx
+from anonmail.core.keys import IdentityKey, write_key_file
+from anonmail.core.pki import epoch_at, sign_descriptor
+from anonmail.core.wire import FRAME_HEADER_BYTES, PACKET_BYTES, Hello, Packet, Role, encode_frame
+from anonmail.directory import DirectoryClient, upload_descriptor
+from anonmail.errors import AnonmailError
+from anonmail.net.router import Router
+from anonmail.net.tcp import TcpTransport
+
+__all__ = ["measure_mix_pps"]
+
+EPOCH_SECONDS = 3600
+FRAME_BYTES = FRAME_HEADER_BYTES + PACKET_BYTES
+
+
+def _write_authority(tmp: Path) -> tuple[object, IdentityKey]:
+    from mixnode.authority import AuthorityConfig
+
+    identity = IdentityKey.generate()
+    data_dir = tmp / "authority"
+    data_dir.mkdir(mode=0o700)
+    write_key_file(data_dir / "identity.key", identity.seed)
+    config = AuthorityConfig(
+        name="bench-authority",
+        data_dir=data_dir,
+        key_file=data_dir / "identity.key",
+        listen=("tcp://127.0.0.1:0",),
+        threshold=1,
+        epoch_seconds=EPOCH_SECONDS,
+        test_mode=True,
+        round_seconds=1,
+        sync_delay=0,
+    )
+    return config, identity
+
+
+async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
+    from mixnode.authority import Authority
+    from mixnode.config import render_mix_config
+
+    tmp = Path(tempfile.mkdtemp(prefix="anonmail-mixbench-"))
+    config, identity = _write_authority(tmp)
+    arrived = 0
+    last_arrival = 0.0
+    done = anyio.Event()
+
+    async def sink(stream: anyio.abc.ByteStream) -> None:
+        nonlocal arrived, last_arrival
+        pending = 0
+        hello_seen = False
+        while True:
+            try:
+                data = await stream.receive(1 << 20)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            pending += len(data)
+            if not hello_seen:
+                if pending < FRAME_HEADER_BYTES + 4:
+                    continue
+                pending -= FRAME_HEADER_BYTES + 4  # the mix's HELLO
+                hello_seen = True
+            # Frames are counted, not decoded: the sink must stay cheap.
+            count, pending = divmod(pending, FRAME_BYTES)
+            if count:
+                arrived += count
+                last_arrival = time.perf_counter()
+                if arrived >= packets:
+                    done.set()
+
+    process: subprocess.Popen | None = None
+    async with TcpTransport() as auth_tcp, TcpTransport() as sink_tcp, TcpTransport() as client_tcp:
+        router = Router([client_tcp], production=False)
+        authority = Authority(config, Router([auth_tcp], production=False), identity=identity, write_status=False)
+        async with anyio.create_task_group() as tg:
+            (auth_address,) = await tg.start(authority.run)
+            (sink_address,) = await sink_tcp.listen(sink)
+            key = base64.b64encode(identity.public).decode()
+            mix_dir = tmp / "mix"
+            mix_dir.mkdir(mode=0o700)
+            text = render_mix_config(
+                name="bench-mix", layer=1, authorities=[(auth_address, key)], threshold=1,
+                epoch_seconds=EPOCH_SECONDS, test_mode=True, tcp_listen="tcp://127.0.0.1:0", lambda_loop=0.0,
+            )
+            (mix_dir / "mixnode.toml").write_text(text)
+            # The sink first: the consensus is built once per epoch, and the mix needs the sink in it.
+            sink_identity = IdentityKey.generate()
+            _secret, public = sphinx.generate_node_keypair()
+            epoch = epoch_at(time.time(), EPOCH_SECONDS)
+            for target in (epoch, epoch + 1):
+                descriptor = sign_descriptor(
+                    sink_identity, name="bench-sink", role="provider", layer=0, epoch=target,
+                    sphinx_key=public, addresses=[sink_address], production=False,
+                )
+                await upload_descriptor(router, [auth_address], descriptor)
+            client = DirectoryClient(router, [(auth_address, identity.public)], 1, production=False,
+                                     epoch_seconds=EPOCH_SECONDS)
+            say("waiting for the consensus to list the sink")
+            with anyio.fail_after(60):
+                while True:
+                    try:
+                        consensus = await client.fetch(epoch)
+                        break
+                    except AnonmailError:
+                        await anyio.sleep(0.2)
+            sink_d = consensus.by_name("bench-sink")
+            say("starting a mixnode process")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mixnode.cli", "run", "--config", str(mix_dir / "mixnode.toml"),
+                 "--log-level", "INFO"],
+                stdout=subprocess.PIPE, stderr=(tmp / "mix.log").open("wb"), text=True,
+            )
+            try:
+                line = await anyio.to_thread.run_sync(process.stdout.readline)
+                if not line:
+                    raise AnonmailError("the mixnode process exited before it listened")
+                mix_address = json.loads(line)["addresses"][0]
+                say("waiting for the mix to hold the consensus")
+                with anyio.fail_after(60):
+                    while (status := _mix_status(mix_dir)).get("consensus_epoch") != epoch:
+                        await anyio.sleep(0.2)
+                # A mix started mid-epoch is listed from the next epoch on; its current key is in
+                # its status file (public keys only), which is all a load generator needs.
+                mix_id = bytes.fromhex(status["node_id"])
+                mix_key = base64.b64decode(status["sphinx_keys"][str(epoch)])
+                say(f"building {packets} packets")
+                route = [sphinx.Hop(mix_id, mix_key, 0), sphinx.Hop(sink_d.node_id, sink_d.sphinx_key, 0)]
+                frames = [encode_frame(Packet(sphinx.build_forward(route, bytes(16), b"bench"))) for _ in range(packets)]
+                say("sending")
+                stream = await router.connect(mix_address)
+                async with stream:
+                    start = time.perf_counter()
+                    await stream.send(encode_frame(Hello(1, Role.PROVIDER)))
+                    sent = 0
+                    with anyio.fail_after(120):
+                        while sent < packets:
+                            room = window - (sent - arrived)
+                            if room <= 0:
+                                await anyio.sleep(0.0005)
+                                continue
+                            chunk = frames[sent : sent + min(room, 256)]
+                            await stream.send(b"".join(chunk))
+                            sent += len(chunk)
+                        with anyio.move_on_after(30):
+                            await done.wait()
+                elapsed = (last_arrival or time.perf_counter()) - start
+            finally:
+                if process.poll() is None:
+                    process.terminate()
+                    await anyio.to_thread.run_sync(process.wait)
+                tg.cancel_scope.cancel()
+    status = _mix_status(tmp / "mix")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "mix_pps": round(arrived / elapsed, 1) if arrived and elapsed > 0 else 0.0,
+        "mix_packets": packets,
+        "mix_delivered": arrived,
+        "mix_dropped": status.get("dropped_total"),
+        "mix_exit_code": process.returncode if process is not None else None,
+    }
+
+
+def _mix_status(mix_dir: Path) -> dict:
+    try:
+        return json.loads((mix_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def measure_mix_pps(
+    packets: int = 20000, *, window: int = 2048, progress: Callable[[str], None] | None = None
+) -> dict:
+    """Packets per second through one ``mixnode run`` process; also delivered/dropped counts."""
+    say = progress or (lambda _m: None)
+    return anyio.run(_run, packets, window, say)

@@ -73,6 +73,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -93,6 +94,11 @@ from anonmail.errors import (
 )
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
+from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
+
+if TYPE_CHECKING:
+    from anonmail.net.i2p import I2PSettings
+    from anonmail.net.tor import TorSettings
 
 __all__ = [
     "DEFAULT_EPOCH_SECONDS",
@@ -170,8 +176,8 @@ class AuthorityConfig:
     round_seconds: int = DEFAULT_ROUND_SECONDS
     sync_delay: int = DEFAULT_SYNC_DELAY
     gossip_seconds: int = DEFAULT_GOSSIP_SECONDS
-    tor: Mapping[str, object] | None = None  # serve as an onion service: {control_port, socks_port}
-    i2p: Mapping[str, object] | None = None  # serve as an I2P destination: {sam_host, sam_port}
+    tor: TorSettings | None = None  # serve as an onion service
+    i2p: I2PSettings | None = None  # serve as an I2P destination
     config_path: Path | None = field(default=None, compare=False)
 
     @property
@@ -220,8 +226,8 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     data_dir = table.path_value("data_dir", base=base, default=".")
     key_file = table.path_value("key_file", base=data_dir, default="identity.key")
     listen = table.addresses("listen", production=production, listen=True, default=[])
-    tor = _tor_table(table) if table.has("tor") else None
-    i2p = _i2p_table(table) if table.has("i2p") else None
+    tor = tor_settings_from_table(table.table("tor")) if table.has("tor") else None
+    i2p = i2p_settings_from_table(table.table("i2p")) if table.has("i2p") else None
     if not listen and tor is None and i2p is None:
         raise table.error("listen", "configure a transport: [tor] or [i2p] (or listen = [\"tcp://...\"] in test mode)")
     peers = []
@@ -266,22 +272,6 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config
-
-
-def _tor_table(table: Table) -> dict[str, object]:
-    tor = table.table("tor")
-    return {
-        "control_port": tor.int("control_port", default=9051, minimum=1, maximum=65535),
-        "socks_port": tor.int("socks_port", default=None, minimum=1, maximum=65535),
-    }
-
-
-def _i2p_table(table: Table) -> dict[str, object]:
-    i2p = table.table("i2p")
-    return {
-        "sam_host": i2p.str("sam_host", default="127.0.0.1"),
-        "sam_port": i2p.int("sam_port", default=7656, minimum=1, maximum=65535),
-    }
 
 
 # --------------------------------------------------------------------------- schedule (pure)

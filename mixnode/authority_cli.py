@@ -201,27 +201,13 @@ def _init(args: argparse.Namespace) -> int:
 
 def build_transports(config: AuthorityConfig) -> list:
     """The transports the config asks for (tcp in test mode, Tor, I2P)."""
-    from anonmail.net.tcp import TcpTransport
+    from anonmail.net.settings import build_transports as build
 
-    transports: list = []
-    for address in config.listen:
-        scheme = address.split("://", 1)[0]
-        if scheme != "tcp":
-            raise ConfigError(f"{config.config_path}: listen: {address}: only tcp:// is served directly; use [tor] or [i2p]")
-        transports.append(TcpTransport(address))
-    if config.test_mode and not config.listen:
-        transports.append(TcpTransport())  # reaches tcp:// peers of a test network
-    if config.tor is not None:
-        from anonmail.net.tor import OnionTransport, TorSettings
-
-        settings = TorSettings(control_port=config.tor["control_port"], socks_port=config.tor["socks_port"])
-        transports.append(OnionTransport(settings, data_dir=config.data_dir / "tor"))
-    if config.i2p is not None:
-        from anonmail.net.i2p import I2PSettings, I2PTransport
-
-        settings = I2PSettings(sam_host=config.i2p["sam_host"], sam_port=config.i2p["sam_port"])
-        transports.append(I2PTransport(config.data_dir / "i2p", settings))
-    return transports
+    tcp = [a for a in config.listen if a.startswith("tcp://")]
+    if len(tcp) != len(config.listen) or len(tcp) > 1:
+        raise ConfigError(f"{config.config_path}: listen: give at most one tcp:// address; use [tor] or [i2p] otherwise")
+    return build(config.data_dir, tcp_listen=tcp[0] if tcp else None, tor=config.tor, i2p=config.i2p,
+                 test_mode=config.test_mode)
 
 
 async def serve(config: AuthorityConfig) -> None:

@@ -12,11 +12,17 @@ import binascii
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anonmail.config import SCHEMA_VERSION, Table, load_toml
 from anonmail.core.pki import MIX_LAYERS
 from anonmail.core.uri import parse_transport_address
 from anonmail.errors import TransportAddressError
+from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
+
+if TYPE_CHECKING:
+    from anonmail.net.i2p import I2PSettings
+    from anonmail.net.tor import TorSettings
 
 __all__ = ["AuthorityPin", "MixConfig", "load_mix_config", "render_mix_config", "DEFAULTS"]
 
@@ -53,8 +59,8 @@ class MixConfig:
     data_dir: Path
     test_mode: bool
     tcp_listen: str | None
-    tor: dict | None
-    i2p: dict | None
+    tor: TorSettings | None
+    i2p: I2PSettings | None
     authorities: tuple[AuthorityPin, ...]
     threshold: int
     epoch_seconds: int
@@ -122,9 +128,8 @@ def load_mix_config(path: str | Path) -> MixConfig:
         if len(listen) != 1 or not listen[0].startswith("tcp://"):
             raise tcp.error("listen", "give exactly one tcp://127.0.0.1:PORT address")
         tcp_listen = listen[0]
-    # [tor] and [i2p] are handed whole to the transports' own settings parsers.
-    tor = root.raw_table("tor")
-    i2p = root.raw_table("i2p")
+    tor = tor_settings_from_table(root.table("tor")) if root.has("tor") else None
+    i2p = i2p_settings_from_table(root.table("i2p")) if root.has("i2p") else None
     if tcp_listen is None and tor is None and i2p is None:
         raise root.error("tor", "configure at least one transport: [tor] or [i2p] (or [tcp] in test mode)")
 
@@ -187,9 +192,20 @@ def render_mix_config(
     if tcp_listen is not None:
         lines += ["[tcp]                    # TEST ONLY transport, loopback", f'listen = ["{tcp_listen}"]', ""]
     if tor:
-        lines += ["[tor]                    # serve as an onion service (see torrc.example)", ""]
+        lines += [
+            "[tor]                    # serve as an onion service through a running tor (see torrc.example)",
+            "control_port = 9051      # or control_socket = \"/run/tor/control\"; or launch = true for a private tor",
+            "# socks_port = 9050      # default: ask tor",
+            "",
+        ]
     if i2p:
-        lines += ["[i2p]                    # serve as an I2P destination through i2pd's SAM bridge", ""]
+        lines += [
+            "[i2p]                    # serve as an I2P destination through i2pd's SAM bridge",
+            'sam_host = "127.0.0.1"',
+            "sam_port = 7656",
+            "# inbound_length = 3     # tunnel hops; 3 is the I2P default",
+            "",
+        ]
     lines += [
         "[directory]",
         f"threshold = {threshold}            # consensus needs this many authority signatures",

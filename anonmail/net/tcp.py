@@ -20,18 +20,22 @@ __all__ = ["TcpTransport"]
 
 
 class TcpTransport(Transport):
-    """Loopback TCP; ``listen_address`` defaults to any free port on 127.0.0.1."""
+    """Loopback TCP; ``listen_address`` defaults to any free port on 127.0.0.1 (None: connect only)."""
 
     schemes = frozenset({"tcp"})
 
-    def __init__(self, listen_address: str = "tcp://127.0.0.1:0") -> None:
+    def __init__(self, listen_address: str | None = "tcp://127.0.0.1:0") -> None:
         super().__init__()
-        self._listen = parse_transport_address(listen_address, allow_port_zero=True)
-        if self._listen.scheme != "tcp":
-            raise TransportAddressError(f"TcpTransport listens on tcp:// only, not {listen_address}")
+        self._listen = None
+        if listen_address is not None:
+            self._listen = parse_transport_address(listen_address, allow_port_zero=True)
+            if self._listen.scheme != "tcp":
+                raise TransportAddressError(f"TcpTransport listens on tcp:// only, not {listen_address}")
 
     async def listen(self, handler: Handler) -> list[str]:
         """Listen on the loopback address; return ``tcp://host:port`` with the real port."""
+        if self._listen is None:
+            return []
         try:
             multi = await anyio.create_tcp_listener(
                 local_host=self._listen.host, local_port=self._listen.port or 0, reuse_port=False

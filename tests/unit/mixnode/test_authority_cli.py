@@ -118,8 +118,8 @@ def test_production_config_with_tor_and_defaults(tmp_path):
     path = write_config(tmp_path, 'name = "a1"\n[tor]\n[i2p]\nsam_port = 7657\n')
     config = load_authority_config(path)
     assert config.production and config.listen == ()
-    assert config.tor == {"control_port": 9051, "socks_port": None}
-    assert config.i2p == {"sam_host": "127.0.0.1", "sam_port": 7657}
+    assert (config.tor.control_port, config.tor.socks_port, config.tor.launch) == (9051, None, False)
+    assert (config.i2p.sam_host, config.i2p.sam_port, config.i2p.inbound_length) == ("127.0.0.1", 7657, 3)
     assert config.threshold == 1 and config.epoch_seconds == 3600 and config.lead == 900
 
 

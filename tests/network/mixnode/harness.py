@@ -56,6 +56,8 @@ class Sink:
     frames: int = 0
     arrived: anyio.Event = field(default_factory=anyio.Event)
 
+    epoch_seconds: int = EPOCH_SECONDS
+
     def key(self, epoch: int) -> tuple[bytes, bytes]:
         if epoch not in self.keys:
             self.keys[epoch] = sphinx.generate_node_keypair()
@@ -67,7 +69,7 @@ class Sink:
         while (frame := await framed.receive()) is not None:
             if isinstance(frame, Packet):
                 self.frames += 1
-                secret, _ = self.key(epoch_at(wall_clock(), EPOCH_SECONDS))
+                secret, _ = self.key(epoch_at(wall_clock(), self.epoch_seconds))
                 result = sphinx.process(frame.data, secret)
                 if isinstance(result, sphinx.Forward):  # relay into layer 1, as a provider does
                     await self.relay(result)
@@ -78,7 +80,7 @@ class Sink:
                 self.arrived = anyio.Event()
 
     async def relay(self, forward: sphinx.Forward) -> None:
-        consensus = self.client.current() or await self.client.fetch(epoch_at(wall_clock(), EPOCH_SECONDS))
+        consensus = self.client.current() or await self.client.fetch(epoch_at(wall_clock(), self.epoch_seconds))
         target = consensus.by_id(forward.next_node)
         if target is None:
             return
@@ -109,7 +111,7 @@ class TestNet:
         """Wait until the consensus lists ``nodes`` nodes; return it."""
         with anyio.fail_after(600):
             while True:
-                epoch = epoch_at(wall_clock(), EPOCH_SECONDS)
+                epoch = epoch_at(wall_clock(), self.sink.epoch_seconds)
                 try:
                     consensus = await self.client.fetch(epoch)
                 except Exception:
@@ -127,6 +129,15 @@ class TestNet:
         sink = consensus.by_name("sink")
         hops.append(sphinx.Hop(sink.node_id, sink.sphinx_key, 0))
         return hops
+
+    async def register_sink(self, epoch: int) -> None:
+        """Upload the sink's descriptor for an epoch to the authorities that are up."""
+        descriptor = sign_descriptor(
+            self.sink.identity, name="sink", role="provider", layer=0, epoch=epoch,
+            sphinx_key=self.sink.key(epoch)[1], addresses=["mem://sink"], production=False,
+        )
+        up = [a.addresses[0] for a in self.authorities]
+        assert await upload_descriptor(self.client_router, up, descriptor) >= 2
 
     async def inject(self, mix: str, packets: list[bytes]) -> None:
         """Send packets to a mix over one connection, as an ingress provider would."""
@@ -158,7 +169,10 @@ class TestNet:
     mix_configs: dict[str, MixConfig] = field(default_factory=dict)
 
 
-def mix_config(tmp: Path, name: str, layer: int, pins: list[tuple[str, bytes]], **overrides: object) -> MixConfig:
+def mix_config(
+    tmp: Path, name: str, layer: int, pins: list[tuple[str, bytes]], epoch_seconds: int = EPOCH_SECONDS,
+    **overrides: object,
+) -> MixConfig:
     """A test-mode mix config on the mem transport."""
     config = MixConfig(
         path=tmp / name / "mixnode.toml",
@@ -171,7 +185,7 @@ def mix_config(tmp: Path, name: str, layer: int, pins: list[tuple[str, bytes]], 
         i2p=None,
         authorities=tuple(AuthorityPin(a, k) for a, k in pins),
         threshold=2,
-        epoch_seconds=EPOCH_SECONDS,
+        epoch_seconds=epoch_seconds,
         queue_limit=20000,
         inbound_limit=4096,
         link_queue_limit=4096,
@@ -191,6 +205,7 @@ async def start_testnet(
     mixes_per_layer: int = 2,
     authorities: int = 3,
     down_authorities: int = 0,
+    epoch_seconds: int = EPOCH_SECONDS,
     **mix_overrides: object,
 ) -> TestNet:
     """Bring up authorities, mixes and the sink; return when the consensus lists them all."""
@@ -210,7 +225,7 @@ async def start_testnet(
             listen=(addresses[i],),
             peers=peers,
             threshold=2,
-            epoch_seconds=EPOCH_SECONDS,
+            epoch_seconds=epoch_seconds,
             test_mode=True,
         )
         config.data_dir.mkdir(parents=True)
@@ -222,26 +237,22 @@ async def start_testnet(
         await tg.start(authority.run)
         auths.append(authority)
 
-    sink = Sink(network)
+    sink = Sink(network, epoch_seconds=epoch_seconds)
     sink_transport = await stack.enter_async_context(network.transport("sink"))
     await sink_transport.listen(sink.handler)
     client_transport = await stack.enter_async_context(network.transport("client"))
     client_router = Router([client_transport], production=False)
-    client = DirectoryClient(client_router, pins, 2, production=False, wall_clock=wall_clock, epoch_seconds=EPOCH_SECONDS)
+    client = DirectoryClient(client_router, pins, 2, production=False, wall_clock=wall_clock, epoch_seconds=epoch_seconds)
     sink.client, sink.router = client, client_router
     net = TestNet(network, tmp, auths, pins, {}, sink, client, client_router, tg)
     for layer in (1, 2, 3):
         for j in range(mixes_per_layer):
             name = f"mix-{layer}-{j}"
-            net.mix_configs[name] = mix_config(tmp, name, layer, pins, **mix_overrides)
+            net.mix_configs[name] = mix_config(tmp, name, layer, pins, epoch_seconds, **mix_overrides)
             await net.start_mix(name)
-    epoch = epoch_at(wall_clock(), EPOCH_SECONDS)
+    epoch = epoch_at(wall_clock(), epoch_seconds)
     for target in (epoch, epoch + 1):
-        descriptor = sign_descriptor(
-            sink.identity, name="sink", role="provider", layer=0, epoch=target,
-            sphinx_key=sink.key(target)[1], addresses=["mem://sink"], production=False,
-        )
-        assert await upload_descriptor(client_router, addresses[: authorities - down_authorities], descriptor) >= 2
+        await net.register_sink(target)
     await net.consensus(nodes=3 * mixes_per_layer + 1)
     # Give every mix time to fetch the consensus too.
     await anyio.sleep(30)

@@ -13,7 +13,8 @@ import trio.testing
 
 from anonmail.core import sphinx
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
-from tests.network.mixnode.harness import payload_for, start_testnet
+from anonmail.core.pki import epoch_at, epoch_start
+from tests.network.mixnode.harness import payload_for, start_testnet, wall_clock
 
 pytestmark = pytest.mark.network
 
@@ -167,3 +168,36 @@ async def test_network_works_with_one_authority_down(tmp_path):
             while not net.sink.arrivals:
                 await net.sink.arrived.wait()
         assert net.sink.arrivals[0].mailbox_id == (5).to_bytes(16, "big")
+
+
+@pytest.mark.anyio
+async def test_epochs_roll_over_keys_rotate_and_old_keys_are_deleted(tmp_path):
+    seconds = 120
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path, epoch_seconds=seconds)
+        epoch = epoch_at(wall_clock(), seconds)
+        names = ["mix-1-0", "mix-2-1", "mix-3-0"]
+
+        async def deliver_once(i: int, consensus) -> None:
+            await net.inject(names[0], [build(net, consensus, names, [10, 10, 10], i)])
+            with anyio.fail_after(30):
+                while not any(a.mailbox_id == i.to_bytes(16, "big") for a in net.sink.arrivals):
+                    await net.sink.arrived.wait()
+
+        await deliver_once(1, await net.consensus(nodes=7))
+        # Every mix holds the next epoch's consensus before the current one ends.
+        await anyio.sleep(epoch_start(epoch + 1, seconds) - wall_clock() - 1)
+        for name, mix in net.mixes.items():
+            assert mix.directory.get(epoch + 1) is not None, name
+        for target in (epoch + 1, epoch + 2):
+            await anyio.sleep(epoch_start(target, seconds) + 5 - wall_clock())
+            consensus = net.client.get(target) or await net.client.fetch(target)
+            assert consensus.epoch == target and len(consensus.nodes) == 7
+            await deliver_once(target, consensus)
+            if target == epoch + 1:
+                await net.register_sink(epoch + 2)
+        # Keys of finished epochs are gone from disk (forward secrecy); the previous one stays for grace.
+        for name, mix in net.mixes.items():
+            keys = sorted(int(p.stem.split("-")[1]) for p in mix.config.data_dir.glob("sphinx-*.key"))
+            assert keys == [epoch + 1, epoch + 2, epoch + 3], name
+            assert mix.replay.count(epoch) == 0

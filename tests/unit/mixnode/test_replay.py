@@ -1,0 +1,63 @@
+"""The replay store: atomic check-and-add across threads, durable tags, bounded by purging."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from mixnode.replay import ReplayStore
+
+
+def test_check_and_add_flags_the_second_sighting_only(tmp_path):
+    store = ReplayStore(tmp_path / "r.sqlite")
+    tag = os.urandom(32)
+    assert store.check_and_add(5, tag) is False
+    assert store.check_and_add(5, tag) is True
+    assert store.check_and_add(6, tag) is False  # another epoch, another window
+    store.close()
+
+
+def test_persisted_tags_survive_a_restart_and_purge_drops_old_epochs(tmp_path):
+    path = tmp_path / "r.sqlite"
+    store = ReplayStore(path)
+    tags = {e: [os.urandom(32) for _ in range(50)] for e in (3, 4, 5)}
+    for epoch, batch in tags.items():
+        for tag in batch:
+            store.check_and_add(epoch, tag)
+        store.persist(epoch, batch)
+    store.close()
+
+    again = ReplayStore(path)
+    assert again.load([4, 5]) == 100
+    assert all(again.check_and_add(4, t) for t in tags[4])
+    assert not again.check_and_add(3, tags[3][0])  # epoch 3 not loaded
+    again.purge_before(5)
+    assert again.count(4) == 0 and again.count(5) == 50
+    again.close()
+    third = ReplayStore(path)
+    assert third.load([3, 4, 5]) == 50
+    third.close()
+
+
+def test_concurrent_threads_see_each_tag_exactly_once(tmp_path):
+    store = ReplayStore(tmp_path / "r.sqlite")
+    tags = [os.urandom(32) for _ in range(2000)]
+    fresh = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        mine = [t for t in tags if not store.check_and_add(1, t)]
+        store.persist(1, mine)
+        with lock:
+            fresh.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(fresh) == sorted(tags)
+    store.close()
+    reopened = ReplayStore(tmp_path / "r.sqlite")
+    assert reopened.load([1]) == 2000
+    reopened.close()

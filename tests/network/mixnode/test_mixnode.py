@@ -201,3 +201,27 @@ async def test_epochs_roll_over_keys_rotate_and_old_keys_are_deleted(tmp_path):
             keys = sorted(int(p.stem.split("-")[1]) for p in mix.config.data_dir.glob("sphinx-*.key"))
             assert keys == [epoch + 1, epoch + 2, epoch + 3], name
             assert mix.replay.count(epoch) == 0
+
+
+@pytest.mark.anyio
+async def test_packets_wait_out_a_next_hop_outage_and_the_link_reconnects(tmp_path):
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path)
+        consensus = await net.consensus(nodes=7)
+        names = ["mix-1-0", "mix-2-0", "mix-3-0"]
+        await net.inject(names[0], [build(net, consensus, names, [0, 0, 0], 0)])
+        await anyio.sleep(1)
+        assert len(net.sink.arrivals) == 1
+        net.network.set_down("mix-2-0")  # breaks the persistent link; new connections are refused
+        await net.inject(names[0], [build(net, consensus, names, [0, 0, 0], i) for i in range(1, 6)])
+        await anyio.sleep(20)
+        first = net.mixes["mix-1-0"]
+        assert len(net.sink.arrivals) == 1
+        assert first.stats.link_failures >= 2  # retried with back-off while the hop was away
+        assert first.status()["links"]["mix-2-0"]["connected"] is False
+        net.network.set_down("mix-2-0", False)
+        with anyio.fail_after(30):
+            while len(net.sink.arrivals) < 6:
+                await net.sink.arrived.wait()
+        assert sorted(int.from_bytes(a.mailbox_id, "big") for a in net.sink.arrivals) == list(range(6))
+        assert first.status()["links"]["mix-2-0"]["connected"] is True

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from anonmail import __version__
 from anonmail.errors import AnonmailError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "run_command"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,15 +181,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     handler = {"bench": _cmd_bench, "demo": _cmd_demo, "testnet": _cmd_testnet}[args.command]
+    return run_command("anonmail", handler, args)
+
+
+def run_command(prog: str, handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a subcommand: errors become one line on stderr (traceback with --debug), ^C exits 130."""
     try:
         return handler(args)
     except AnonmailError as exc:
         if args.debug:
             raise
-        print(f"anonmail: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("anonmail: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

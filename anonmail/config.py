@@ -8,6 +8,8 @@ into frozen dataclasses.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import os
 import tomllib
@@ -168,6 +170,26 @@ class Table:
             except TransportAddressError as exc:
                 raise self.error(key, str(exc)) from None
         return values
+
+    def address(self, key: str, *, production: bool) -> str:
+        """One transport URI, checked (test schemes refused in production)."""
+        value = self.str(key)
+        try:
+            parse_transport_address(value, production=production)
+        except TransportAddressError as exc:
+            raise self.error(key, str(exc)) from None
+        return value
+
+    def public_key(self, key: str) -> bytes:
+        """A 32-byte public key written in base64."""
+        text = self.str(key)
+        try:
+            data = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise self.error(key, "is not valid base64") from None
+        if len(data) != 32:
+            raise self.error(key, f"must decode to 32 bytes, got {len(data)}")
+        return data
 
     def path_value(self, key: str, *, base: Path, default: Any = _MISSING) -> Path:
         """A filesystem path; relative paths are taken relative to ``base`` (the config's folder)."""

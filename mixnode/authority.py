@@ -79,22 +79,21 @@ import anyio
 import anyio.abc
 import sqlite_utils
 
-from anonmail.config import Table, load_toml
+from anonmail.config import load_toml
 from anonmail.core import pki
 from anonmail.core.keys import IdentityKey, read_key_file
-from anonmail.core.uri import parse_transport_address
 from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Control, Role
 from anonmail.errors import (
     AnonmailError,
     ConfigError,
     DirectoryError,
     StoreError,
-    TransportAddressError,
     WireError,
 )
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
+from mixnode.status import STATUS_FILE, write_status
 
 if TYPE_CHECKING:
     from anonmail.net.i2p import I2PSettings
@@ -136,7 +135,6 @@ REQUEST_TIMEOUT = 10.0
 SERVE_TIMEOUT = 10.0
 #: Seconds between rewrites of the status file.
 STATUS_SECONDS = 1.0
-STATUS_FILE = "status.json"
 DATABASE_FILE = "authority.sqlite"
 #: More descriptors than this for one epoch are refused (keeps the document under the frame limit).
 MAX_DESCRIPTORS_PER_EPOCH = 4096
@@ -232,16 +230,8 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
         raise table.error("listen", "configure a transport: [tor] or [i2p] (or listen = [\"tcp://...\"] in test mode)")
     peers = []
     for peer in table.tables("peers"):
-        address = peer.str("address")
-        try:
-            parse_transport_address(address, production=production)
-        except TransportAddressError as exc:
-            raise peer.error("address", str(exc)) from None
-        text = peer.str("public_key")
-        try:
-            key = parse_public_key(text)
-        except ValueError as exc:
-            raise peer.error("public_key", str(exc)) from None
+        address = peer.address("address", production=production)
+        key = peer.public_key("public_key")
         peers.append(PeerAuthority(address, key))
     threshold = table.int("threshold", default=len(peers) // 2 + 1, minimum=1, maximum=len(peers) + 1)
     epoch_seconds = table.int("epoch_seconds", default=DEFAULT_EPOCH_SECONDS, minimum=10)
@@ -930,13 +920,10 @@ class Authority:
             await anyio.sleep(STATUS_SECONDS)
 
     def _write_status(self, *, running: bool) -> None:
-        path = self.config.data_dir / STATUS_FILE
-        tmp = path.with_name(f".{STATUS_FILE}.tmp")
         try:
-            tmp.write_text(json.dumps(self.status(running=running), indent=1, sort_keys=True))
-            os.replace(tmp, path)
+            write_status(self.config.data_dir, self.status(running=running))
         except OSError as exc:
-            log.warning("authority %s: cannot write %s: %s", self.config.name, path, exc.strerror)
+            log.warning("authority %s: cannot write its status file: %s", self.config.name, exc.strerror)
 
 
 def _load_key(path: Path) -> IdentityKey:

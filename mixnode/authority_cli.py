@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from anonmail.core.keys import IdentityKey, read_key_file, write_key_file
@@ -24,27 +23,23 @@ from anonmail.core.uri import parse_transport_address
 from anonmail.errors import AnonmailError, ConfigError
 from mixnode.authority import (
     DEFAULT_EPOCH_SECONDS,
-    STATUS_FILE,
     Authority,
     AuthorityConfig,
     load_authority_config,
     parse_public_key,
 )
+from mixnode.status import NOT_RUNNING, STATUS_FILE, liveness
 
 __all__ = ["CONFIG_NAME", "KEY_NAME", "add_authority_parser", "run_authority_command", "render_config"]
 
 CONFIG_NAME = "authority.toml"
 KEY_NAME = "identity.key"
-#: A status file older than this means the authority is not running.
-STATUS_STALE_SECONDS = 5.0
-#: Exit code of ``status`` when the authority is not running (as ``mixnode status``).
-NOT_RUNNING = 3
 
 log = logging.getLogger("mixnode.authority")
 
 
-def _peer_arg(text: str) -> tuple[str, str]:
-    """``ADDRESS=PUBKEY``; the base64 key is the last 44 characters (it may end in '=')."""
+def address_key_arg(text: str) -> tuple[str, str]:
+    """Parse ``ADDRESS=PUBKEY`` (argparse type); the base64 key is the last 44 characters (it may end in '=')."""
     if len(text) < 46 or text[-45] != "=":
         raise argparse.ArgumentTypeError(f"expected ADDRESS=PUBLIC_KEY (base64, 44 characters), got {text!r}")
     address, key = text[:-45], text[-44:]
@@ -68,7 +63,7 @@ def add_authority_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
                       help="TEST ONLY: serve on tcp://127.0.0.1:PORT (repeatable; implies --test-mode)")
     init.add_argument("--tor", action="store_true", help="serve as a Tor onion service (system tor, control port 9051)")
     init.add_argument("--i2p", action="store_true", help="serve as an I2P destination (SAM bridge 127.0.0.1:7656)")
-    init.add_argument("--peer", action="append", default=[], type=_peer_arg, metavar="ADDRESS=PUBKEY",
+    init.add_argument("--peer", action="append", default=[], type=address_key_arg, metavar="ADDRESS=PUBKEY",
                       help="another authority (repeat for each)")
     init.add_argument("--threshold", type=int, default=None,
                       help="signatures a consensus needs (default: a majority of all authorities)")
@@ -256,8 +251,7 @@ def _status(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"authority {config.name}: cannot read {path}: {exc}", file=sys.stderr)
         return 1
-    age = time.time() - float(status.get("updated_at", 0))
-    running = bool(status.get("running")) and age <= STATUS_STALE_SECONDS and _pid_alive(status.get("pid"))
+    running, age = liveness(status)
     if args.json:
         print(json.dumps({**status, "running": running, "age_seconds": round(age, 1)}, sort_keys=True))
         return 0 if running else NOT_RUNNING
@@ -276,15 +270,4 @@ def _status(args: argparse.Namespace) -> int:
         extra = f" ({peer.get('last_error')})" if peer.get("last_error") else ""
         print(f"  peer {address}: {state}{extra}")
     return 0 if running else NOT_RUNNING
-
-
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True

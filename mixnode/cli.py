@@ -13,37 +13,24 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from anonmail.core.pki import MIX_LAYERS
-from anonmail.errors import AnonmailError, ConfigError
+from anonmail.cli import run_command
+from anonmail.errors import ConfigError
 from mixnode import __version__
+from mixnode.status import NOT_RUNNING
 
 __all__ = ["main", "build_parser"]
 
 CONFIG_NAME = "mixnode.toml"
-#: A status file older than this means the node is not running (it rewrites it every second).
-STATUS_STALE_S = 5.0
-
-
-def _authority_arg(text: str) -> tuple[str, str]:
-    """Parse ``ADDRESS=PUBKEY`` (the key is 44 base64 characters, itself ending in '=')."""
-    address, key = text[:-45], text[-44:]
-    if len(text) < 46 or text[-45] != "=":
-        raise argparse.ArgumentTypeError(f"expected ADDRESS=PUBLIC_KEY (base64, 44 characters), got {text!r}")
-    try:
-        ok = len(base64.b64decode(key, validate=True)) == 32
-    except ValueError:
-        ok = False
-    if not ok:
-        raise argparse.ArgumentTypeError(f"{text!r}: PUBLIC_KEY must be a base64 Ed25519 key (32 bytes)")
-    return address, key
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mixnode``."""
+    from mixnode.authority_cli import add_authority_parser, address_key_arg
+
     parser = argparse.ArgumentParser(prog="mixnode", description="anonmail mix node and directory authority")
     parser.add_argument("--version", action="version", version=f"mixnode {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -54,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--name", required=True, help="node name in the consensus (a-z, 0-9, -)")
     init.add_argument("--layer", required=True, type=int, choices=range(1, MIX_LAYERS + 1), help="mix layer")
     init.add_argument(
-        "--authority", action="append", default=[], type=_authority_arg, metavar="ADDRESS=PUBKEY",
+        "--authority", action="append", default=[], type=address_key_arg, metavar="ADDRESS=PUBKEY",
         help="a directory authority to trust (repeat for each)",
     )
     init.add_argument("--threshold", type=int, default=None, help="authority signatures required (default 2, or 1 with one authority)")
@@ -72,8 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show a node's counters (works while it runs)")
     status.add_argument("--config", required=True, type=Path, help=f"path to {CONFIG_NAME}")
     status.add_argument("--json", action="store_true", help="print one JSON object")
-
-    from mixnode.authority_cli import add_authority_parser
 
     add_authority_parser(sub)
     return parser
@@ -143,17 +128,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from mixnode.config import load_mix_config
-    from mixnode.node import read_status
+    from mixnode.status import liveness, read_status
 
     config = load_mix_config(args.config)
     status = read_status(config.data_dir)
-    age = time.time() - status.get("updated", 0)
-    alive = status.get("running", False) and age < STATUS_STALE_S and _pid_alive(status.get("pid"))
+    alive, age = liveness(status)
     status["running"] = bool(alive)
     status["age_s"] = round(age, 1)
     if args.json:
         print(json.dumps(status, sort_keys=True))
-        return 0 if alive else 3
+        return 0 if alive else NOT_RUNNING
     from rich.console import Console
     from rich.table import Table
 
@@ -174,18 +158,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
-    return 0 if alive else 3
+    return 0 if alive else NOT_RUNNING
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -199,16 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mixnode.authority_cli import run_authority_command
 
     handlers = {"init": _cmd_init, "run": _cmd_run, "status": _cmd_status, "authority": run_authority_command}
-    try:
-        return handlers[args.command](args)
-    except AnonmailError as exc:
-        if args.debug:
-            raise
-        print(f"mixnode: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("mixnode: interrupted", file=sys.stderr)
-        return 130
+    return run_command("mixnode", handlers[args.command], args)
 
 
 if __name__ == "__main__":

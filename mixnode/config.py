@@ -7,8 +7,6 @@ reaches only onion and I2P addresses (DESIGN.md §3).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +14,6 @@ from typing import TYPE_CHECKING
 
 from anonmail.config import SCHEMA_VERSION, Table, load_toml
 from anonmail.core.pki import MIX_LAYERS
-from anonmail.core.uri import parse_transport_address
-from anonmail.errors import TransportAddressError
 from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
 
 if TYPE_CHECKING:
@@ -89,18 +85,8 @@ def parse_authorities(table: Table, *, production: bool) -> tuple[tuple[Authorit
     """The [directory] table: pinned authorities and the signature threshold."""
     pins = []
     for entry in table.tables("authority"):
-        address = entry.str("address")
-        try:
-            parse_transport_address(address, production=production)
-        except TransportAddressError as exc:
-            raise entry.error("address", str(exc)) from None
-        key_text = entry.str("public_key")
-        try:
-            key = base64.b64decode(key_text, validate=True)
-        except (binascii.Error, ValueError):
-            raise entry.error("public_key", "is not base64") from None
-        if len(key) != 32:
-            raise entry.error("public_key", f"must decode to 32 bytes, got {len(key)}")
+        address = entry.address("address", production=production)
+        key = entry.public_key("public_key")
         pins.append(AuthorityPin(address, key))
     if not pins:
         raise table.error("authority", "list at least one [[directory.authority]]")

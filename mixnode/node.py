@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import heapq
 import itertools
-import json
 import logging
 import os
 import random
@@ -62,13 +61,13 @@ from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 from mixnode.config import MixConfig
 from mixnode.replay import ReplayStore
+from mixnode.status import write_status
 
-__all__ = ["MixNode", "IDENTITY_FILE", "STATUS_FILE", "load_or_create_identity", "read_status"]
+__all__ = ["MixNode", "IDENTITY_FILE", "load_or_create_identity"]
 
 log = logging.getLogger("mixnode")
 
 IDENTITY_FILE = "identity.key"
-STATUS_FILE = "status.json"
 REPLAY_DB = "replay.sqlite"
 _IDENTITY_TAG = b"anonmail-node-identity-v1:"
 #: Reconnect backoff of outbound links, seconds.
@@ -95,17 +94,6 @@ def load_or_create_identity(data_dir: Path) -> IdentityKey:
     key = IdentityKey.generate()
     write_key_file(path, _IDENTITY_TAG + key.seed)
     return key
-
-
-def read_status(data_dir: Path) -> dict:
-    """The status a running node last wrote (StoreError if there is none or it is unreadable)."""
-    path = data_dir / STATUS_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StoreError(f"no status file at {path}: has this node ever run?") from None
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from None
 
 
 @dataclass
@@ -610,7 +598,7 @@ class MixNode:
             "layer": self.config.layer,
             "running": running,
             "pid": os.getpid(),
-            "updated": self.wall_clock(),
+            "updated_at": self.wall_clock(),
             "epoch": self.epoch(),
             "consensus_epoch": consensus.epoch if consensus is not None else None,
             "in_consensus": bool(consensus and self.identity and consensus.by_id(self.node_id)),
@@ -634,11 +622,8 @@ class MixNode:
 
     def _write_status(self, running: bool = True) -> None:
         """(Thread.) Replace the status file atomically."""
-        path = self.config.data_dir / STATUS_FILE
-        tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(self.status(running), sort_keys=True))
-            os.replace(tmp, path)
+            write_status(self.config.data_dir, self.status(running))
         except OSError as exc:
             log.warning("cannot write status file: %s", exc.strerror)
 

@@ -13,7 +13,6 @@ import shutil
 import stat
 import subprocess
 import time
-from pathlib import Path
 
 import anyio
 import nacl.signing

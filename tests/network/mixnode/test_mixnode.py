@@ -12,7 +12,7 @@ import pytest
 import trio.testing
 
 from anonmail.core import sphinx
-from anonmail.core.wire import Hello, Packet, Role, encode_frame
+from anonmail.core.wire import Hello, Role, encode_frame
 from anonmail.core.pki import epoch_at, epoch_start
 from tests.network.mixnode.harness import payload_for, start_testnet, wall_clock
 

@@ -18,7 +18,6 @@ from anonmail.errors import (
     PacketSizeError,
     PayloadTooLargeError,
     ReplayError,
-    RoutingError,
 )
 
 pytestmark = pytest.mark.unit

@@ -101,7 +101,7 @@ def test_unknown_key_in_a_peer_table(tmp_path):
         (BASE + "threshold = 2\n", "threshold: must be <= 1"),
         (BASE + "epoch_seconds = 5\n", "epoch_seconds: must be >= 10"),
         (BASE + "round_seconds = 2\nsync_delay = 2\n", "sync_delay: must be <= 1"),
-        (BASE + '[[peers]]\naddress = "tcp://127.0.0.1:2"\npublic_key = "abc"\n', r"peers\[0\]\.public_key: public key"),
+        (BASE + '[[peers]]\naddress = "tcp://127.0.0.1:2"\npublic_key = "abc"\n', r"peers\[0\]\.public_key: is not valid base64"),
         (BASE + f'[[peers]]\naddress = "tcp://10.0.0.1:2"\npublic_key = "{PEER_KEY}"\n', r"peers\[0\]\.address: .*loopback"),
         (BASE + "schema_version = 7\n", "schema_version 7 is not supported"),
         (BASE + "[tor]\ncontrol_port = 0\n", r"tor\.control_port: must be >= 1"),

@@ -77,7 +77,7 @@ public_key = "{KEY}"
         (("layer = 1", "layer = 4"), r"node\.layer: must be <= 3"),
         (("test_mode = true", "test_mode = false"), r"tcp\.listen: the tcp transport is for tests only"),
         (('address = "tcp://127.0.0.1:7000"', 'address = "tcp://10.0.0.1:7000"'), r"directory\.authority\[0\]\.address: .*loopback"),
-        ((f'public_key = "{KEY}"', 'public_key = "abc"'), r"public_key: is not base64"),
+        ((f'public_key = "{KEY}"', 'public_key = "abc"'), r"public_key: is not valid base64"),
         (("[directory]", "[directory]\nthreshold = 2"), r"directory\.threshold: must be <= 1"),
         (("[tcp]", "[mixing]\nworkers = -1\n[tcp]"), r"mixing\.workers: must be >= 0"),
         (("[tcp]", "[tor]\ncontrol_port = 70000\n[tcp]"), r"tor\.control_port: must be <= 65535"),

@@ -1,0 +1,63 @@
+"""Status files: how a running node tells ``mixnode status`` what it is doing.
+
+A node (mix or authority) rewrites ``status.json`` in its data directory every second, atomically
+(write a temporary file, then rename), with ``running``, ``pid`` and ``updated_at``. A reader
+decides whether the node is alive from all three: a clean stop writes ``running: false``; a
+crash leaves a file that ages and a PID that is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from anonmail.errors import StoreError
+
+__all__ = ["STATUS_FILE", "STALE_SECONDS", "NOT_RUNNING", "write_status", "read_status", "pid_alive", "liveness"]
+
+STATUS_FILE = "status.json"
+#: A status file older than this means the node is not running (it rewrites it every second).
+STALE_SECONDS = 5.0
+#: Exit code of the ``status`` commands when the node is not running.
+NOT_RUNNING = 3
+
+
+def write_status(data_dir: Path, status: dict) -> None:
+    """Replace the status file atomically (OSError is the caller's to log)."""
+    path = data_dir / STATUS_FILE
+    tmp = path.with_name(f".{STATUS_FILE}.tmp")
+    tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_status(data_dir: Path) -> dict:
+    """The status a node last wrote; StoreError saying so if there is none or it is unreadable."""
+    path = data_dir / STATUS_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"no status file at {path}: has this node ever run?") from None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+
+
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this PID exists (signal 0)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def liveness(status: dict, now: float | None = None) -> tuple[bool, float]:
+    """``(running, age_seconds)`` of a status read from a file."""
+    age = (time.time() if now is None else now) - float(status.get("updated_at", 0))
+    running = bool(status.get("running")) and age <= STALE_SECONDS and pid_alive(status.get("pid"))
+    return running, age

@@ -196,6 +196,22 @@ def run_command(prog: str, handler: Callable[[argparse.Namespace], int], args: a
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BaseExceptionGroup as group:
+        # Errors raised inside task groups arrive wrapped; show ours as plain one-liners.
+        leaves = _leaves(group)
+        if args.debug or not all(isinstance(e, AnonmailError) for e in leaves):
+            raise
+        for error in leaves:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 if __name__ == "__main__":

@@ -24,6 +24,12 @@ through tor's SOCKS5 port with the hostname unresolved, retrying the failures th
 (descriptor not yet found, introduction failed…) and raising
 :class:`~anonmail.errors.ConnectError` whose message and ``reason`` say what went wrong last.
 
+A watchdog in the transport's task group checks on tor every ``health_interval`` seconds (at
+once when stem reports the control connection closed). When tor went away (restarted,
+crashed; in launch mode: our tor process exited) it reconnects with back-off (starting our tor
+again in launch mode), waits for bootstrap and publishes the same address again with the same
+key and listener; meanwhile ``connect`` fails at once with reason ``tor_unreachable``.
+
 Errors: :class:`TorAuthError` (control port refused authentication; names the port and the
 method), :class:`TorBootstrapError` (tor did not reach 100 %), :class:`~anonmail.errors.TorError`
 (anything else tor or stem reports), :class:`~anonmail.errors.ConnectError`,
@@ -90,6 +96,9 @@ DEFAULT_ATTEMPT_TIMEOUT = 30.0
 DEFAULT_CONNECT_ATTEMPTS = 6
 DEFAULT_RETRY_DELAY = 0.5
 DEFAULT_CONTROL_TIMEOUT = 15.0
+DEFAULT_HEALTH_INTERVAL = 30.0
+#: Longest pause between two attempts to get tor back after it went away.
+MAX_RECOVERY_DELAY = 30.0
 
 T = TypeVar("T")
 
@@ -200,6 +209,7 @@ class TorSettings:
     connect_attempts: int = DEFAULT_CONNECT_ATTEMPTS
     retry_delay: float = DEFAULT_RETRY_DELAY
     control_timeout: float = DEFAULT_CONTROL_TIMEOUT
+    health_interval: float = DEFAULT_HEALTH_INTERVAL
 
     def __post_init__(self) -> None:
         _port_or_none("control_port", self.control_port)
@@ -218,7 +228,7 @@ class TorSettings:
         if not self.tor_binary:
             raise ConfigError("tor.tor_binary must name the tor executable")
         for name in ("bootstrap_timeout", "publish_timeout", "connect_timeout", "attempt_timeout",
-                     "control_timeout"):
+                     "control_timeout", "health_interval"):
             _positive(name, getattr(self, name))
         if isinstance(self.retry_delay, bool) or not isinstance(self.retry_delay, (int, float)) \
                 or self.retry_delay < 0:
@@ -422,6 +432,10 @@ async def _in_thread(func: Callable[[], T], timeout: float, what: str) -> T:
         raise TorError(f"tor did not answer in {timeout:.0f} s while {what}") from None
 
 
+class _TorUnreachable(TorError):
+    """The control connection is gone (tor stopped or restarted); the watchdog is on it."""
+
+
 class OnionTransport(Transport):
     """Tor v3 onion services in and SOCKS5 out; see the module docstring for the lifecycle."""
 
@@ -440,6 +454,12 @@ class OnionTransport(Transport):
         self._socks_port: int | None = None
         self._service_ids: list[str] = []
         self._endpoint: ControlEndpoint | None = None
+        self._onion_key: tuple[str, str] | None = None  # to publish the same address again
+        self._local_port: int | None = None
+        self._down: str | None = None  # why tor is unreachable, while the watchdog gets it back
+        self._lost = threading.Event()  # set by stem when the control connection closes
+        self._lock = threading.Lock()
+        self._closing = False
 
     # -- lifecycle
 
@@ -455,6 +475,9 @@ class OnionTransport(Transport):
             raise
         return self
 
+    async def _start(self) -> None:
+        self.task_group.start_soon(self._watchdog)
+
     async def _attach_or_launch(self) -> None:
         """Get a controller (launching tor if asked) and wait until tor is bootstrapped."""
         settings = self.settings
@@ -462,18 +485,41 @@ class OnionTransport(Transport):
             await self._launch()
         else:
             self._endpoint = ControlEndpoint(port=settings.control_port, socket_path=settings.control_socket)
-            endpoint = self._endpoint
-            self._controller = await _in_thread(
-                lambda: open_controller(endpoint, settings.password), settings.control_timeout,
-                f"connecting to its {endpoint}",
-            )
-        controller = self._controller
-        alive = (lambda: self._process.poll() is None) if self._process else (lambda: True)
+            await self._open_controller()
+        await self._await_bootstrap()
+        self._socks_port = settings.socks_port
+
+    async def _open_controller(self) -> None:
+        """Connect to tor's control interface at ``self._endpoint`` and keep the controller."""
+        endpoint, settings = self._endpoint, self.settings
+        assert endpoint is not None
+
+        def open_it() -> None:
+            controller = open_controller(endpoint, settings.password)
+            controller.add_status_listener(self._on_control_state, spawn=False)
+            with self._lock:
+                if self._closing:  # the transport closed while we were connecting
+                    controller.close()
+                    raise TorError("the onion transport is closing")
+                self._controller = controller
+
+        await _in_thread(open_it, settings.control_timeout, f"connecting to its {endpoint}")
+
+    def _on_control_state(self, controller, state, _timestamp: float) -> None:
+        """stem's status listener: wake the watchdog when our control connection closes."""
+        import stem.control
+
+        if state == stem.control.State.CLOSED and controller is self._controller:
+            self._lost.set()
+
+    async def _await_bootstrap(self) -> None:
+        """Wait until the tor we hold a controller for reports PROGRESS=100."""
+        settings, controller, proc = self.settings, self._controller, self._process
+        alive = (lambda: proc.poll() is None) if proc else (lambda: True)
         await _in_thread(
             lambda: wait_for_bootstrap(controller, settings.bootstrap_timeout, alive=alive),
             settings.bootstrap_timeout + settings.control_timeout, "bootstrapping",
         )
-        self._socks_port = settings.socks_port
 
     async def _launch(self) -> None:
         """Start a private tor for this node and connect to its control port."""
@@ -486,11 +532,17 @@ class OnionTransport(Transport):
         tor_dir = self._tor_dir
         tor_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(tor_dir, 0o700)
-        port_file = tor_dir / "control_port"
-        port_file.unlink(missing_ok=True)
         torrc = tor_dir / "torrc"
         torrc.write_text("\n".join(launch_torrc_lines(tor_dir, settings.torrc_lines)) + "\n")
-        self._process = start_tor_process(settings.tor_binary, torrc, stderr_path=tor_dir / "stderr.log")
+        await self._start_launched_tor()
+
+    async def _start_launched_tor(self) -> None:
+        """Start this node's tor from the torrc in its directory and connect to its control port."""
+        settings, tor_dir = self.settings, self._tor_dir
+        assert tor_dir is not None
+        port_file = tor_dir / "control_port"
+        port_file.unlink(missing_ok=True)
+        self._process = start_tor_process(settings.tor_binary, tor_dir / "torrc", stderr_path=tor_dir / "stderr.log")
         proc = self._process
         try:
             with anyio.fail_after(settings.control_timeout):
@@ -501,10 +553,7 @@ class OnionTransport(Transport):
                 f"see {tor_dir / 'notice.log'}"
             ) from None
         self._endpoint = ControlEndpoint(port=port)
-        endpoint = self._endpoint
-        self._controller = await _in_thread(
-            lambda: open_controller(endpoint), settings.control_timeout, f"connecting to its {endpoint}"
-        )
+        await self._open_controller()
 
     async def _discover_socks_port(self) -> int:
         """Ask tor where its SOCKS port is (attach mode without a configured one)."""
@@ -517,7 +566,7 @@ class OnionTransport(Transport):
             try:
                 return controller.get_listeners(stem.control.Listener.SOCKS)
             except (stem.ControllerError, stem.SocketError) as exc:
-                raise TorError(f"cannot ask tor for its SOCKS port: {exc}") from exc
+                raise _TorUnreachable(f"cannot ask tor for its SOCKS port: {exc}") from exc
 
         listeners = await _in_thread(ask, self.settings.control_timeout, "asking for its SOCKS port")
         for host, port in listeners:
@@ -529,7 +578,9 @@ class OnionTransport(Transport):
         )
 
     async def _stop(self) -> None:
-        controller, self._controller = self._controller, None
+        with self._lock:
+            self._closing = True
+            controller, self._controller = self._controller, None
         service_ids, self._service_ids = self._service_ids, []
         try:
             if controller is not None:
@@ -555,11 +606,18 @@ class OnionTransport(Transport):
 
     async def socks_port(self) -> int:
         """The 127.0.0.1 SOCKS port connections go through (asked of tor on first use)."""
-        if self._controller is None:
-            raise RuntimeError("use OnionTransport inside 'async with'")
+        if self._socks_port is None and self._controller is None:
+            if not self._entered:
+                raise RuntimeError("use OnionTransport inside 'async with'")
+            raise _TorUnreachable(f"tor is unreachable: {self._down or 'no control connection'}")
         if self._socks_port is None:
             self._socks_port = await self._discover_socks_port()
         return self._socks_port
+
+    @property
+    def tor_down(self) -> str | None:
+        """Why tor is unreachable while the watchdog is getting it back, else None."""
+        return self._down
 
     @property
     def tor_pid(self) -> int | None:
@@ -590,38 +648,22 @@ class OnionTransport(Transport):
         """
         if self._service_ids:
             raise TorError(f"this OnionTransport already serves {self._service_ids[0]}.onion; one service per transport")
-        import stem
-
+        if self._controller is None:
+            raise TorError(f"tor is unreachable: {self._down or 'no control connection'}")
         settings = self.settings
         saved = self._load_or_none()
         multi = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
         listener = multi.listeners[0]  # one explicit loopback host: one socket
         local_port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        controller = self._controller
-
-        def publish():
-            key_type, key_content = saved or ("NEW", "ED25519-V3")
-            try:
-                return controller.create_ephemeral_hidden_service(
-                    {settings.virtual_port: f"127.0.0.1:{local_port}"},
-                    key_type=key_type, key_content=key_content,
-                    await_publication=True, timeout=settings.publish_timeout,
-                )
-            except stem.Timeout as exc:
-                raise TorError(
-                    f"tor did not publish the onion service descriptor within {settings.publish_timeout:.0f} s"
-                ) from exc
-            except (stem.ControllerError, stem.SocketError) as exc:
-                raise TorError(f"tor refused to create the onion service: {exc}") from exc
-
         try:
-            response = await _in_thread(publish, settings.publish_timeout + settings.control_timeout,
-                                        "publishing the onion service")
+            response = await self._publish(saved or ("NEW", "ED25519-V3"), local_port)
         except BaseException:
             await listener.aclose()
             raise
         service_id = response.service_id
         self._service_ids.append(service_id)
+        self._onion_key = saved or (response.private_key_type, response.private_key)
+        self._local_port = local_port
         if saved is None and self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             key = f"{response.private_key_type}:{response.private_key}\n".encode("ascii")
@@ -636,6 +678,113 @@ class OnionTransport(Transport):
         self.task_group.start_soon(serve)
         log.info("onion service published: %s.onion:%d", service_id, settings.virtual_port)
         return [f"onion://{service_id}.onion:{settings.virtual_port}"]
+
+    async def _publish(self, key: tuple[str, str], local_port: int):  # -> stem AddOnionResponse
+        """ADD_ONION for ``127.0.0.1:local_port`` with ``key``; return once the descriptor is uploaded."""
+        import stem
+
+        settings, controller = self.settings, self._controller
+        key_type, key_content = key
+
+        def publish():
+            try:
+                return controller.create_ephemeral_hidden_service(
+                    {settings.virtual_port: f"127.0.0.1:{local_port}"},
+                    key_type=key_type, key_content=key_content,
+                    await_publication=True, timeout=settings.publish_timeout,
+                )
+            except stem.Timeout as exc:
+                raise TorError(
+                    f"tor did not publish the onion service descriptor within {settings.publish_timeout:.0f} s"
+                ) from exc
+            except (stem.ControllerError, stem.SocketError) as exc:
+                raise TorError(f"tor refused to create the onion service: {exc}") from exc
+
+        return await _in_thread(publish, settings.publish_timeout + settings.control_timeout,
+                                "publishing the onion service")
+
+    # -- when tor goes away
+
+    async def _watchdog(self) -> None:
+        """Check on tor every ``health_interval`` s (at once when the control connection closes); bring it back."""
+        interval = self.settings.health_interval
+        tick = min(interval, 0.5)
+        while True:
+            waited = 0.0
+            while waited < interval and not self._lost.is_set():
+                await anyio.sleep(tick)
+                waited += tick
+            self._lost.clear()
+            problem = await self._health_problem()
+            if problem is not None:
+                await self._recover(problem)
+
+    async def _health_problem(self) -> str | None:
+        """None if tor is up and still serves our onion service, else what is wrong."""
+        import stem
+
+        controller, proc, service_ids, endpoint = self._controller, self._process, list(self._service_ids), self._endpoint
+        if proc is not None and proc.poll() is not None:
+            return f"the tor it launched (PID {proc.pid}) exited with status {proc.returncode}"
+        if controller is None or not controller.is_alive():
+            return f"the connection to tor's {endpoint} closed"
+
+        def check() -> str | None:
+            try:
+                known = set(controller.list_ephemeral_hidden_services(our_services=True, detached=True))
+            except (stem.ControllerError, stem.SocketError) as exc:
+                return f"tor's {endpoint} does not answer ({exc})"
+            if any(service_id not in known for service_id in service_ids):
+                return f"tor's {endpoint} no longer has our onion service"
+            return None
+
+        try:
+            return await _in_thread(check, self.settings.control_timeout, "checking its onion services")
+        except TorError as exc:
+            return str(exc)
+
+    async def _recover(self, problem: str) -> None:
+        """Reconnect to tor (restarting the one we launched) with back-off; publish our service again."""
+        settings = self.settings
+        self._down = problem
+        service = f"onion service {self._service_ids[0]}.onion" if self._service_ids else "no onion service"
+        log.warning("tor went away: %s; reconnecting (%s)", problem, service)
+        start = time.monotonic()
+        delay = min(1.0, settings.health_interval)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._reconnect()
+                if self._onion_key is not None and self._local_port is not None:
+                    response = await self._publish(self._onion_key, self._local_port)
+                    if self._service_ids and response.service_id != self._service_ids[0]:
+                        raise TorError("tor published the saved key under another address")  # cannot happen
+                break
+            except (TorError, OSError) as exc:
+                log.warning("tor is not back yet (attempt %d): %s; next try in %.0f s", attempt, exc, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, MAX_RECOVERY_DELAY)
+        self._down = None
+        log.warning("tor is back after %.1f s (%d attempt%s): %s published again", time.monotonic() - start,
+                    attempt, "" if attempt == 1 else "s", service)
+
+    async def _reconnect(self) -> None:
+        """Drop the old controller, get a new one (a new tor process in launch mode), wait for bootstrap."""
+        settings = self.settings
+        old, self._controller = self._controller, None
+        if old is not None:
+            with anyio.move_on_after(settings.control_timeout):
+                await anyio.to_thread.run_sync(old.close, abandon_on_cancel=True)
+        if settings.launch:
+            proc, self._process = self._process, None
+            if proc is not None:  # dead, or alive but unusable: start afresh with the same data dir
+                await anyio.to_thread.run_sync(stop_tor_process, proc)
+            await self._start_launched_tor()
+        else:
+            await self._open_controller()
+        await self._await_bootstrap()
+        self._socks_port = settings.socks_port  # ask tor again if it was discovered
 
     # -- connecting
 
@@ -653,7 +802,15 @@ class OnionTransport(Transport):
         if parsed.scheme != "onion":
             raise TransportAddressError(f"the onion transport cannot reach {address}", address=address)
         settings = self.settings
-        socks_port = await self.socks_port()
+        if self._down is not None:
+            raise ConnectError(
+                f"cannot reach {address}: tor is unreachable ({self._down}); the transport is reconnecting to it",
+                address=address, reason="tor_unreachable",
+            )
+        try:
+            socks_port = await self.socks_port()
+        except _TorUnreachable as exc:
+            raise ConnectError(f"cannot reach {address}: {exc}", address=address, reason="tor_unreachable") from exc
         proxy = Proxy(ProxyType.SOCKS5, "127.0.0.1", socks_port, rdns=True)
         reason, why = "timeout", "no attempt finished"
         attempts = 0

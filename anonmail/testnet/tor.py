@@ -419,6 +419,43 @@ class TorNetwork:
         self._say(f"client tor{'s' if len(started) > 1 else ''} {names} bootstrapped in {time.monotonic() - t0:.1f} s")
         return [client for client, _ in started]
 
+    def _client_process(self, client: TorClient) -> tuple[int, subprocess.Popen]:
+        for index, (known, proc) in enumerate(self._clients):
+            if known.name == client.name:
+                return index, proc
+        raise TestnetError(f"no client tor named {client.name!r} was launched on this network")
+
+    def stop_client(self, client: TorClient) -> None:
+        """Stop a client tor by its PID (SIGTERM, then SIGKILL); :meth:`restart_client` starts it again."""
+        _index, proc = self._client_process(client)
+        stop_tor_process(proc)
+
+    def restart_client(self, client: TorClient, *, timeout: float = CLIENT_BOOTSTRAP_TIMEOUT) -> TorClient:
+        """Stop a client tor if it runs, start it again (same data dir, torrc and ports), wait for 100 %.
+
+        Returns the client with its new PID. Raises TestnetError like :meth:`launch_client`.
+        """
+        index, proc = self._client_process(client)
+        stop_tor_process(proc)
+        known = self._clients[index][0]
+        proc = start_tor_process(self.tor_binary, known.data_dir / "torrc", stderr_path=known.data_dir / "stderr.log")
+        restarted = replace(known, pid=proc.pid)
+        self._clients[index] = (restarted, proc)
+        try:
+            controller = self._wait_for_control(proc, restarted.control_port, restarted.data_dir, timeout)
+            try:
+                wait_for_bootstrap(
+                    controller, timeout, alive=lambda: proc.poll() is None, what=f"client tor {restarted.name}"
+                )
+            finally:
+                controller.close()
+        except TorError as exc:
+            raise TestnetError(
+                f"client tor {restarted.name} failed to restart: {exc}; see {restarted.data_dir / 'notice.log'}"
+            ) from exc
+        self._say(f"client tor {restarted.name} restarted")
+        return restarted
+
     def _spawn_client(self, name: str, socks: bool) -> tuple[TorClient, subprocess.Popen]:
         if not re.fullmatch(r"[A-Za-z0-9]{1,19}", name):
             raise TestnetError(f"client name {name!r}: 1-19 letters or digits (a tor nickname)")

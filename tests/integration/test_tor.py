@@ -3,13 +3,15 @@
 One network per session (``tests/integration/tor_fixtures.py``). Covered: the transport
 conformance suite over onion, a restarted node keeping its onion address (launch mode), a
 clear error for an unknown onion address, a control port refusing authentication, a tor that
-cannot bootstrap, and ``anonmail testnet tor-check``.
+cannot bootstrap, ``anonmail testnet tor-check``, and a listener whose tor restarts (attach mode)
+or dies (launch mode) serving its onion address again.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -176,3 +178,72 @@ def test_tor_check_reports_ok_and_leaves_no_tor_behind():
     assert 0 < result["bootstrap_s"] < 120 and result["rtt_ms"] > 0
     assert any("published" in m for m in messages)
     assert result["teardown_s"] < 15
+
+
+@pytest.mark.anyio
+async def test_listener_comes_back_with_the_same_address_after_its_tor_restarts(tor_network, tor_clients, tmp_path):
+    """Kill the listener's tor (SIGTERM by PID), start it again: the same onion address answers."""
+    _server, client = tor_clients
+    phoenix = await anyio.to_thread.run_sync(lambda: tor_network.launch_client("phoenix", socks=False))
+    pids = [phoenix.pid]
+
+    async def echo_via(peer: OnionTransport, address: str, timeout: float) -> None:
+        with anyio.fail_after(timeout):
+            stream = await peer.connect(address)
+            async with stream:
+                await stream.send(b"ping")
+                assert await read_exactly(stream, 4) == b"gnip"
+
+    try:
+        settings = phoenix.settings(health_interval=1.0, publish_timeout=60.0)
+        async with OnionTransport(settings, data_dir=tmp_path / "listener") as listener, \
+                OnionTransport(client.settings(connect_timeout=60.0)) as peer:
+            (address,) = await listener.listen(_echo_once)
+            await echo_via(peer, address, 70)
+
+            await anyio.to_thread.run_sync(tor_network.stop_client, phoenix)
+            with pytest.raises(ProcessLookupError):
+                os.kill(phoenix.pid, 0)
+            with anyio.fail_after(10):  # the watchdog notices (stem reports the connection closed)
+                while listener.tor_down is None:
+                    await anyio.sleep(0.1)
+            start = time.monotonic()
+            with pytest.raises(ConnectError) as info:  # fails at once, does not wait out its timeout
+                await listener.connect(address)
+            assert info.value.reason == "tor_unreachable" and time.monotonic() - start < 5
+
+            restarted = await anyio.to_thread.run_sync(tor_network.restart_client, phoenix)
+            pids.append(restarted.pid)
+            with anyio.fail_after(120):
+                while listener.tor_down is not None:
+                    await anyio.sleep(0.2)
+                await echo_via(peer, address, 90)
+    finally:
+        await anyio.to_thread.run_sync(tor_network.stop_client, phoenix)
+    for pid in pids:  # no tor left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.anyio
+async def test_launched_tor_that_dies_is_started_again(tor_network, tor_clients, tmp_path):
+    """Launch mode: the transport's own tor is killed; it starts it again and republishes the address."""
+    _server, client = tor_clients
+    settings = TorSettings(launch=True, torrc_lines=tuple(tor_network.client_torrc_lines()), bootstrap_timeout=90,
+                           health_interval=1.0)
+    async with OnionTransport(settings, data_dir=tmp_path / "node") as node, \
+            OnionTransport(client.settings(connect_timeout=60.0)) as peer:
+        (address,) = await node.listen(_echo_once)
+        first_pid = node.tor_pid
+        os.kill(first_pid, signal.SIGTERM)
+        with anyio.fail_after(120):
+            while node.tor_pid == first_pid or node.tor_down is not None:
+                await anyio.sleep(0.2)
+            stream = await peer.connect(address)
+            async with stream:
+                await stream.send(b"ping")
+                assert await read_exactly(stream, 4) == b"gnip"
+        second_pid = node.tor_pid
+    for pid in (first_pid, second_pid):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -80,6 +80,11 @@ def test_default_settings_attach_to_a_system_tor():
     assert settings.control_port == 9051 and not settings.launch and settings.virtual_port == 7000
 
 
+def test_tor_is_checked_on_every_30_seconds_by_default():
+    assert TorSettings().health_interval == 30.0
+    assert TorSettings(health_interval=0.5).health_interval == 0.5
+
+
 def test_password_is_not_shown_in_repr():
     assert "hunter2" not in repr(TorSettings(password="hunter2"))
 
@@ -100,6 +105,10 @@ def test_password_is_not_shown_in_repr():
         ({"retry_delay": -0.1}, "retry_delay"),
         ({"connect_attempts": 0}, "connect_attempts"),
         ({"tor_binary": ""}, "tor_binary"),
+        ({"health_interval": 0}, "health_interval"),
+        ({"health_interval": -5}, "health_interval"),
+        ({"health_interval": True}, "health_interval"),
+        ({"health_interval": "30"}, "health_interval"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_key_named(kwargs, match):
@@ -250,3 +259,35 @@ async def test_only_onion_addresses_are_accepted():
     transport = OnionTransport(TorSettings())
     with pytest.raises(TransportAddressError):
         await transport.connect("tcp://127.0.0.1:7000")
+
+
+@pytest.mark.anyio
+async def test_connect_while_tor_is_down_fails_at_once_as_tor_unreachable():
+    transport = OnionTransport(TorSettings(connect_timeout=60))
+    transport._down = "the connection to tor's control port 127.0.0.1:9051 closed"
+    with anyio.fail_after(2), pytest.raises(ConnectError) as info:
+        await transport.connect(ONION)
+    assert info.value.reason == "tor_unreachable" and "reconnecting" in str(info.value)
+
+
+class _ClosedController:
+    """A controller whose tor went away: every query fails like stem's closed socket."""
+
+    def get_listeners(self, _kind):
+        import stem
+
+        raise stem.SocketClosed("socket closed")
+
+    def get_info(self, _key: str) -> str:
+        import stem
+
+        raise stem.SocketClosed("socket closed")
+
+
+@pytest.mark.anyio
+async def test_connect_that_cannot_ask_tor_for_its_socks_port_is_tor_unreachable():
+    transport = OnionTransport(TorSettings())
+    transport._controller = _ClosedController()
+    with anyio.fail_after(5), pytest.raises(ConnectError) as info:
+        await transport.connect(ONION)
+    assert info.value.reason == "tor_unreachable" and "SOCKS port" in str(info.value)

@@ -5,7 +5,7 @@ same keys with the same checks; an invalid value is a ConfigError naming the fil
 
 ``[tor]`` keys: ``launch`` (start a tor for this node instead of attaching), ``control_port``,
 ``control_socket``, ``password``, ``socks_port``, ``tor_binary``, ``torrc_lines``,
-``virtual_port``, ``bootstrap_timeout``, ``connect_timeout``.
+``virtual_port``, ``bootstrap_timeout``, ``connect_timeout``, ``health_interval``.
 ``[i2p]`` keys: ``sam_host``, ``sam_port``, ``inbound_length``, ``outbound_length``,
 ``inbound_quantity``, ``outbound_quantity``, ``session_timeout``, ``lookup_timeout``,
 ``connect_timeout``.
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["tor_settings_from_table", "i2p_settings_from_table", "build_transports"]
 
 _TOR_INTS = ("control_port", "socks_port", "virtual_port")
-_TOR_FLOATS = ("bootstrap_timeout", "connect_timeout")
+_TOR_FLOATS = ("bootstrap_timeout", "connect_timeout", "health_interval")
 _I2P_INTS = ("sam_port", "inbound_length", "outbound_length", "inbound_quantity", "outbound_quantity")
 _I2P_FLOATS = ("session_timeout", "lookup_timeout", "connect_timeout")
 

@@ -14,6 +14,14 @@ network), so sessions are created once and reused. Incoming streams arrive on ST
 sockets (one pending at a time, re-armed as soon as a peer arrives); outgoing streams resolve
 the peer with NAMING LOOKUP on the session's control socket, then STREAM CONNECT on a new socket.
 
+When the router restarts, its sessions are gone. The listening session is watched: a failed
+STREAM ACCEPT (unknown session id, closed bridge) or a closed accept socket triggers a probe of
+the control socket (``NAMING LOOKUP NAME=ME``), and the same probe runs every
+``health_interval`` seconds. A session whose control socket is closed or silent is re-created
+with the same saved destination (same address) as soon as the router answers again, with
+back-off; meanwhile :meth:`I2PTransport.connect` fails at once with :class:`SessionLostError`.
+A lost client session is re-created on the next connect.
+
 ``i2plib.aiosam`` does not run on Python >= 3.10, so only ``i2plib.sam`` is used (command
 builders, destinations, base64/base32) with anyio sockets. Replies are parsed by the pure
 :func:`parse_reply` (i2plib's parser does not handle quoted values such as ``MESSAGE="..."``).
@@ -23,7 +31,8 @@ Errors: a bridge that is not there, refuses HELLO or answers an error raises
 the bridge address and quoting SAM's message); a session whose tunnels are not built in time
 raises :class:`RouterNotReadyError`; a peer that cannot be looked up or reached raises
 :class:`~anonmail.errors.ConnectError` with ``reason`` ``lookup_failed``, ``unreachable``,
-``timeout`` or ``refused``.
+``timeout`` or ``refused``; a connect while our own session is lost (router restarting) raises
+:class:`SessionLostError` (both a ConnectError, ``reason="session_lost"``, and an I2PError).
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ __all__ = [
     "SamBridgeError",
     "SamError",
     "RouterNotReadyError",
+    "SessionLostError",
     "SamReply",
     "parse_reply",
     "session_options",
@@ -86,6 +96,9 @@ DEFAULT_CONTROL_TIMEOUT = 10.0
 DEFAULT_SESSION_TIMEOUT = 180.0
 DEFAULT_LOOKUP_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 90.0
+DEFAULT_HEALTH_INTERVAL = 30.0
+#: Longest wait between two attempts to re-create a lost session.
+MAX_RECREATE_DELAY = 30.0
 
 _SESSION_RETRY_RESULTS = frozenset({"DUPLICATED_DEST"})
 
@@ -115,6 +128,13 @@ class RouterNotReadyError(I2PError):
     """The router did not build the session's tunnels in time (still bootstrapping, no peers)."""
 
 
+class SessionLostError(ConnectError, I2PError):
+    """Our SAM session is gone (router restarted or stopped); it is being re-created."""
+
+    def __init__(self, message: str, *, address: str | None = None) -> None:
+        super().__init__(message, address=address, reason="session_lost")
+
+
 # ---------------------------------------------------------------- settings ---
 
 
@@ -140,6 +160,8 @@ class I2PSettings:
     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
     #: STREAM CONNECT once the peer's destination is known.
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    #: How often the listening session's control socket is probed (a lost session is re-created).
+    health_interval: float = DEFAULT_HEALTH_INTERVAL
     #: Extra I2CP options for SESSION CREATE (e.g. ``{"i2cp.reduceOnIdle": "true"}``); a mapping
     #: or pairs, kept as sorted pairs so the settings stay hashable.
     extra_options: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
@@ -157,7 +179,8 @@ class I2PSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 16:
                 raise ConfigError(f"i2p.{name} must be 1-16 tunnels, got {value!r}")
-        for name in ("control_timeout", "session_timeout", "lookup_timeout", "connect_timeout"):
+        for name in ("control_timeout", "session_timeout", "lookup_timeout", "connect_timeout",
+                     "health_interval"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ConfigError(f"i2p.{name} must be a positive number of seconds, got {value!r}")
@@ -455,6 +478,43 @@ class _Session:
         self.b32 = b32_address(private_b64, private=True)
         self._lookup_lock = anyio.Lock()
         self._cache: dict[str, str] = {}
+        #: Set once the session is known to be gone; ``lost_reason`` says why.
+        self.lost = anyio.Event()
+        self.lost_reason = ""
+
+    def mark_lost(self, reason: str) -> None:
+        """Record that the router no longer has this session (first reason wins)."""
+        if not self.lost.is_set():
+            self.lost_reason = reason
+            self.lost.set()
+
+    async def probe(self) -> bool:
+        """Check the control socket with ``NAMING LOOKUP NAME=ME``; False (and lost) if it is dead.
+
+        A lookup already using the socket makes the probe inconclusive (True): it reports a dead
+        socket itself.
+        """
+        if self.lost.is_set():
+            return False
+        timeout = self.settings.control_timeout
+        with anyio.move_on_after(timeout):
+            async with self._lookup_lock:
+                try:
+                    with anyio.fail_after(timeout):
+                        await self._lookup_once("ME")
+                except TimeoutError:
+                    self.mark_lost(f"no answer on its control socket within {timeout:g} s")
+                except SamBridgeError:
+                    self.mark_lost("the bridge closed its control socket")
+        return not self.lost.is_set()
+
+    def lost_error(self, address: str | None) -> SessionLostError:
+        """The error for a connect through this lost session."""
+        target = f" to {address}" if address else ""
+        return SessionLostError(
+            f"cannot connect{target}: our I2P session on the SAM bridge at {self.settings.bridge} is "
+            f"gone ({self.lost_reason}); the router restarted or is down, the session is re-created when "
+            "it answers again", address=address)
 
     @classmethod
     async def create(cls, settings: I2PSettings, private_b64: str | None) -> _Session:
@@ -525,8 +585,8 @@ class _Session:
                     f"{self.settings.lookup_timeout:g} s (SAM bridge {bridge} said {describe(last)}); the peer "
                     "is offline or not yet published", address=address, reason="lookup_failed") from None
             except SamBridgeError as exc:
-                raise I2PError(f"cannot connect to {address}: our SAM session on {bridge} is gone ({exc}); "
-                               "restart the node or the router", address=address) from exc
+                self.mark_lost("the bridge closed its control socket")
+                raise self.lost_error(address) from exc
         value = last.options["VALUE"]
         self._cache[host] = value
         return value
@@ -579,7 +639,7 @@ class I2PTransport(Transport):
         return f"i2p://{self._listening.b32}" if self._listening else None
 
     async def _stop(self) -> None:
-        for session in self._sessions:
+        for session in list(self._sessions):
             try:
                 await session.aclose()
             except Exception:  # closing a dead socket
@@ -629,55 +689,127 @@ class I2PTransport(Transport):
         ``False`` the one :meth:`connect` uses, which is the listening one if there is one.
         """
         if not listening:
-            return f"i2p://{(await self._session_for_connect()).b32}"
+            return f"i2p://{(await self._session_for_connect(None)).b32}"
         async with self._session_lock:
             if self._listening is None:
                 self.task_group  # noqa: B018 - raises outside 'async with'
                 self._listening = await self._create_session(await self._own_destination())
         return f"i2p://{self._listening.b32}"
 
-    async def _session_for_connect(self) -> _Session:
-        if self._listening is not None:
-            return self._listening
+    @property
+    def listening_ready(self) -> bool:
+        """Whether the listening session exists and is not known to be lost."""
+        return self._listening is not None and not self._listening.lost.is_set()
+
+    async def _session_for_connect(self, address: str | None) -> _Session:
+        listening = self._listening
+        if listening is not None:
+            if listening.lost.is_set():
+                raise listening.lost_error(address)
+            return listening
         async with self._session_lock:
             if self._listening is not None:
-                return self._listening
+                return await self._session_for_connect(address)
+            if self._client is not None and self._client.lost.is_set():
+                log.warning("I2P client session on the SAM bridge at %s was lost (%s); creating a new one",
+                            self.settings.bridge, self._client.lost_reason)
+                await self._discard(self._client)
+                self._client = None
             if self._client is None:
                 self._client = await self._create_session(None)
             return self._client
 
+    async def _discard(self, session: _Session) -> None:
+        """Close a session's control socket and forget it."""
+        try:
+            await session.aclose()
+        except Exception:  # closing a dead socket
+            pass
+        if session in self._sessions:
+            self._sessions.remove(session)
+
     async def listen(self, handler: Handler) -> list[str]:
         """Create the session with the node's persistent destination and accept streams on it."""
         address = await self.open_session()
-        session = self._listening
-        assert session is not None
-        await self.task_group.start(self._accept_loop, session, handler)
+        await self.task_group.start(self._keep_listening, handler)
         return [address]
 
-    async def _accept_loop(self, session: _Session, handler: Handler,
-                           *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Keep one STREAM ACCEPT pending; hand each arriving stream to ``handler``."""
-        started = False
+    async def _keep_listening(self, handler: Handler,
+                              *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Accept on the listening session and watch it; re-create it whenever it is lost."""
+        session = self._listening
+        assert session is not None
+        armed: _SamSocket | None = await self._arm_accept(session)  # a first failure is raised
+        task_status.started()
+        while True:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._accept_loop, session, handler, armed)
+                armed = None
+                tg.start_soon(self._watch, session)
+                await session.lost.wait()
+                tg.cancel_scope.cancel()
+            log.warning("I2P session of i2p://%s on the SAM bridge at %s lost (%s); re-creating it with "
+                        "the same destination", session.b32, self.settings.bridge, session.lost_reason)
+            session = await self._recreate(session)
+
+    async def _watch(self, session: _Session) -> None:
+        """Probe the session every ``health_interval`` seconds until it is lost."""
+        while True:
+            await anyio.sleep(self.settings.health_interval)
+            if not await session.probe():
+                return
+
+    async def _recreate(self, old: _Session) -> _Session:
+        """A new listening session with ``old``'s destination, once the router answers (back-off)."""
+        await self._discard(old)
+        delay = 1.0
+        cap = min(MAX_RECREATE_DELAY, max(1.0, self.settings.health_interval))
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                session = await self._create_session(old.private_b64)
+            except I2PError as exc:
+                log.warning("I2P: cannot re-create the session of i2p://%s yet (attempt %d: %s); retrying in "
+                            "%.0f s", old.b32, attempts, exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, cap)
+                continue
+            self._listening = session
+            log.warning("I2P session of i2p://%s re-created on the SAM bridge at %s after %d attempt(s); "
+                        "accepting again", session.b32, self.settings.bridge, attempts)
+            return session
+
+    async def _accept_loop(self, session: _Session, handler: Handler, armed: _SamSocket | None) -> None:
+        """Keep one STREAM ACCEPT pending (``armed`` is the first); hand each stream to ``handler``.
+
+        A failure probes the session: the loop returns when it is lost (its keeper re-creates
+        it), else retries with back-off.
+        """
         failures = 0
         while True:
             try:
-                conn = await self._arm_accept(session)
+                if armed is not None:
+                    conn, armed = armed, None
+                else:
+                    conn = await self._arm_accept(session)
             except I2PError as exc:
-                if not started:
-                    raise
+                if isinstance(exc, SamError) and exc.result == "INVALID_ID":
+                    session.mark_lost("the router no longer knows its id")
+                if not await session.probe():
+                    return
                 failures += 1
                 delay = min(2.0 ** failures, 30.0)
                 log.warning("I2P accept failed (%s); retrying in %.0f s", exc, delay)
                 await anyio.sleep(delay)
                 continue
             failures = 0
-            if not started:
-                started = True
-                task_status.started()
             try:
                 await conn.read_line("STREAM ACCEPT (waiting for a peer)")
             except SamBridgeError as exc:
                 await conn.aclose()
+                if not await session.probe():
+                    return
                 log.warning("I2P accept socket closed (%s)", exc)
                 await anyio.sleep(1.0)
                 continue
@@ -711,9 +843,14 @@ class I2PTransport(Transport):
         if parsed.scheme != "i2p":
             raise TransportAddressError(f"the i2p transport cannot reach {address}", address=address)
         address = str(parsed)
-        session = await self._session_for_connect()
+        session = await self._session_for_connect(address)
         destination = await session.lookup(parsed.host, address)
-        conn = await _SamSocket.open(self.settings)
+        try:
+            conn = await _SamSocket.open(self.settings)
+        except SamBridgeError as exc:
+            if not await session.probe():  # the router is down: notice now, not at the next check
+                raise session.lost_error(address) from exc
+            raise
         try:
             with anyio.fail_after(self.settings.connect_timeout):
                 reply = await conn.command(sam.stream_connect(session.id, destination), "STREAM CONNECT")
@@ -730,5 +867,7 @@ class I2PTransport(Transport):
         if not reply.ok:
             await conn.aclose()
             session.forget(parsed.host)
+            if reply.result == "INVALID_ID":
+                session.mark_lost("the router no longer knows its id")
             raise connect_error(reply, address, self.settings.bridge)
         return conn.into_stream()

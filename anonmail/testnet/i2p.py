@@ -409,6 +409,47 @@ class I2PNetwork:
         for router in self.routers:
             router.process = None
 
+    def stop_router(self, index: int) -> None:
+        """Stop one router (SIGTERM by PID, SIGKILL after the grace period); its folder stays."""
+        router = self.routers[index]
+        proc = router.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        _LIVE.discard(proc.pid)
+        router.process = None
+
+    def start_router(self, index: int, timeout: float = NETWORK_READY_TIMEOUT) -> None:
+        """Start a stopped router again (same folder, config and ports); wait until it is usable."""
+        router = self.routers[index]
+        if router.pid is not None:
+            raise TestnetError(f"i2pd router {index} is already running (PID {router.pid})")
+        self._spawn(router)
+        deadline = time.monotonic() + timeout
+        for ready, what in ((_sam_answers, "answer on its SAM bridge"),
+                            (lambda r: _known_routers(r) >= self.count - 1, f"know the other {self.count - 1} routers")):
+            while not ready(router):
+                if router.process is not None and router.process.poll() is not None:
+                    raise TestnetError(f"i2pd router {index} exited with code {router.process.returncode} after a "
+                                       f"restart; log {router.dir / 'i2pd.log'} ends:\n{router.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise TestnetError(f"i2pd router {index} did not {what} within {timeout:g} s after a restart")
+                time.sleep(POLL_INTERVAL)
+
+    def restart_router(self, index: int) -> None:
+        """Stop one router by PID and start it again with the same folder and config."""
+        self.stop_router(index)
+        self.start_router(index)
+
     def stop(self) -> None:
         """Stop every router this network started (SIGTERM by PID, SIGKILL fallback); idempotent."""
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import functools
+import logging
 import os
 import subprocess
 import time
@@ -21,7 +22,7 @@ from anonmail.core.sizes import PACKET_BYTES
 from anonmail.core.wire import Packet, Role
 from anonmail.errors import ConnectError, I2PError
 from anonmail.net.framed import FramedStream
-from anonmail.net.i2p import DESTINATION_FILE, I2PSettings, I2PTransport
+from anonmail.net.i2p import DESTINATION_FILE, I2PSettings, I2PTransport, SessionLostError
 from anonmail.testnet.i2p import I2PNetwork, run_i2p_check
 from tests.conformance import TransportConformance
 
@@ -131,6 +132,37 @@ async def round_trip(connector: I2PTransport, address: str, deadline_s: float = 
             assert await framed.receive() == packet
 
 
+async def round_trip_from_fresh_clients(network: I2PNetwork, address: str,
+                                        first: I2PTransport | None = None) -> None:
+    """Round trip from ``first``, else from new client sessions on routers 0 and 1.
+
+    A destination that came back on new tunnels may still be looked up as its old lease set
+    (a floodfill has not got the new one yet); a session that cached it keeps using the dead
+    leases until they expire (<= 10 min), so a failed attempt moves on to a new session.
+    """
+    async def answers(client: I2PTransport) -> bool:
+        try:
+            with anyio.fail_after(40):
+                await round_trip(client, address, deadline_s=20.0)
+        except (TimeoutError, ConnectError):
+            return False
+        return True
+
+    if first is not None and await answers(first):
+        return
+    failures: list[str] = []
+    for router in (0, 1):
+        try:
+            async with I2PTransport(None, network.settings(router, session_timeout=60.0)) as fresh:
+                await fresh.open_session(listening=False)
+                if await answers(fresh):
+                    return
+                failures.append(f"router {router}: no round trip")
+        except I2PError as exc:  # this router did not build the new session's tunnels in time
+            failures.append(f"router {router}: {exc}")
+    raise AssertionError(f"{address} did not answer from fresh client sessions: {failures}")
+
+
 @pytest.mark.anyio
 async def test_restart_keeps_the_i2p_address(i2p_network: I2PNetwork, i2p_shared, tmp_path) -> None:
     _view, connector = i2p_shared
@@ -150,7 +182,7 @@ async def test_restart_keeps_the_i2p_address(i2p_network: I2PNetwork, i2p_shared
 
         await open_sessions(listen, functools.partial(fresh.open_session, listening=False))
         assert results == [[address]]
-        await round_trip(fresh, address)
+        await round_trip_from_fresh_clients(i2p_network, address, fresh)
 
 
 @pytest.mark.anyio
@@ -197,3 +229,50 @@ def test_i2p_check_is_ok_and_leaves_no_router_behind(i2p_network: I2PNetwork) ->
     assert result["bootstrap_s"] > 0 and result["rtt_ms"] > 0
     assert any("round trip" in step for step in steps)
     assert _check_router_pids() <= before
+
+
+# Keep this test last in the module: it stops and restarts router 2 (restored before it returns).
+@pytest.mark.anyio
+async def test_listener_survives_a_router_restart(i2p_network: I2PNetwork, tmp_path, caplog) -> None:
+    """Router 2 restarts under a listener: its session is re-created and the address answers again."""
+    caplog.set_level(logging.WARNING, logger="anonmail.net.i2p")
+    restarted = 2
+    settings = i2p_network.settings(restarted, health_interval=2.0, control_timeout=5.0)
+    async with I2PTransport(tmp_path / "node", settings) as listener:
+        async with I2PTransport(None, i2p_network.settings(1)) as client:
+            results: list[list[str]] = []
+
+            async def listen() -> None:
+                results.append(await listener.listen(echo))
+
+            await open_sessions(listen, functools.partial(client.open_session, listening=False))
+            (address,) = results[0]
+            await round_trip(client, address)
+
+        t0 = time.monotonic()
+        await anyio.to_thread.run_sync(i2p_network.stop_router, restarted)
+        # Noticed at once (the pending STREAM ACCEPT ends) or at the latest at the next health check.
+        with anyio.fail_after(settings.health_interval + settings.control_timeout + 5):
+            while listener.listening_ready:
+                await anyio.sleep(0.1)
+        # Meanwhile connect fails at once with a clear error instead of hanging.
+        with anyio.fail_after(settings.control_timeout + 5), pytest.raises(SessionLostError) as info:
+            await listener.connect(random_b32_address())
+        assert isinstance(info.value, I2PError) and info.value.reason == "session_lost"
+        assert "router restarted or is down" in str(info.value)
+
+        await anyio.to_thread.run_sync(i2p_network.start_router, restarted)
+        with anyio.fail_after(120):
+            while not listener.listening_ready:
+                await anyio.sleep(0.2)
+        assert listener.address == address
+        # Fresh client sessions: router 1's old one caches the dead leases (RECIPES §2).
+        await round_trip_from_fresh_clients(i2p_network, address)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 180, elapsed
+
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("lost" in m and "re-creating" in m for m in messages), messages
+    assert any("re-created" in m for m in messages), messages
+    private_key = (tmp_path / "node" / DESTINATION_FILE).read_text().strip()
+    assert not any(private_key[:40] in m for m in messages)  # no secrets in the log

@@ -118,6 +118,23 @@ def test_settings_reject_bad_values(kwargs, match):
         I2PSettings(**kwargs)
 
 
+def test_health_interval_defaults_to_30_s_and_is_validated():
+    assert I2PSettings().health_interval == 30.0
+    assert I2PSettings(health_interval=0.5).health_interval == 0.5
+    assert I2PSettings.for_testnet(17656, health_interval=2).health_interval == 2
+    for bad in (0, -1, float("inf"), float("nan"), "30", None):
+        with pytest.raises(ConfigError, match="health_interval"):
+            I2PSettings(health_interval=bad)
+
+
+def test_session_lost_error_is_both_a_connect_error_and_an_i2p_error():
+    from anonmail.net.i2p import SessionLostError
+
+    error = SessionLostError("our session is gone", address="i2p://x.b32.i2p")
+    assert isinstance(error, ConnectError) and isinstance(error, I2PError)
+    assert (error.reason, error.address) == ("session_lost", "i2p://x.b32.i2p")
+
+
 def test_settings_are_frozen_and_hashable():
     settings = I2PSettings(extra_options={"b": "2", "a": "1"})
     with pytest.raises(AttributeError):

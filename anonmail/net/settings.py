@@ -8,7 +8,7 @@ same keys with the same checks; an invalid value is a ConfigError naming the fil
 ``virtual_port``, ``bootstrap_timeout``, ``connect_timeout``, ``health_interval``.
 ``[i2p]`` keys: ``sam_host``, ``sam_port``, ``inbound_length``, ``outbound_length``,
 ``inbound_quantity``, ``outbound_quantity``, ``session_timeout``, ``lookup_timeout``,
-``connect_timeout``.
+``connect_timeout``, ``health_interval``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ __all__ = ["tor_settings_from_table", "i2p_settings_from_table", "build_transpor
 _TOR_INTS = ("control_port", "socks_port", "virtual_port")
 _TOR_FLOATS = ("bootstrap_timeout", "connect_timeout", "health_interval")
 _I2P_INTS = ("sam_port", "inbound_length", "outbound_length", "inbound_quantity", "outbound_quantity")
-_I2P_FLOATS = ("session_timeout", "lookup_timeout", "connect_timeout")
+_I2P_FLOATS = ("session_timeout", "lookup_timeout", "connect_timeout", "health_interval")
 
 
 def _collect(table: Table, ints: tuple[str, ...], floats: tuple[str, ...], strs: tuple[str, ...]) -> dict[str, Any]:

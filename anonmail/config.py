@@ -89,18 +89,6 @@ class Table:
         self._children.append(child)
         return child
 
-    def raw_table(self, key: str) -> dict[str, Any] | None:
-        """A sub-table as a plain dict for another parser to validate (None when absent)."""
-        if key not in self._data:
-            self._seen.add(key)
-            return None
-        return self.table(key).consume_all()
-
-    def consume_all(self) -> dict[str, Any]:
-        """Mark every key as read and return the raw data (its parser checks it)."""
-        self._seen.update(self._data)
-        return dict(self._data)
-
     def tables(self, key: str) -> list[Table]:
         """An array of tables ([[key]])."""
         value = self._get(key, [])

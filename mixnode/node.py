@@ -167,7 +167,6 @@ class MixNode:
         self._inbound_connections = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._index: tuple[int, dict[bytes, object]] = (-1, {})
-        self.started = anyio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -215,7 +214,6 @@ class MixNode:
                     await tg.start(self.directory.run)
                     tg.start_soon(self._loop_cover)
                     tg.start_soon(self._status_writer)
-                    self.started.set()
                     task_status.started(self)
         finally:
             inbound_send.close()

@@ -270,4 +270,3 @@ def _status(args: argparse.Namespace) -> int:
         extra = f" ({peer.get('last_error')})" if peer.get("last_error") else ""
         print(f"  peer {address}: {state}{extra}")
     return 0 if running else NOT_RUNNING
-    return True

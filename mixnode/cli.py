@@ -161,9 +161,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if alive else NOT_RUNNING
 
 
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mixnode`` console script."""
     parser = build_parser()

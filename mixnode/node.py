@@ -557,7 +557,6 @@ class MixNode:
             if deadline == float("inf"):
                 await anyio.sleep_forever()
             await anyio.sleep(max(0.0, deadline - anyio.current_time()))
-            self._expire_loops()
             consensus = self.directory.current()
             me = consensus.by_id(self.node_id) if consensus is not None else None
             if me is None:

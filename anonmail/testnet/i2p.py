@@ -445,6 +445,26 @@ class I2PNetwork:
                     raise TestnetError(f"i2pd router {index} did not {what} within {timeout:g} s after a restart")
                 time.sleep(POLL_INTERVAL)
 
+    def revive(self) -> list[str]:
+        """Restart every router that died or whose SAM bridge stopped answering; say what was done.
+
+        Long test sessions share one network; an i2pd that crashed (or lost its SAM listener)
+        would otherwise fail every later test with a misleading "no SAM bridge" error.
+        """
+        revived = []
+        for router in self.routers:
+            proc = router.process
+            if proc is not None and proc.poll() is None and _sam_answers(router):
+                continue
+            if proc is None:
+                continue  # stopped on purpose (stop_router); the caller restarts it
+            what = (f"exited with code {proc.returncode}" if proc.poll() is not None
+                    else "stopped answering on its SAM bridge")
+            revived.append(f"i2pd router {router.index} {what}; restarted it. Log ends:\n{router.log_tail()}")
+            self.stop_router(router.index)
+            self.start_router(router.index)
+        return revived
+
     def restart_router(self, index: int) -> None:
         """Stop one router by PID and start it again with the same folder and config."""
         self.stop_router(index)

@@ -8,13 +8,14 @@ Every router is stopped by PID at the end of the session, also when tests fail.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from anonmail.testnet.i2p import I2PNetwork
 
-__all__ = ["i2p_network"]
+__all__ = ["i2p_network", "i2p_routers_alive"]
 
 #: Routers in the session's network (3 all-floodfill routers start reliably; see RECIPES §2).
 I2P_TEST_ROUTERS = 3
@@ -26,3 +27,13 @@ def i2p_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[I2PNetwork
     network = I2PNetwork(I2P_TEST_ROUTERS, base_dir=tmp_path_factory.mktemp("i2pnet"))
     with network:
         yield network
+
+
+@pytest.fixture(autouse=True)
+def i2p_routers_alive(request: pytest.FixtureRequest) -> None:
+    """Before each test that uses the network, restart any router that died meanwhile (and say so)."""
+    if "i2p_network" not in request.fixturenames:
+        return
+    network: I2PNetwork = request.getfixturevalue("i2p_network")
+    for note in network.revive():
+        sys.stderr.write(f"[i2p_network] {note}\n")

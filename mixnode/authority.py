@@ -174,6 +174,9 @@ class AuthorityConfig:
     round_seconds: int = DEFAULT_ROUND_SECONDS
     sync_delay: int = DEFAULT_SYNC_DELAY
     gossip_seconds: int = DEFAULT_GOSSIP_SECONDS
+    #: Test networks that start every node at once: build an epoch whose previous epoch has no
+    #: document only from at least this many nodes (so the first consensus lists them all).
+    bootstrap_nodes: int = 0
     tor: TorSettings | None = None  # serve as an onion service
     i2p: I2PSettings | None = None  # serve as an I2P destination
     config_path: Path | None = field(default=None, compare=False)
@@ -769,6 +772,12 @@ class Authority:
         if self.store is None or self.store.consensus(epoch) is not None:
             return
         if not union:
+            return
+        if (
+            self.config.bootstrap_nodes
+            and self.store.consensus(epoch - 1) is None
+            and len({d.identity_key for d in union}) < self.config.bootstrap_nodes
+        ):
             return
         consensus = pki.build_consensus(epoch, self.config.epoch_seconds, union)
         self._sign_and_store(consensus)

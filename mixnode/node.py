@@ -135,7 +135,19 @@ class Stats:
 
 
 class MixNode:
-    """One mix node; ``await node.run()`` serves until cancelled (use ``tg.start(node.run)``)."""
+    """One mix node; ``await node.run()`` serves until cancelled (use ``tg.start(node.run)``).
+
+    Subclass hooks (the provider uses them): :attr:`role` goes into the descriptor;
+    :meth:`_serve_client` serves connections that announce HELLO role CLIENT when
+    :attr:`serves_clients` is true; :meth:`_process_batch` and :meth:`_dispatch` act on unwrap
+    results. ``link_loss`` drops each packet sent on a link with that probability (test
+    networks and demos only; counted as ``dropped["link_loss"]``).
+    """
+
+    #: The role published in this node's descriptor.
+    role = "mix"
+    #: Whether CLIENT connections get :meth:`_serve_client` (otherwise they are read as packets).
+    serves_clients = False
 
     def __init__(
         self,
@@ -144,7 +156,11 @@ class MixNode:
         *,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        link_loss: float = 0.0,
     ) -> None:
+        if not 0.0 <= link_loss < 1.0:
+            raise ValueError(f"link_loss must be in [0, 1), got {link_loss}")
+        self.link_loss = link_loss
         self.config = config
         self.transports = list(transports)
         self.wall_clock = wall_clock
@@ -281,7 +297,10 @@ class MixNode:
         framed = FramedStream(stream)
         try:
             with anyio.fail_after(HELLO_TIMEOUT):
-                await framed.expect_hello()
+                hello = await framed.expect_hello()
+            if hello.role == Role.CLIENT and self.serves_clients:
+                await self._serve_client(framed)
+                return
             while True:
                 frames = await framed.receive_batch()
                 if frames is None:
@@ -306,6 +325,9 @@ class MixNode:
             pass
         finally:
             self._inbound_connections -= 1
+
+    async def _serve_client(self, framed: FramedStream) -> None:
+        """Hook: serve a user agent's session (providers); a mix never gets here."""
 
     async def _unwrap_worker(
         self, receive: anyio.abc.ObjectReceiveStream, limiter: anyio.CapacityLimiter
@@ -435,6 +457,9 @@ class MixNode:
             self._links[node_id] = link
             assert self._tg is not None
             self._tg.start_soon(self._run_link, link)
+        if self.link_loss and self.rng.random() < self.link_loss:
+            self.stats.dropped["link_loss"] += 1
+            return
         try:
             link.send.send_nowait(packet)
         except anyio.WouldBlock:
@@ -520,7 +545,7 @@ class MixNode:
                 descriptor = sign_descriptor(
                     self.identity,
                     name=self.config.name,
-                    role="mix",
+                    role=self.role,
                     layer=self.config.layer,
                     epoch=target,
                     sphinx_key=self._publics[target],

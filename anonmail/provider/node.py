@@ -1,0 +1,480 @@
+"""The provider service: a layer-0 node that is its users' ingress and their mailbox (egress).
+
+A :class:`Provider` is a :class:`mixnode.node.MixNode` (same unwrap workers, replay store,
+delay heap, links, descriptor publishing, loop cover, status file) with three additions::
+
+    user agents ──CLIENT session──▶ auth, rate limit ──▶ inbound queue (first hop is us)
+                                    fetch / confirm / publish_keys / keys
+    unwrap worker (thread): replay tags persisted ─▶ Deliver / SurbDelivery for our users
+        ─▶ quota check ─▶ ONE durable transaction per batch ─▶ ACK SURB packaged
+    event loop: ACK queued on the link to the SURB's first hop (only after the commit)
+
+The client protocol is :mod:`anonmail.core.mailproto`. A crash can never ACK something that
+was not stored: the ACK packet leaves only after :meth:`MailboxStore.store_many` returned.
+Over-quota and unknown-mailbox deliveries are dropped without ACK (the sender retries later).
+
+What a provider learns (DESIGN.md §7): who its users are (identity keys), when they connect,
+fetch and send, how much mail waits for them; never the content (sealed to the recipient),
+never who sent it (the sender is inside the sealed fragment; the previous hop is a mix), never
+where a user's packets go (Sphinx). Logs and ``status.json`` carry counts only: no addresses,
+mailbox ids or keys of users.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from anonmail.core import sphinx
+from anonmail.core.address import Address, parse_address
+from anonmail.core.fragments import ACK_MESSAGE, KIND_DROP, CoverPayload, decode_payload
+from anonmail.core.keys import EncryptionKeyCert
+from anonmail.core.mailproto import (
+    AUTH_OPS,
+    ENTRY_FRAGMENT,
+    ENTRY_REPLY,
+    NONCE_BYTES,
+    b64d,
+    b64e,
+    dummy_entry,
+    encode_entry,
+    error_message,
+    require_fields,
+    verify_auth,
+)
+from anonmail.core.wire import Close, Control, Packet, Role, encode_frame
+from anonmail.errors import (
+    AddressError,
+    FragmentError,
+    KeyExpiredError,
+    ProtocolError,
+    SignatureError,
+    StoreError,
+    WireError,
+)
+from anonmail.net.base import Transport
+from anonmail.net.framed import FramedStream
+from anonmail.provider.config import ProviderConfig
+from anonmail.provider.store import MailboxStore, NewEntry, Usage
+from mixnode.node import MixNode
+
+__all__ = ["Provider", "TokenBucket", "MAILBOX_DB", "MAX_CERTS"]
+
+log = logging.getLogger("anonmail.provider")
+
+MAILBOX_DB = "mailboxes.sqlite"
+#: Encryption-key certificates kept per account (newest first).
+MAX_CERTS = 4
+#: Seconds a client has to authenticate (or ask for keys) after connecting.
+AUTH_TIMEOUT = 60.0
+#: Seconds an authenticated session may stay silent before the provider closes it.
+IDLE_TIMEOUT = 900.0
+#: Bound on one write to a client.
+CLIENT_SEND_TIMEOUT = 60.0
+
+
+class TokenBucket:
+    """Sans-IO token bucket: ``rate`` tokens per second up to ``burst``; the clock is passed in."""
+
+    __slots__ = ("rate", "burst", "tokens", "updated")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.updated = float(burst), now
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one (refilling for the time since the last call)."""
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """Unwrap result after the store committed: the data size and the ACK to send, if any."""
+
+    size: int
+    ack_hop: bytes | None
+    ack_packet: bytes | None
+
+
+@dataclass
+class _Session:
+    """One client connection's state."""
+
+    nonce: bytes
+    mailbox: bytes | None = None
+    identity: bytes | None = None
+
+
+class Provider(MixNode):
+    """One provider; ``await provider.run()`` serves until cancelled (use ``tg.start(provider.run)``)."""
+
+    role = "provider"
+    serves_clients = True
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        transports: Sequence[Transport],
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        link_loss: float = 0.0,
+    ) -> None:
+        super().__init__(config, transports, wall_clock=wall_clock, rng=rng, link_loss=link_loss)  # type: ignore[arg-type]
+        self.config: ProviderConfig = config  # type: ignore[assignment]
+        self.store: MailboxStore | None = None
+        #: Provider counters (beside the MixNode ``stats``): stored, acks_sent, fetches, ...
+        self.mail: Counter = Counter()
+        self._mailboxes: set[bytes] = set()
+        self._buckets: dict[bytes, TokenBucket] = {}
+        self._stored_entries = 0
+        self._stored_bytes = 0
+        self._sessions = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        """Open the mailbox store, then serve as a node until cancelled; ``started(self)`` once listening."""
+        data_dir: Path = self.config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store = await self._blocking(MailboxStore, data_dir / MAILBOX_DB)  # type: ignore[assignment]
+        try:
+            self._mailboxes = await self._blocking(self.store.mailbox_ids)  # type: ignore[union-attr,assignment]
+            totals: Usage = await self._blocking(self.store.totals)  # type: ignore[union-attr,assignment]
+            self._stored_entries, self._stored_bytes = totals.entries, totals.bytes
+            log.info("provider %s: %d accounts, %d stored entries", self.config.name, len(self._mailboxes),
+                     totals.entries)
+            await super().run(task_status=task_status)
+        finally:
+            store, self.store = self.store, None
+            if store is not None:
+                store.close()
+
+    # ------------------------------------------------------------------ egress (worker thread)
+
+    def _process_batch(self, packets: list[bytes], now: float) -> list[object]:
+        """(Worker thread.) Unwrap and persist tags (MixNode), then store deliveries durably."""
+        return self._store_deliveries(super()._process_batch(packets, now), now)
+
+    def _store_deliveries(self, results: list[object], now: float) -> list[object]:
+        """Turn deliveries for our users into stored entries in one transaction; others into drops."""
+        store = self.store
+        out = list(results)
+        new: list[NewEntry] = []
+        placed: list[tuple[int, sphinx.Surb | None]] = []
+        usage: dict[bytes, Usage] = {}
+        for i, result in enumerate(results):
+            ack = None
+            if isinstance(result, sphinx.Deliver):
+                try:
+                    payload = decode_payload(result.payload)
+                except FragmentError:
+                    out[i] = "bad_payload"
+                    continue
+                if isinstance(payload, CoverPayload):
+                    if payload.kind == KIND_DROP:
+                        out[i] = "drop_cover"
+                    continue  # a loop: _dispatch decides whether it is one of ours
+                entry = NewEntry(result.mailbox_id, ENTRY_FRAGMENT, payload.sealed)
+                ack = payload.ack_surb
+            elif isinstance(result, sphinx.SurbDelivery):
+                entry = NewEntry(result.mailbox_id, ENTRY_REPLY, result.surb_id + result.body)
+            else:
+                continue
+            if store is None or entry.mailbox_id not in self._mailboxes:
+                out[i] = "unknown_mailbox"
+                continue
+            try:
+                held = usage.get(entry.mailbox_id) or store.usage(entry.mailbox_id)
+            except StoreError as exc:
+                log.error("%s", exc)
+                out[i] = "store_error"
+                continue
+            if held.entries + 1 > self.config.quota_entries or held.bytes + len(entry.data) > self.config.quota_bytes:
+                out[i] = "mailbox_full"
+                continue
+            usage[entry.mailbox_id] = Usage(held.entries + 1, held.bytes + len(entry.data))
+            new.append(entry)
+            placed.append((i, ack))
+        if not new:
+            return out
+        assert store is not None
+        try:
+            store.store_many(new, now)
+        except StoreError as exc:
+            # Not stored, so not acknowledged: the sender retransmits.
+            log.error("%s", exc)
+            for i, _ in placed:
+                out[i] = "store_error"
+            return out
+        for (i, ack), entry in zip(placed, new, strict=True):
+            if ack is None:
+                out[i] = _Stored(len(entry.data), None, None)
+            else:
+                out[i] = _Stored(len(entry.data), ack.first_hop, sphinx.package_surb(ack, ACK_MESSAGE))
+        return out
+
+    def _dispatch(self, received_at: float, result: object) -> None:
+        """Act on one unwrap result on the event loop: ACK what was stored, count the rest."""
+        if isinstance(result, _Stored):
+            self.mail["stored"] += 1
+            self._stored_entries += 1
+            self._stored_bytes += result.size
+            if result.ack_hop is not None and result.ack_packet is not None:
+                self.mail["acks_sent"] += 1
+                self._send_to(result.ack_hop, result.ack_packet)
+            return
+        if isinstance(result, sphinx.Deliver) and result.mailbox_id not in self._pending_loops:
+            self.stats.dropped["foreign_loop"] += 1  # a loop payload that is not ours: discard
+            return
+        super()._dispatch(received_at, result)
+
+    # ------------------------------------------------------------------ client sessions
+
+    async def _serve_client(self, framed: FramedStream) -> None:
+        """Serve one user agent (mailproto): challenge, auth, ingress packets, fetch, keys."""
+        session = _Session(os.urandom(NONCE_BYTES))
+        self._sessions += 1
+        self.mail["sessions"] += 1
+        try:
+            with anyio.fail_after(CLIENT_SEND_TIMEOUT):
+                await framed.hello(Role.PROVIDER)
+                await framed.send(Control({"type": "challenge", "nonce": b64e(session.nonce),
+                                           "provider": self.config.name}))
+            while True:
+                with anyio.fail_after(IDLE_TIMEOUT if session.mailbox is not None else AUTH_TIMEOUT):
+                    frames = await framed.receive_batch()
+                if frames is None:
+                    return
+                replies: list[bytes] = []
+                for frame in frames:
+                    if isinstance(frame, Packet):
+                        self._ingress(session, frame.data)
+                    elif isinstance(frame, Control):
+                        out, keep = await self._control(session, frame.message)
+                        replies.extend(out)
+                        if not keep:
+                            await self._send_client(framed, replies)
+                            return
+                    elif isinstance(frame, Close):
+                        return
+                    else:
+                        self.stats.dropped["client_unexpected_frame"] += 1
+                        replies.append(encode_frame(Control(error_message("unexpected_frame", "unexpected frame type"))))
+                if replies:
+                    await self._send_client(framed, replies)
+        except WireError:
+            self.stats.dropped["client_bad_frame"] += 1
+        except TimeoutError:
+            self.mail["sessions_timed_out"] += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+            pass
+        finally:
+            self._sessions -= 1
+
+    async def _send_client(self, framed: FramedStream, chunks: list[bytes]) -> None:
+        with anyio.fail_after(CLIENT_SEND_TIMEOUT):
+            await framed.send_raw(b"".join(chunks))
+
+    def _ingress(self, session: _Session, packet: bytes) -> None:
+        """A user's packet: rate-limit per account, then the inbound queue like mix traffic."""
+        if session.mailbox is None:
+            self.stats.dropped["unauthenticated_packet"] += 1
+            return
+        now = anyio.current_time()
+        bucket = self._buckets.get(session.mailbox)
+        if bucket is None:
+            bucket = self._buckets[session.mailbox] = TokenBucket(self.config.send_rate, self.config.send_burst, now)
+        if not bucket.take(now):
+            self.stats.dropped["rate_limited"] += 1
+            return
+        self.stats.received += 1
+        self.mail["ingress"] += 1
+        try:
+            self._inbound_send.send_nowait((now, packet))
+        except anyio.WouldBlock:
+            self.stats.dropped["queue_full"] += 1
+
+    async def _control(self, session: _Session, message: dict) -> tuple[list[bytes], bool]:
+        """Answer one CONTROL request: (encoded reply frames, whether the session goes on)."""
+        kind = message.get("type")
+        try:
+            if kind == "auth":
+                return [encode_frame(Control(await self._auth(session, message)))], True
+            if kind == "keys":
+                return [encode_frame(Control(await self._keys(message)))], True
+            if session.mailbox is None:
+                raise ProtocolError(f"{kind!r} needs authentication first", reason="not_authenticated")
+            if kind == "fetch":
+                return await self._fetch(session, message), True
+            if kind == "confirm":
+                return [encode_frame(Control(await self._confirm(session, message)))], True
+            if kind == "publish_keys":
+                require_fields(message, ["certs"])
+                await self._store_certs(session, message["certs"])
+                return [encode_frame(Control({"type": "ok"}))], True
+            raise ProtocolError(f"unknown request type {kind!r}", reason="unknown_request")
+        except ProtocolError as exc:
+            self.mail[f"refused_{exc.reason}"] += 1
+            # A failed authentication ends the session: its nonce is spent.
+            keep = not (kind == "auth" and session.mailbox is None)
+            return [encode_frame(Control(error_message(exc.reason, str(exc))))], keep
+        except StoreError as exc:
+            log.error("%s", exc)
+            return [encode_frame(Control(error_message("internal", "the provider's store failed; try later")))], True
+
+    async def _auth(self, session: _Session, message: dict) -> dict:
+        require_fields(message, ["op", "identity", "signature", "certs"])
+        if session.mailbox is not None:
+            raise ProtocolError("this session is already authenticated", reason="already_authenticated")
+        op = message["op"]
+        if op not in AUTH_OPS:
+            raise ProtocolError(f"op must be one of {', '.join(AUTH_OPS)}", reason="malformed")
+        identity = b64d(message["identity"], "identity", 32)
+        signature = b64d(message["signature"], "signature", 64)
+        verify_auth(identity, signature, session.nonce, self.config.name, op)
+        certs = self._verified_certs(identity, message["certs"])
+        mailbox = Address.for_key(identity, self.config.name).mailbox_id
+        assert self.store is not None
+        if op == "register":
+            if mailbox not in self._mailboxes:
+                if self.config.registration != "open":
+                    raise ProtocolError("this provider does not accept new accounts", reason="registration_closed")
+                outcome = await self._blocking(self.store.register, mailbox, identity, self.wall_clock(),
+                                               self.config.max_accounts)
+                if outcome == "full":
+                    raise ProtocolError("this provider has no room for new accounts", reason="provider_full")
+                self._mailboxes.add(mailbox)
+                self.mail["registered"] += 1
+        elif mailbox not in self._mailboxes:
+            raise ProtocolError("no account for this key here; register first", reason="unknown_account")
+        session.mailbox, session.identity = mailbox, identity
+        if certs:
+            await self._merge_certs(mailbox, certs)
+        self.mail["logins"] += 1
+        return {"type": "auth_ok", "mailbox": b64e(mailbox), "limits": self.config.limits()}
+
+    def _verified_certs(self, identity: bytes, raw: object) -> list[EncryptionKeyCert]:
+        """Parse and check certificates a user publishes: theirs, signed, currently valid."""
+        if not isinstance(raw, list) or len(raw) > 16:
+            raise ProtocolError("certs must be a list of at most 16 certificates", reason="malformed")
+        now = int(self.wall_clock())
+        certs = []
+        for i, text in enumerate(raw):
+            blob = b64d(text, f"certs[{i}]", EncryptionKeyCert.CERT_BYTES)
+            try:
+                cert = EncryptionKeyCert.from_bytes(blob)
+                if cert.identity_public != identity:
+                    raise ProtocolError(f"certs[{i}] certifies another identity", reason="bad_cert")
+                cert.verify(now=now)
+            except (SignatureError, KeyExpiredError) as exc:
+                raise ProtocolError(f"certs[{i}] is not valid: {exc}", reason="bad_cert") from None
+            certs.append(cert)
+        return certs
+
+    async def _store_certs(self, session: _Session, raw: object) -> None:
+        assert session.mailbox is not None and session.identity is not None
+        await self._merge_certs(session.mailbox, self._verified_certs(session.identity, raw))
+
+    async def _merge_certs(self, mailbox: bytes, certs: list[EncryptionKeyCert]) -> None:
+        """Keep the newest few valid certificates: the new ones and the still-valid old ones."""
+        assert self.store is not None
+        account = await self._blocking(self.store.account, mailbox)
+        kept = {c.to_bytes(): c for c in certs}
+        for blob in account.certs if account is not None else ():  # type: ignore[union-attr]
+            cert = self._valid_cert(blob)
+            if cert is not None:
+                kept.setdefault(blob, cert)
+        newest = sorted(kept.values(), key=lambda c: (c.not_before, c.not_after), reverse=True)[:MAX_CERTS]
+        await self._blocking(self.store.set_certs, mailbox, [c.to_bytes() for c in newest])
+
+    def _valid_cert(self, blob: bytes) -> EncryptionKeyCert | None:
+        try:
+            cert = EncryptionKeyCert.from_bytes(blob)
+            cert.verify(now=int(self.wall_clock()))
+        except (SignatureError, KeyExpiredError):
+            return None
+        return cert
+
+    async def _keys(self, message: dict) -> dict:
+        """Anyone may ask for a user's identity key and certificates (self-certifying)."""
+        require_fields(message, ["address"])
+        text = message["address"]
+        if not isinstance(text, str):
+            raise ProtocolError("address must be text", reason="malformed")
+        try:
+            address = parse_address(text)
+        except AddressError as exc:
+            raise ProtocolError(f"not an address: {exc}", reason="malformed") from None
+        if address.provider != self.config.name:
+            raise ProtocolError(f"this provider is {self.config.name!r}, not {address.provider!r}",
+                                reason="wrong_provider")
+        self.mail["key_lookups"] += 1
+        assert self.store is not None
+        account = await self._blocking(self.store.account, address.mailbox_id)
+        if account is None:
+            return {"type": "keys", "identity": None, "certs": []}
+        certs = [b64e(b) for b in account.certs if self._valid_cert(b) is not None]  # type: ignore[union-attr]
+        return {"type": "keys", "identity": b64e(account.identity), "certs": certs}  # type: ignore[union-attr]
+
+    async def _fetch(self, session: _Session, message: dict) -> list[bytes]:
+        """Exactly ``fetch_batch`` entries, oldest first, padded with dummies."""
+        require_fields(message, [])
+        assert self.store is not None and session.mailbox is not None
+        n = self.config.fetch_batch
+        entries, remaining = await self._blocking(self.store.fetch, session.mailbox, n)  # type: ignore[misc]
+        self.mail["fetches"] += 1
+        self.mail["fetched"] += len(entries)
+        frames = [encode_frame(Control({"type": "entries", "count": n}))]
+        frames += [encode_frame(Packet(encode_entry(e))) for e in entries]
+        frames += [encode_frame(Packet(dummy_entry(remaining))) for _ in range(n - len(entries))]
+        return frames
+
+    async def _confirm(self, session: _Session, message: dict) -> dict:
+        """Delete confirmed entries of this mailbox (exactly ``fetch_batch`` ids; unknown ones ignored)."""
+        require_fields(message, ["ids"])
+        ids = message["ids"]
+        n = self.config.fetch_batch
+        if (not isinstance(ids, list) or len(ids) != n
+                or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**64 for i in ids)):
+            raise ProtocolError(f"confirm carries exactly {n} entry ids (integers)", reason="malformed")
+        assert self.store is not None and session.mailbox is not None
+        before: Usage = await self._blocking(self.store.usage, session.mailbox)  # type: ignore[assignment]
+        deleted: int = await self._blocking(self.store.delete, session.mailbox, ids)  # type: ignore[assignment]
+        if deleted:
+            after: Usage = await self._blocking(self.store.usage, session.mailbox)  # type: ignore[assignment]
+            self._stored_entries -= before.entries - after.entries
+            self._stored_bytes -= before.bytes - after.bytes
+        self.mail["confirmed"] += deleted
+        return {"type": "confirmed", "deleted": deleted}
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, running: bool = True) -> dict:
+        """The node status plus mailbox counters (counts only: no user is named)."""
+        status = super().status(running)
+        status.update({
+            "role": "provider",
+            "accounts": len(self._mailboxes),
+            "stored_entries": self._stored_entries,
+            "stored_bytes": self._stored_bytes,
+            "client_sessions": self._sessions,
+            "rate_limited": self.stats.dropped.get("rate_limited", 0),
+            "mail": dict(sorted(self.mail.items())),
+            **{k: self.mail.get(k, 0) for k in ("stored", "acks_sent", "fetches", "confirmed", "ingress")},
+        })
+        return status

@@ -1,0 +1,268 @@
+"""The provider's mailbox store: accounts and stored entries in SQLite (sqlite-utils).
+
+Durability is the point of this store: the provider sends a packet's ACK only after the entry
+is committed here, so ``synchronous=FULL`` (WAL) makes a committed batch survive a crash or a
+power cut. ``secure_delete=ON`` overwrites deleted entries, so a confirmed (deleted) message is
+gone from the file, not merely unlinked.
+
+Tables::
+
+    accounts(mailbox_id BLOB PK, identity BLOB, created REAL, certs BLOB)
+    entries(id INTEGER PK AUTOINCREMENT, mailbox_id BLOB, kind INTEGER, data BLOB, stored_at REAL)
+
+``certs`` is the concatenation of the encryption-key certificates the user published (each
+:attr:`EncryptionKeyCert.CERT_BYTES` long), verified by the caller. Entry ids are never reused
+(AUTOINCREMENT), so a late ``confirm`` can never delete a newer entry.
+
+Methods block: the provider calls them from worker threads, or inline when ``workers = 0``.
+One connection is shared under a lock. Every SQLite failure becomes a :class:`StoreError`
+naming the store and the operation (never user data).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from anonmail.core.keys import EncryptionKeyCert
+from anonmail.core.mailproto import ENTRY_FRAGMENT, ENTRY_REPLY, Entry
+from anonmail.errors import StoreError
+
+__all__ = ["MailboxStore", "Account", "NewEntry", "Usage"]
+
+_CERT_BYTES = EncryptionKeyCert.CERT_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A registered user: mailbox id, identity public key, when registered, published certs."""
+
+    mailbox_id: bytes
+    identity: bytes
+    created: float
+    certs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry to store: which mailbox, what kind (ENTRY_FRAGMENT / ENTRY_REPLY), the data."""
+
+    mailbox_id: bytes
+    kind: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a mailbox holds: entries and bytes of data (for quotas)."""
+
+    entries: int
+    bytes: int
+
+
+class MailboxStore:
+    """Accounts and mailbox entries; every write is one durable transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA secure_delete=ON")
+            self._conn = conn
+            self.db = sqlite_utils.Database(conn)
+            self.db["accounts"].create(
+                {"mailbox_id": bytes, "identity": bytes, "created": float, "certs": bytes},
+                pk="mailbox_id", if_not_exists=True,
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "mailbox_id BLOB NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL, stored_at REAL NOT NULL)"
+            )
+            self.db["entries"].create_index(["mailbox_id", "id"], if_not_exists=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"mailbox store {self.path}: cannot open: {exc}") from exc
+
+    def _fail(self, what: str, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"mailbox store {self.path}: cannot {what}: {exc}")
+
+    def pragma(self, name: str) -> object:
+        """The value of a PRAGMA (tests check the durability settings)."""
+        with self._lock:
+            return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the connection (once, when the provider stops)."""
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------ accounts
+
+    def register(self, mailbox_id: bytes, identity: bytes, created: float, max_accounts: int | None = None) -> str:
+        """Create an account: "created", "exists" (already there) or "full" (``max_accounts`` reached)."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if self._conn.execute("SELECT 1 FROM accounts WHERE mailbox_id = ?", [mailbox_id]).fetchone():
+                        self._conn.execute("ROLLBACK")
+                        return "exists"
+                    if max_accounts is not None:
+                        (count,) = self._conn.execute("SELECT count(*) FROM accounts").fetchone()
+                        if count >= max_accounts:
+                            self._conn.execute("ROLLBACK")
+                            return "full"
+                    self._conn.execute(
+                        "INSERT INTO accounts (mailbox_id, identity, created, certs) VALUES (?, ?, ?, ?)",
+                        [mailbox_id, identity, created, b""],
+                    )
+                    self._conn.execute("COMMIT")
+                    return "created"
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._fail("register an account", exc) from exc
+
+    def account(self, mailbox_id: bytes) -> Account | None:
+        """The account of a mailbox, or None."""
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT mailbox_id, identity, created, certs FROM accounts WHERE mailbox_id = ?", [mailbox_id]
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail("read an account", exc) from exc
+        if row is None:
+            return None
+        blob = bytes(row[3] or b"")
+        certs = tuple(blob[i : i + _CERT_BYTES] for i in range(0, len(blob) - _CERT_BYTES + 1, _CERT_BYTES))
+        return Account(bytes(row[0]), bytes(row[1]), float(row[2]), certs)
+
+    def mailbox_ids(self) -> set[bytes]:
+        """Every registered mailbox id (the provider keeps this set in memory)."""
+        with self._lock:
+            try:
+                return {bytes(r[0]) for r in self._conn.execute("SELECT mailbox_id FROM accounts")}
+            except sqlite3.Error as exc:
+                raise self._fail("list accounts", exc) from exc
+
+    def account_count(self) -> int:
+        """How many accounts exist."""
+        with self._lock:
+            try:
+                return int(self._conn.execute("SELECT count(*) FROM accounts").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._fail("count accounts", exc) from exc
+
+    def set_certs(self, mailbox_id: bytes, certs: Sequence[bytes]) -> None:
+        """Replace the published certificates of an account (already verified by the caller)."""
+        if any(len(c) != _CERT_BYTES for c in certs):
+            raise ValueError(f"a certificate is {_CERT_BYTES} bytes")
+        with self._lock:
+            try:
+                with self._tx():
+                    self._conn.execute("UPDATE accounts SET certs = ? WHERE mailbox_id = ?", [b"".join(certs), mailbox_id])
+            except sqlite3.Error as exc:
+                raise self._fail("store certificates", exc) from exc
+
+    # ------------------------------------------------------------------ entries
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._conn)
+
+    def store_many(self, entries: Iterable[NewEntry], stored_at: float) -> list[int]:
+        """Store entries in ONE transaction, committed durably before returning; their ids."""
+        rows = [(e.mailbox_id, e.kind, e.data, stored_at) for e in entries]
+        for mailbox_id, kind, _, _ in rows:
+            if kind not in (ENTRY_FRAGMENT, ENTRY_REPLY) or len(mailbox_id) != 16:
+                raise ValueError("entries need a 16-byte mailbox id and kind ENTRY_FRAGMENT or ENTRY_REPLY")
+        if not rows:
+            return []
+        ids: list[int] = []
+        with self._lock:
+            try:
+                with self._tx():
+                    for row in rows:
+                        cursor = self._conn.execute(
+                            "INSERT INTO entries (mailbox_id, kind, data, stored_at) VALUES (?, ?, ?, ?)", row
+                        )
+                        ids.append(int(cursor.lastrowid))
+            except sqlite3.Error as exc:
+                raise self._fail(f"store {len(rows)} entries", exc) from exc
+        return ids
+
+    def fetch(self, mailbox_id: bytes, n: int) -> tuple[list[Entry], int]:
+        """The oldest ``n`` entries of a mailbox and how many more remain after them."""
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    "SELECT id, kind, data FROM entries WHERE mailbox_id = ? ORDER BY id LIMIT ?", [mailbox_id, n]
+                ).fetchall()
+                (total,) = self._conn.execute("SELECT count(*) FROM entries WHERE mailbox_id = ?", [mailbox_id]).fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail("fetch entries", exc) from exc
+        remaining = max(0, int(total) - len(rows))
+        return [Entry(int(k), int(i), remaining, bytes(d)) for i, k, d in rows], remaining
+
+    def delete(self, mailbox_id: bytes, ids: Iterable[int]) -> int:
+        """Delete those of ``ids`` that belong to this mailbox (others are ignored); how many."""
+        wanted = sorted({int(i) for i in ids if 0 < int(i) < 2**63})
+        if not wanted:
+            return 0
+        with self._lock:
+            try:
+                with self._tx():
+                    marks = ",".join("?" * len(wanted))
+                    cursor = self._conn.execute(
+                        f"DELETE FROM entries WHERE mailbox_id = ? AND id IN ({marks})", [mailbox_id, *wanted]
+                    )
+                    return int(cursor.rowcount)
+            except sqlite3.Error as exc:
+                raise self._fail("delete entries", exc) from exc
+
+    def usage(self, mailbox_id: bytes) -> Usage:
+        """Entries and data bytes a mailbox holds (for its quota)."""
+        with self._lock:
+            try:
+                count, size = self._conn.execute(
+                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM entries WHERE mailbox_id = ?", [mailbox_id]
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail("measure a mailbox", exc) from exc
+        return Usage(int(count), int(size))
+
+    def totals(self) -> Usage:
+        """Entries and data bytes over all mailboxes (for the status file)."""
+        with self._lock:
+            try:
+                count, size = self._conn.execute(
+                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM entries"
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail("measure the store", exc) from exc
+        return Usage(int(count), int(size))
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT (rolled back on any error); the caller holds the lock."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        elif self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")

@@ -36,6 +36,8 @@ boundary with ``raise ...Error(...) from exc``.
     ├── DirectoryError              a descriptor or consensus is rejected (has ``reason``)
     ├── PathError                   no usable path through the topology
     ├── StoreError                  a local SQLite store cannot be opened or written
+    ├── ProtocolError               a provider/agent request or answer is refused (has ``reason``)
+    ├── MailError                   a user's request cannot be done (has ``reason``; CLI-facing)
     └── TestnetError                a private Tor/I2P/anonmail test network failed
 """
 
@@ -71,6 +73,8 @@ __all__ = [
     "DirectoryError",
     "PathError",
     "StoreError",
+    "ProtocolError",
+    "MailError",
     "TestnetError",
 ]
 
@@ -229,6 +233,22 @@ class PathError(AnonmailError):
 
 class StoreError(AnonmailError):
     """A local SQLite store cannot be opened, migrated or written."""
+
+
+class ProtocolError(AnonmailError):
+    """A client<->provider message is malformed or refused; ``reason`` is a stable code."""
+
+    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class MailError(AnonmailError):
+    """A user's mail request cannot be done (unknown contact, full outbox...); says what to do."""
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class TestnetError(AnonmailError):

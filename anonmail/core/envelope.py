@@ -1,0 +1,94 @@
+"""What a message carries end to end: a small header and the body (sans-IO).
+
+Encoding (inside the fragments, so only the two ends ever see it)::
+
+    header length (u32 BE) | canonical JSON header | body bytes
+
+The header is ``{"v": 1, "type": "mail", "subject": str, "sent_at": int}`` for mail, or
+``{"v": 1, "type": "keys", "certs": [base64 EncryptionKeyCert...], "sent_at": int}`` for a key
+announcement (the body is empty). Receivers reject anything else with FragmentError.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from dataclasses import dataclass, field
+
+from anonmail.core.keys import EncryptionKeyCert
+from anonmail.errors import FragmentError, SignatureError
+
+__all__ = ["Envelope", "encode_mail", "encode_keys", "decode_envelope", "MAX_SUBJECT_CHARS"]
+
+MAX_SUBJECT_CHARS = 200
+_LEN = struct.Struct(">I")
+_MAX_HEADER = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded message: mail (subject, body) or a key announcement (certs)."""
+
+    type: str
+    sent_at: int
+    subject: str = ""
+    body: bytes = b""
+    certs: tuple[EncryptionKeyCert, ...] = field(default=())
+
+
+def _encode(header: dict, body: bytes) -> bytes:
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _LEN.pack(len(raw)) + raw + body
+
+
+def encode_mail(subject: str, body: bytes, *, sent_at: int) -> bytes:
+    """The message bytes of a mail (subject limited to MAX_SUBJECT_CHARS, no newlines)."""
+    if len(subject) > MAX_SUBJECT_CHARS or "\n" in subject or "\r" in subject:
+        raise ValueError(f"a subject is one line of at most {MAX_SUBJECT_CHARS} characters")
+    return _encode({"v": 1, "type": "mail", "subject": subject, "sent_at": int(sent_at)}, body)
+
+
+def encode_keys(certs: list[EncryptionKeyCert], *, sent_at: int) -> bytes:
+    """The message bytes of a key announcement (our current encryption-key certificates)."""
+    return _encode(
+        {"v": 1, "type": "keys", "sent_at": int(sent_at),
+         "certs": [base64.b64encode(c.to_bytes()).decode("ascii") for c in certs]},
+        b"",
+    )
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Parse message bytes; FragmentError saying what is wrong if they are not an envelope."""
+    if len(data) < _LEN.size:
+        raise FragmentError("message too short for an envelope header")
+    (length,) = _LEN.unpack_from(data)
+    if length > min(_MAX_HEADER, len(data) - _LEN.size):
+        raise FragmentError(f"envelope header length {length} is out of range")
+    try:
+        header = json.loads(data[_LEN.size : _LEN.size + length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FragmentError("envelope header is not JSON") from exc
+    body = data[_LEN.size + length :]
+    if not isinstance(header, dict) or header.get("v") != 1:
+        raise FragmentError("unknown envelope version")
+    sent_at = header.get("sent_at")
+    if not isinstance(sent_at, int) or isinstance(sent_at, bool):
+        raise FragmentError("envelope sent_at must be an integer")
+    kind = header.get("type")
+    if kind == "mail" and set(header) == {"v", "type", "subject", "sent_at"}:
+        subject = header["subject"]
+        if not isinstance(subject, str) or len(subject) > MAX_SUBJECT_CHARS:
+            raise FragmentError("envelope subject is malformed")
+        return Envelope("mail", sent_at, subject=subject, body=body)
+    if kind == "keys" and set(header) == {"v", "type", "certs", "sent_at"} and not body:
+        certs = header["certs"]
+        if not isinstance(certs, list) or not 1 <= len(certs) <= 16:
+            raise FragmentError("key announcement must carry 1 to 16 certificates")
+        try:
+            parsed = tuple(EncryptionKeyCert.from_bytes(base64.b64decode(c, validate=True)) for c in certs)
+        except (binascii.Error, TypeError, ValueError, SignatureError) as exc:
+            raise FragmentError(f"key announcement certificate is malformed: {exc}") from exc
+        return Envelope("keys", sent_at, certs=parsed)
+    raise FragmentError(f"unknown envelope type {kind!r} or wrong fields")

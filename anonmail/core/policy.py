@@ -16,6 +16,7 @@ reads the clock or touches the network.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "NodeRef",
     "Topology",
     "choose_path",
+    "PathPlanner",
     "loop_route",
 ]
 
@@ -137,6 +139,27 @@ def _weighted_choice(rng: random.Random, nodes: Sequence[NodeRef]) -> NodeRef:
     return rng.choices(nodes, weights=weights, k=1)[0]
 
 
+def _feasible(
+    topology: Topology, egress: NodeRef | None, layers: Sequence[int] | None
+) -> tuple[list[int], list[list[NodeRef]]]:
+    """The layer order and, per layer, the nodes that can still reach ``egress`` (backward pass)."""
+    order = list(layers) if layers is not None else list(range(1, len(topology.layers) + 1))
+    groups = []
+    for layer in order:
+        if not 1 <= layer <= len(topology.layers) or not topology.layers[layer - 1]:
+            raise PathError(f"mix layer {layer} has no nodes in the consensus")
+        groups.append(topology.layers[layer - 1])
+    feasible: list[list[NodeRef]] = [[] for _ in groups]
+    after: list[NodeRef] | None = [egress] if egress is not None else None
+    for i in range(len(groups) - 1, -1, -1):
+        feasible[i] = [n for n in groups[i] if after is None or any(_shares(n, m) for m in after)]
+        if not feasible[i]:
+            nxt = "the egress provider" if i == len(groups) - 1 else f"mix layer {order[i + 1]}"
+            raise PathError(f"no node of mix layer {order[i]} shares a transport with {nxt}")
+        after = feasible[i]
+    return order, feasible
+
+
 def choose_path(
     rng: random.Random,
     topology: Topology,
@@ -150,21 +173,7 @@ def choose_path(
 
     Returns only the mix nodes. Raises PathError naming the hop that has no common transport.
     """
-    order = list(layers) if layers is not None else list(range(1, len(topology.layers) + 1))
-    groups = []
-    for layer in order:
-        if not 1 <= layer <= len(topology.layers) or not topology.layers[layer - 1]:
-            raise PathError(f"mix layer {layer} has no nodes in the consensus")
-        groups.append(topology.layers[layer - 1])
-    # Backward pass: which nodes of each layer can still reach the egress.
-    feasible: list[list[NodeRef]] = [[] for _ in groups]
-    after: list[NodeRef] | None = [egress] if egress is not None else None
-    for i in range(len(groups) - 1, -1, -1):
-        feasible[i] = [n for n in groups[i] if after is None or any(_shares(n, m) for m in after)]
-        if not feasible[i]:
-            nxt = "the egress provider" if i == len(groups) - 1 else f"mix layer {order[i + 1]}"
-            raise PathError(f"no node of mix layer {order[i]} shares a transport with {nxt}")
-        after = feasible[i]
+    order, feasible = _feasible(topology, egress, layers)
     # Forward pass: sample among nodes reachable from the previous hop.
     path: list[NodeRef] = []
     previous = ingress
@@ -215,3 +224,74 @@ def loop_route(rng: random.Random, topology: Topology, me: NodeRef) -> list[Node
             continue
         return [*first, provider, *second, me]
     raise PathError(f"no loop route for {me.name} through any provider (last problem: {problem})")
+
+
+class PathPlanner:
+    """:func:`choose_path` for one fixed topology, with its per-hop candidate lists cached.
+
+    ``planner.choose(rng, ingress=, egress=)`` returns exactly what ``choose_path(rng, topology,
+    ingress=, egress=)`` returns and consumes the same random draws (a test checks this draw for
+    draw); it only skips recomputing which nodes can reach which, so a simulator (or a busy agent)
+    can draw millions of paths. Build a new planner when the consensus changes.
+    """
+
+    __slots__ = ("topology", "_plans")
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self._plans: dict[tuple, list[_Step]] = {}
+
+    def choose(
+        self,
+        rng: random.Random,
+        *,
+        ingress: NodeRef | None = None,
+        egress: NodeRef | None = None,
+        layers: Sequence[int] | None = None,
+    ) -> list[NodeRef]:
+        """One node per mix layer, as :func:`choose_path`; raises the same PathError."""
+        key = (
+            None if ingress is None else ingress.node_id,
+            None if egress is None else egress.node_id,
+            None if layers is None else tuple(layers),
+        )
+        plan = self._plans.get(key)
+        if plan is None:
+            order, feasible = _feasible(self.topology, egress, layers)
+            plan = self._plans[key] = [_Step(order, i, c) for i, c in enumerate(feasible)]
+        path: list[NodeRef] = []
+        previous = ingress
+        for step in plan:
+            nodes, cum_weights = step.reachable(previous)
+            if cum_weights is None:
+                previous = nodes[rng.randrange(len(nodes))]
+            else:
+                previous = rng.choices(nodes, cum_weights=cum_weights, k=1)[0]
+            path.append(previous)
+        return path
+
+
+class _Step:
+    """One hop of a cached plan: the feasible nodes, and per previous hop the reachable ones."""
+
+    __slots__ = ("order", "index", "candidates", "cache")
+
+    def __init__(self, order: list[int], index: int, candidates: list[NodeRef]) -> None:
+        self.order = order
+        self.index = index
+        self.candidates = candidates
+        self.cache: dict[bytes | None, tuple[list[NodeRef], list[float] | None]] = {}
+
+    def reachable(self, previous: NodeRef | None) -> tuple[list[NodeRef], list[float] | None]:
+        key = None if previous is None else previous.node_id
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        reachable = [n for n in self.candidates if _shares(previous, n)]
+        if not reachable:
+            i = self.index
+            before = "the ingress provider" if i == 0 else f"mix layer {self.order[i - 1]} ({previous.name})"
+            raise PathError(f"no node of mix layer {self.order[i]} shares a transport with {before}")
+        weights = [max(0.0, n.weight) for n in reachable]
+        hit = self.cache[key] = (reachable, list(itertools.accumulate(weights)) if any(weights) else None)
+        return hit

@@ -1,0 +1,121 @@
+"""``python -m simulations run [--json] [options]`` and ``python -m simulations sweep CONFIG --out DIR``.
+
+Bad input (an unknown option, a negative rate, a malformed or unknown key in a sweep config) is
+one line on stderr naming the option, key or file, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from anonmail.errors import AnonmailError
+from simulations.model import DEFAULTS, SimConfig
+
+__all__ = ["main", "build_parser"]
+
+_HELP = {
+    "clients": "number of clients (users)",
+    "providers": "number of providers; client i uses provider i mod P",
+    "layers": "mix layers",
+    "mixes_per_layer": "mixes in each layer",
+    "delay_mean": "mean per-hop mix delay in seconds (1/mu)",
+    "lambda_payload": "payload slots per second per client (0: real messages leave at once, no payload stream)",
+    "lambda_loop": "loop cover per second per client",
+    "lambda_drop": "drop cover per second per client (its own stream)",
+    "lambda_mix": "loop cover per second per mix",
+    "real_rate": "real messages written per second per client",
+    "fragments": "packets per real message",
+    "duration": "seconds of virtual time during which real messages are written",
+    "warmup": "entropy targets are sent after this many seconds (default duration/5)",
+    "drain": "cover keeps flowing this long after --duration (default about 12 path delays)",
+    "compromised": "fraction of mixes the adversary runs and sees through",
+    "link_latency": "fixed delay per link, seconds",
+    "provider_delay": "mean Exp delay at forwarding providers, seconds (default 0)",
+    "entropy_samples": "real messages whose anonymity is traced (the first ones after --warmup)",
+    "seed": "seed of every random draw",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: options mirror :class:`SimConfig` fields (underscores become dashes)."""
+    parser = _Parser(prog="python -m simulations", description="Simulate an anonmail mix network.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="simulate one network and print its metrics")
+    run.add_argument("--json", action="store_true", help="print one JSON object (DESIGN.md section 8)")
+    run.add_argument("--crypto", action="store_true", help="carry real Sphinx packets (small networks)")
+    for f in fields(SimConfig):
+        if f.name == "crypto":
+            continue
+        default = getattr(DEFAULTS, f.name)
+        kind = int if f.type == "int" else float
+        run.add_argument(
+            f"--{f.name.replace('_', '-')}", type=kind, default=default, dest=f.name,
+            help=f"{_HELP.get(f.name, f.name)} (default {default})",
+        )
+    sweep = sub.add_parser("sweep", help="run a grid of parameters from a TOML file, write CSV, JSON and plots")
+    sweep.add_argument("config", help="sweep TOML file (see simulations/example.toml)")
+    sweep.add_argument("--out", required=True, help="output directory")
+    sweep.add_argument("--workers", type=int, default=None, help="worker processes (default: cores, at most 2)")
+    sweep.add_argument("--no-plots", action="store_true", help="write CSV and JSON only")
+    return parser
+
+
+def _human(summary: dict) -> str:
+    def f(value, unit="", digits=3):
+        return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+    cfg = summary["config"]
+    lines = [
+        f"network: {cfg['clients']} clients, {cfg['providers']} providers, "
+        f"{cfg['layers']} x {cfg['mixes_per_layer']} mixes ({summary['compromised_mixes']} compromised), "
+        f"mean delay {cfg['delay_mean']} s per hop, {summary['mode']} packets",
+        f"messages: {summary['messages_delivered']} of {summary['messages_sent']} delivered; "
+        f"cover/real {f(summary['cover_ratio'], digits=2)}",
+        f"latency: mean {f(summary['latency_mean_s'], ' s')}, p50 {f(summary['latency_p50_s'], ' s')}, "
+        f"p95 {f(summary['latency_p95_s'], ' s')}, p99 {f(summary['latency_p99_s'], ' s')}",
+        f"anonymity ({summary['entropy_targets']} traced messages): entropy mean "
+        f"{f(summary['entropy_bits_mean'], ' bits', 2)} (p5 {f(summary['entropy_bits_p5'], '', 2)}, "
+        f"p95 {f(summary['entropy_bits_p95'], '', 2)}); over recipients "
+        f"{f(summary['recipient_entropy_bits_mean'], ' bits', 2)} of at most "
+        f"{f(summary['recipient_entropy_bound_bits'], '', 2)}",
+        f"linking: the adversary names the right recipient "
+        f"{f(None if summary['linking_success_rate'] is None else 100 * summary['linking_success_rate'], ' %', 1)}"
+        " of the time",
+        f"engine: {summary['sim_events']:,} events in {summary['wall_s']:.2f} s "
+        f"({summary['events_per_s'] or 0:,} events/s)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            from simulations.metrics import to_json
+            from simulations.runner import run_config
+
+            values = {f.name: getattr(args, f.name) for f in fields(SimConfig)}
+            config = SimConfig(**values).checked()
+            summary = run_config(config)
+            print(to_json(summary) if args.json else _human(summary))
+            return 0
+        from simulations.sweep import run_sweep
+
+        run_sweep(args.config, args.out, workers=args.workers, plots=not args.no_plots)
+        return 0
+    except AnonmailError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Simulation parameters: one frozen :class:`SimConfig`, checked once, with named defaults.
+
+Rates are per second per client (or per mix for ``lambda_mix``); delays and durations are in
+seconds of virtual time. :meth:`SimConfig.checked` refuses impossible values with a
+:class:`~anonmail.errors.ConfigError` that names the option, so the CLI and the sweep reader
+report them the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from anonmail.core.sizes import MAX_HOPS
+from anonmail.errors import ConfigError
+
+__all__ = ["SimConfig", "DEFAULTS"]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything one simulated run depends on (same config + seed → same result)."""
+
+    clients: int = 200
+    providers: int = 4
+    layers: int = 3
+    mixes_per_layer: int = 4
+    delay_mean: float = 0.5  # mean per-hop mix delay, seconds (1/μ)
+    lambda_payload: float = 1.0  # payload slots per second per client (0: no payload stream)
+    lambda_loop: float = 0.2  # client loop cover per second
+    lambda_drop: float = 0.2  # client drop cover per second (a stream of its own)
+    lambda_mix: float = 0.5  # mix loop cover per second per mix
+    real_rate: float = 0.05  # real messages written per second per client
+    fragments: int = 1  # packets per real message
+    duration: float = 120.0  # seconds during which real messages are written
+    warmup: float | None = None  # entropy targets are sent after this (default: duration / 5)
+    drain: float | None = None  # cover keeps flowing this long after duration (default: see below)
+    compromised: float = 0.0  # fraction of mixes the adversary runs
+    link_latency: float = 0.0  # fixed seconds per link
+    provider_delay: float = 0.0  # mean Exp delay at forwarding providers (0: forward at once)
+    entropy_samples: int = 200  # real messages whose anonymity is traced
+    seed: int = 1
+    crypto: bool = False  # real Sphinx packets (small networks)
+
+    def checked(self) -> SimConfig:
+        """This config (numbers normalised) if every value is possible, else ConfigError naming the option."""
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) != (f.type == "bool"):
+                raise ConfigError(f"--{_opt(f.name)}: must be {'true or false' if f.type == 'bool' else 'a number'}, got {value!r}")
+            if f.type == "int" and not isinstance(value, int):
+                raise ConfigError(f"--{_opt(f.name)}: must be an integer, got {value!r}")
+            if f.type.startswith("float") and isinstance(value, int):
+                changes[f.name] = float(value)
+            elif f.type.startswith("float") and value is not None and not isinstance(value, float):
+                raise ConfigError(f"--{_opt(f.name)}: must be a number, got {value!r}")
+        if changes:
+            return replace(self, **changes).checked()
+        for name in ("clients", "providers", "layers", "mixes_per_layer", "fragments"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_opt(name)}: must be >= 1, got {getattr(self, name)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{_opt(f.name)}: must be a finite number, got {value}")
+        for name in ("delay_mean", "lambda_payload", "lambda_loop", "lambda_drop", "lambda_mix",
+                     "real_rate", "link_latency", "provider_delay", "entropy_samples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_opt(name)}: must be >= 0, got {getattr(self, name)}")
+        if self.duration <= 0:
+            raise ConfigError(f"--duration: must be > 0, got {self.duration}")
+        for name in ("warmup", "drain"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or not math.isfinite(value)):
+                raise ConfigError(f"--{name}: must be a finite number >= 0, got {value}")
+        if not 0.0 <= self.compromised <= 1.0:
+            raise ConfigError(f"--compromised: must be a fraction in [0, 1], got {self.compromised}")
+        if self.clients < 2:
+            raise ConfigError(f"--clients: needs at least 2 (a sender and a recipient), got {self.clients}")
+        if self.crypto and self.layers + 2 > MAX_HOPS:
+            raise ConfigError(f"--layers: --crypto packets carry at most {MAX_HOPS - 2} mix layers, got {self.layers}")
+        return self
+
+    @property
+    def warmup_s(self) -> float:
+        """When entropy targets start: pools have filled by then."""
+        return self.duration / 5 if self.warmup is None else self.warmup
+
+    @property
+    def drain_s(self) -> float:
+        """How long traffic goes on after the last real message is written, so it can arrive."""
+        if self.drain is not None:
+            return self.drain
+        hop = self.delay_mean + self.link_latency
+        return max(5.0, 12 * (self.layers * hop + 2 * self.provider_delay) + 4 * self.link_latency)
+
+    def as_dict(self) -> dict:
+        """Plain values for the JSON output (effective warmup and drain filled in)."""
+        data = asdict(self)
+        data["warmup"] = self.warmup_s
+        data["drain"] = self.drain_s
+        return data
+
+    def with_(self, **changes: object) -> SimConfig:
+        """A copy with some values changed, checked."""
+        return replace(self, **changes).checked()
+
+
+def _opt(name: str) -> str:
+    return name.replace("_", "-")
+
+
+DEFAULTS = SimConfig()

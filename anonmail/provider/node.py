@@ -317,21 +317,21 @@ class Provider(MixNode):
                 return [encode_frame(Control(await self._auth(session, message)))], True
             if kind == "keys":
                 return [encode_frame(Control(await self._keys(message)))], True
+            if kind not in ("fetch", "confirm", "publish_keys"):
+                raise ProtocolError(f"unknown request type {kind!r}", reason="unknown_request")
             if session.mailbox is None:
                 raise ProtocolError(f"{kind!r} needs authentication first", reason="not_authenticated")
             if kind == "fetch":
                 return await self._fetch(session, message), True
             if kind == "confirm":
                 return [encode_frame(Control(await self._confirm(session, message)))], True
-            if kind == "publish_keys":
-                require_fields(message, ["certs"])
-                await self._store_certs(session, message["certs"])
-                return [encode_frame(Control({"type": "ok"}))], True
-            raise ProtocolError(f"unknown request type {kind!r}", reason="unknown_request")
+            require_fields(message, ["certs"])  # publish_keys
+            await self._store_certs(session, message["certs"])
+            return [encode_frame(Control({"type": "ok"}))], True
         except ProtocolError as exc:
             self.mail[f"refused_{exc.reason}"] += 1
-            # A failed authentication ends the session: its nonce is spent.
-            keep = not (kind == "auth" and session.mailbox is None)
+            # A bad signature ends the session (no second guess with the same nonce).
+            keep = not (kind == "auth" and exc.reason == "bad_signature")
             return [encode_frame(Control(error_message(exc.reason, str(exc))))], keep
         except StoreError as exc:
             log.error("%s", exc)

@@ -1,0 +1,599 @@
+"""The user agent (``anonmail agent``): Poisson payload stream, loop cover, fetch, ACKs, rotation.
+
+One task group per agent::
+
+    directory   keeps the current consensus (k-of-n signed)
+    session     one authenticated session with our provider; reconnects with back-off
+    payload     every Exp(λ_P) s: the next real fragment if one is due, else drop cover
+    loops       every Exp(λ_L) s: a loop (a fragment to ourselves, indistinguishable from mail)
+    fetch       every ``fetch_interval`` s: fetch a fixed-size batch, handle it, confirm it
+    refill      every ``poll_interval`` s: pick up mail the CLI queued and ACKs that timed out
+    keys        rotate our encryption key at half its lifetime and announce it to contacts
+
+Delivery guarantee: a fragment is retransmitted (fresh path, fresh delays, fresh SURB) until its
+ACK returns; ACKs and fragments are recorded in SQLite before anything is confirmed to the
+provider, and the inbox merges duplicates, so nothing is lost and nothing is delivered twice.
+
+Traffic shape: the payload stream's schedule never depends on what the user does — a real
+fragment only *replaces* the drop cover of a slot that happens anyway (tested statistically).
+
+What the agent reveals: to its provider, that it is a user and when it fetches; to everyone
+else nothing beyond a Poisson stream of constant-size packets. Logs carry counts, never
+addresses, subjects or message ids at INFO.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+
+from anonmail.agent import account
+from anonmail.agent.packets import Built, build_drop_packet, build_fragment_packet, surb_keys_from_bytes, surb_keys_to_bytes
+from anonmail.agent.store import AgentStore
+from anonmail.core import fragments as F
+from anonmail.core import mailproto
+from anonmail.core import sphinx
+from anonmail.core.address import Address, parse_address
+from anonmail.core.envelope import decode_envelope, encode_keys
+from anonmail.core.keys import IdentityKey
+from anonmail.core.policy import PoissonSchedule
+from anonmail.directory import DirectoryClient
+from anonmail.errors import (
+    AnonmailError,
+    FragmentError,
+    KeyExpiredError,
+    PacketError,
+    PathError,
+    ProtocolError,
+    TransportError,
+)
+from anonmail.net.router import Router
+
+__all__ = ["AgentSettings", "Agent", "AgentStats"]
+
+log = logging.getLogger("anonmail.agent")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """The agent's rates and timers (``agent.toml`` [agent] table)."""
+
+    provider: str
+    lambda_payload: float = 2.0
+    lambda_loop: float = 0.5
+    fetch_interval: float = 5.0
+    delay_mean: float = 0.5
+    #: Seconds to wait for an ACK before retransmitting; 0 = from the delays and fetch interval.
+    ack_timeout: float = 0.0
+    #: Extra seconds allowed for the transports (Tor/I2P round trips) in the automatic ACK timeout.
+    transport_slack: float = 20.0
+    key_lifetime: int = account.DEFAULT_KEY_LIFETIME
+    poll_interval: float = 1.0
+    #: Run crypto and SQLite work in threads (False: inline, for virtual-time tests).
+    threads: bool = True
+    #: Probability that a packet we send is lost on our link (the memory demo's --loss).
+    link_loss: float = 0.0
+
+    def effective_ack_timeout(self) -> float:
+        """ACK timeout: the given one, or 3× the mean round trip's mixing plus fetch and slack."""
+        if self.ack_timeout > 0:
+            return self.ack_timeout
+        return 3 * 6 * self.delay_mean + 2 * self.fetch_interval + self.transport_slack
+
+
+@dataclass
+class AgentStats:
+    """What the agent did (``anonmail agent`` prints it; the demo reports it)."""
+
+    packets_real: int = 0
+    packets_drop: int = 0
+    packets_loop: int = 0
+    retransmissions: int = 0
+    slots_missed: int = 0
+    loops_returned: int = 0
+    acks: int = 0
+    fetches: int = 0
+    fragments_received: int = 0
+    duplicates_merged: int = 0
+    delivered: int = 0
+    bad_entries: int = 0
+    emissions: list[float] = field(default_factory=list)
+
+    @property
+    def packets_cover(self) -> int:
+        """Drop plus loop cover."""
+        return self.packets_drop + self.packets_loop
+
+    def as_dict(self) -> dict:
+        """JSON-ready counters."""
+        return {k: v for k, v in self.__dict__.items() if k != "emissions"} | {"packets_cover": self.packets_cover}
+
+
+class Agent:
+    """One user's agent; ``await tg.start(agent.run)`` runs it until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        identity: IdentityKey,
+        store: AgentStore,
+        router: Router,
+        directory: DirectoryClient,
+        settings: AgentSettings,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        on_delivered: Callable[[int, str], None] | None = None,
+        keep_emissions: bool = False,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self.router = router
+        self.directory = directory
+        self.settings = settings
+        self.rng = rng if rng is not None else random.SystemRandom()
+        self.wall_clock = wall_clock
+        self.on_delivered = on_delivered
+        self.address = Address.for_key(identity.public, settings.provider)
+        self.stats = AgentStats()
+        self._keep_emissions = keep_emissions
+        self._ready: deque[tuple[bytes, int]] = deque()
+        self._queued: set[tuple[bytes, int]] = set()
+        self._split: OrderedDict[bytes, list[F.Fragment]] = OrderedDict()
+        self._loops: dict[bytes, float] = {}
+        self._loop_surbs: set[bytes] = set()
+        self._lookups: dict[bytes, float] = {}
+        self._client = None
+        self._client_lock = anyio.Lock()
+        self._session_lost = anyio.Event()
+        self._connected = anyio.Event()
+        self._secrets: list[bytes] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; reports started once the session with the provider is up."""
+        self._secrets = await self._blocking(account.my_secrets, self.store, self.identity)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self.directory.run)
+                tg.start_soon(self._session_keeper)
+                await self._connected.wait()
+                tg.start_soon(self._payload_stream)
+                tg.start_soon(self._loop_stream)
+                tg.start_soon(self._fetcher)
+                tg.start_soon(self._refiller)
+                tg.start_soon(self._key_rotator)
+                task_status.started(self)
+        finally:
+            client, self._client = self._client, None
+            if client is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    await client.aclose()
+
+    async def _blocking(self, fn: Callable, *args: object, **kwargs: object) -> object:
+        """Run store/crypto work in a thread (inline when ``threads`` is off, for virtual time)."""
+        call = functools.partial(fn, *args, **kwargs)
+        if not self.settings.threads:
+            await anyio.lowlevel.checkpoint()
+            return call()
+        return await anyio.to_thread.run_sync(call)
+
+    def now(self) -> int:
+        """Wall-clock seconds (certificate validity)."""
+        return int(self.wall_clock())
+
+    @property
+    def connected(self) -> bool:
+        """Whether a session with the provider is up."""
+        return self._client is not None
+
+    # ------------------------------------------------------------------ session
+
+    def _home(self):
+        consensus = self.directory.current()
+        return consensus, (consensus.by_name(self.settings.provider) if consensus is not None else None)
+
+    async def _session_keeper(self) -> None:
+        """Keep one authenticated session with our provider, reconnecting with back-off."""
+        from anonmail.net.provider_client import ProviderClient
+
+        backoff = 0.5
+        while True:
+            _, home = self._home()
+            address = None
+            if home is not None:
+                address = next((a for a in home.addresses if self.router.can_reach(a)), None)
+            if address is None:
+                await anyio.sleep(1.0)
+                continue
+            try:
+                certs = await self._blocking(account.my_certs, self.store, now=self.now())
+                client = await ProviderClient.connect(self.router, address, self.identity, self.settings.provider,
+                                                      op="login", certs=certs, timeout=60.0)
+            except (TransportError, ProtocolError, TimeoutError, OSError) as exc:
+                log.info("session with our provider failed (%s); retrying in %.1f s", _why(exc), backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 0.5
+            self._session_lost = anyio.Event()
+            self._client = client
+            self._connected.set()
+            log.info("session with our provider is up")
+            await self._session_lost.wait()
+            self._client = None
+            with anyio.move_on_after(2):
+                await client.aclose()
+
+    def _drop_session(self, exc: BaseException) -> None:
+        if self._client is not None:
+            log.info("session with our provider broke (%s)", _why(exc))
+            self._client = None
+            self._session_lost.set()
+
+    async def _send(self, packet: bytes) -> bool:
+        """Hand one packet to our provider; False if no session (the slot is lost, not the mail)."""
+        client = self._client
+        if client is None:
+            return False
+        if self.settings.link_loss and self.rng.random() < self.settings.link_loss:
+            return True  # lost on the link, as the demo's --loss asks
+        try:
+            async with self._client_lock:
+                with anyio.fail_after(30):
+                    await client.send_packets([packet])
+        except (TransportError, ProtocolError, TimeoutError, OSError, anyio.BrokenResourceError,
+                anyio.ClosedResourceError, anyio.EndOfStream) as exc:
+            self._drop_session(exc)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ payload stream
+
+    async def _sleep_until(self, deadline: float) -> None:
+        if deadline == math.inf:
+            await anyio.sleep_forever()
+        await anyio.sleep(max(0.0, deadline - anyio.current_time()))
+
+    async def _payload_stream(self) -> None:
+        """One packet per Exp(λ_P) slot: a due real fragment, else drop cover."""
+        schedule = PoissonSchedule(self.settings.lambda_payload, self.rng, start=anyio.current_time())
+        while True:
+            await self._sleep_until(schedule.next())
+            await self._payload_slot()
+
+    async def _payload_slot(self) -> None:
+        consensus, home = self._home()
+        if consensus is None or home is None or self._client is None:
+            self.stats.slots_missed += 1
+            return
+        built: Built | None = None
+        item = None
+        while self._ready and built is None:
+            item = self._ready.popleft()
+            self._queued.discard(item)
+            try:
+                built = await self._blocking(self._build_real, consensus, home, item)
+            except (AnonmailError, ValueError) as exc:
+                log.warning("cannot build a fragment now (%s); it stays queued", _why(exc))
+                built = None
+        kind = "real" if built is not None else "drop"
+        if built is None:
+            try:
+                built = await self._blocking(lambda: build_drop_packet(self.rng, consensus, home=home,
+                                                                        delay_mean=self.settings.delay_mean))
+            except PathError as exc:
+                log.warning("no path for cover traffic: %s", exc)
+                self.stats.slots_missed += 1
+                return
+        sent = await self._send(built.packet)
+        if not sent:
+            self.stats.slots_missed += 1
+            if kind == "real" and item is not None and item not in self._queued:
+                self._ready.appendleft(item)
+                self._queued.add(item)
+            return
+        self._emitted()
+        if kind == "real":
+            self.stats.packets_real += 1
+        else:
+            self.stats.packets_drop += 1
+
+    def _emitted(self) -> None:
+        if self._keep_emissions:
+            self.stats.emissions.append(anyio.current_time())
+
+    def _fragments_of(self, message_id: bytes, body: bytes) -> list[F.Fragment]:
+        frags = self._split.get(message_id)
+        if frags is None:
+            frags = F.split_message(body, message_id)
+            self._split[message_id] = frags
+            while len(self._split) > 8:
+                self._split.popitem(last=False)
+        self._split.move_to_end(message_id)
+        return frags
+
+    def _build_real(self, consensus, home, item: tuple[bytes, int]) -> Built | None:
+        """(Thread.) Build a fragment's packet and record the transmission (SURB keys first)."""
+        message_id, idx = item
+        info = self.store.message_body(message_id)
+        if info is None:
+            return None
+        recipient_text, _kind, _subject, body, _created = info
+        recipient = parse_address(recipient_text)
+        now = self.now()
+        try:
+            cert = account.contact_key(self.store, recipient.fingerprint, now=now)
+        except KeyExpiredError as exc:
+            self._want_keys(recipient)
+            if now - self._lookups.get(recipient.fingerprint, now) > 3 * self.settings.fetch_interval + 30:
+                self.store.fail_message(message_id, f"{exc}")
+            return None
+        if cert is None:
+            self._want_keys(recipient)
+            return None
+        target = consensus.by_name(recipient.provider)
+        if target is None or target.role != "provider":
+            raise PathError(f"the recipient's provider {recipient.provider!r} is not in the current consensus")
+        fragment = self._fragments_of(message_id, body)[idx]
+        built = build_fragment_packet(
+            self.rng, consensus, home=home, recipient_provider=target, sender=self.identity,
+            sender_address=self.address, recipient=recipient, recipient_key=cert.encryption_public,
+            fragment=fragment, delay_mean=self.settings.delay_mean)
+        assert built.surb_keys is not None
+        self.store.record_transmission(message_id, idx, built.surb_keys.surb_id, surb_keys_to_bytes(built.surb_keys),
+                                       self.wall_clock())
+        return built
+
+    def _want_keys(self, recipient: Address) -> None:
+        """Look a recipient's keys up at their provider (at most once a minute per recipient)."""
+        last = self._lookups.get(recipient.fingerprint)
+        now = self.wall_clock()
+        if last is not None and now - last < 60:
+            return
+        self._lookups[recipient.fingerprint] = now
+        assert self._tg is not None
+        anyio.from_thread.run_sync(self._tg.start_soon, self._lookup, recipient) if self.settings.threads \
+            else self._tg.start_soon(self._lookup, recipient)
+
+    async def _lookup(self, recipient: Address) -> None:
+        from anonmail.net.provider_client import lookup_keys
+
+        consensus, _ = self._home()
+        target = consensus.by_name(recipient.provider) if consensus is not None else None
+        address = next((a for a in target.addresses if self.router.can_reach(a)), None) if target else None
+        if address is None:
+            log.warning("cannot look up a contact's keys: their provider is not reachable in the consensus")
+            return
+        try:
+            identity, certs = await lookup_keys(self.router, address, recipient, timeout=60.0)
+        except ProtocolError as exc:
+            if exc.reason == "unknown_user":
+                await self._blocking(self._fail_to, recipient, f"{recipient} does not exist at {recipient.provider}")
+            log.warning("key lookup failed: %s", exc.reason)
+            return
+        except (TransportError, TimeoutError, AnonmailError) as exc:
+            log.warning("key lookup failed (%s); will retry", _why(exc))
+            self._lookups.pop(recipient.fingerprint, None)
+            return
+        rows = [(c.to_bytes(), c.not_before, c.not_after) for c in certs if c.identity_public == identity]
+        await self._blocking(self.store.add_contact_certs, recipient.fingerprint, identity, rows)
+
+    def _fail_to(self, recipient: Address, error: str) -> None:
+        for message in self.store.outbox(include_acknowledged=False):
+            if message.recipient == str(recipient):
+                self.store.fail_message(message.message_id, error)
+
+    # ------------------------------------------------------------------ refill and retransmission
+
+    async def _refiller(self) -> None:
+        """Queue fragments that were never sent, or whose ACK is overdue (retransmission)."""
+        timeout = self.settings.effective_ack_timeout()
+        while True:
+            rows = await self._blocking(self.store.unacked_fragments)
+            now = self.wall_clock()
+            for message_id, idx, attempts, last_sent in rows:
+                item = (message_id, idx)
+                if item in self._queued:
+                    continue
+                if attempts == 0:
+                    self._ready.append(item)
+                elif last_sent is not None and now - last_sent > timeout * min(1.5 ** (attempts - 1), 4.0):
+                    self._ready.appendleft(item)  # retransmissions go first
+                    self.stats.retransmissions += 1
+                else:
+                    continue
+                self._queued.add(item)
+            await anyio.sleep(self.settings.poll_interval)
+
+    # ------------------------------------------------------------------ loops
+
+    async def _loop_stream(self) -> None:
+        """Loop cover at λ_L: a fragment to ourselves; counted returned when fetched back."""
+        schedule = PoissonSchedule(self.settings.lambda_loop, self.rng, start=anyio.current_time())
+        while True:
+            await self._sleep_until(schedule.next())
+            consensus, home = self._home()
+            if consensus is None or home is None or self._client is None:
+                continue
+            my_key = await self._blocking(account.my_certs, self.store, now=self.now())
+            if not my_key:
+                continue
+            message_id = os.urandom(F.MESSAGE_ID_BYTES)
+            fragment = F.split_message(b"", message_id)[0]
+            try:
+                built = await self._blocking(lambda: build_fragment_packet(
+                    self.rng, consensus, home=home, recipient_provider=home, sender=self.identity,
+                    sender_address=self.address, recipient=self.address, recipient_key=my_key[0].encryption_public,
+                    fragment=fragment, delay_mean=self.settings.delay_mean))
+            except PathError:
+                continue
+            if await self._send(built.packet):
+                self._emitted()
+                self.stats.packets_loop += 1
+                self._loops[message_id] = anyio.current_time()
+                assert built.surb_keys is not None
+                self._loop_surbs.add(built.surb_keys.surb_id)
+                if len(self._loops) > 10000:
+                    self._loops.pop(next(iter(self._loops)))
+                if len(self._loop_surbs) > 10000:
+                    self._loop_surbs.pop()
+
+    # ------------------------------------------------------------------ fetch
+
+    async def _fetcher(self) -> None:
+        """Fetch on a fixed schedule; handle entries durably; then confirm them."""
+        while True:
+            await anyio.sleep(self.settings.fetch_interval)
+            await self.fetch_once()
+
+    async def fetch_once(self) -> int:
+        """One fetch round; returns how many entries were real."""
+        client = self._client
+        if client is None:
+            return 0
+        try:
+            async with self._client_lock:
+                with anyio.fail_after(60):
+                    result = await client.fetch()
+                handled = await self._blocking(self._handle_entries, result.entries)
+                with anyio.fail_after(60):
+                    await client.confirm(handled)
+        except (TransportError, ProtocolError, TimeoutError, OSError, anyio.BrokenResourceError,
+                anyio.ClosedResourceError, anyio.EndOfStream) as exc:
+            self._drop_session(exc)
+            return 0
+        self.stats.fetches += 1
+        return len(result.entries)
+
+    def _handle_entries(self, entries) -> list[int]:
+        """(Thread.) Act on fetched entries; return the ids that may be confirmed (all handled)."""
+        done = []
+        for entry in entries:
+            try:
+                if entry.kind == mailproto.ENTRY_REPLY:
+                    self._handle_reply(entry.data)
+                elif entry.kind == mailproto.ENTRY_FRAGMENT:
+                    self._handle_fragment(entry.data)
+            except (FragmentError, PacketError) as exc:
+                self.stats.bad_entries += 1
+                log.info("dropped a mailbox entry that does not open (%s)", type(exc).__name__)
+            done.append(entry.entry_id)
+        return done
+
+    def _handle_reply(self, data: bytes) -> None:
+        surb_id, body = data[:16], data[16:]
+        if surb_id in self._loop_surbs:
+            self._loop_surbs.discard(surb_id)
+            return
+        found = self.store.surb_keys(surb_id)
+        if found is None:
+            return  # an ACK for a fragment already acknowledged through another transmission
+        message_id, idx, blob = found
+        if sphinx.open_surb_reply(surb_keys_from_bytes(blob), body) != F.ACK_MESSAGE:
+            raise FragmentError("a reply on an ACK SURB is not an ACK")
+        new, complete = self.store.acknowledge(message_id, idx, self.wall_clock())
+        if new:
+            self.stats.acks += 1
+
+    def _handle_fragment(self, sealed: bytes) -> None:
+        opened = F.open_fragment(sealed, recipient_keys=self._secrets, recipient_address=self.address)
+        frag = opened.fragment
+        if opened.sender == self.address and frag.message_id in self._loops:
+            del self._loops[frag.message_id]
+            self.stats.loops_returned += 1
+            return
+        self.stats.fragments_received += 1
+        state = self.store.add_fragment(
+            sender_fpr=opened.sender.fingerprint, sender=str(opened.sender), message_id=frag.message_id,
+            idx=frag.index, count=frag.count, total=frag.total_length, data=frag.data, now=self.wall_clock())
+        if state == "duplicate":
+            self.stats.duplicates_merged += 1
+            return
+        if state != "complete":
+            return
+        assembled = self.store.assemble(opened.sender.fingerprint, frag.message_id)
+        if assembled is None:
+            return
+        sender, data, _first = assembled
+        try:
+            envelope = decode_envelope(data)
+        except FragmentError:
+            self.store.finish_message(sender_fpr=opened.sender.fingerprint, sender=sender,
+                                      message_id=frag.message_id, subject=None, body=b"", sent_at=0,
+                                      now=self.wall_clock())
+            raise
+        if envelope.type == "keys":
+            rows = [(c.to_bytes(), c.not_before, c.not_after) for c in envelope.certs
+                    if c.identity_public == opened.sender_identity]
+            self.store.add_contact_certs(opened.sender.fingerprint, opened.sender_identity, rows)
+            self.store.finish_message(sender_fpr=opened.sender.fingerprint, sender=sender,
+                                      message_id=frag.message_id, subject=None, body=b"", sent_at=envelope.sent_at,
+                                      now=self.wall_clock())
+            return
+        ident = self.store.finish_message(
+            sender_fpr=opened.sender.fingerprint, sender=sender, message_id=frag.message_id,
+            subject=envelope.subject, body=envelope.body, sent_at=envelope.sent_at, now=self.wall_clock())
+        if ident is not None:
+            self.stats.delivered += 1
+            if self.on_delivered is not None:
+                self.on_delivered(ident, frag.message_id.hex())
+
+    # ------------------------------------------------------------------ key rotation
+
+    async def _key_rotator(self) -> None:
+        """Rotate our encryption key at half its lifetime; publish and announce the new one."""
+        lifetime = self.settings.key_lifetime
+        while True:
+            now = self.now()
+            keys = await self._blocking(self.store.my_keys)
+            if not keys or now >= keys[0][3] + lifetime // 2:
+                await self.rotate_key()
+            await self._blocking(self.store.drop_my_keys_before, now)
+            await anyio.sleep(max(1.0, min(3600.0, lifetime / 20)))
+
+    async def rotate_key(self) -> None:
+        """Make a new encryption key now, publish it at our provider and announce it to contacts."""
+        now = self.now()
+        cert = await self._blocking(lambda: account.add_encryption_key(
+            self.store, self.identity, now=now, lifetime=self.settings.key_lifetime))
+        self._secrets = await self._blocking(account.my_secrets, self.store, self.identity)
+        client = self._client
+        if client is not None:
+            try:
+                async with self._client_lock:
+                    with anyio.fail_after(60):
+                        await client.publish_keys(await self._blocking(account.my_certs, self.store, now=now))
+            except (TransportError, ProtocolError, TimeoutError, OSError, anyio.BrokenResourceError) as exc:
+                self._drop_session(exc)  # the next login publishes them
+        await self._blocking(self._announce, cert, now)
+        log.info("rotated our encryption key; announced it to contacts")
+
+    def _announce(self, cert, now: int) -> None:
+        from anonmail.agent.outbox import queue_envelope
+
+        body = encode_keys([cert], sent_at=now)
+        for _name, address in self.store.contacts():
+            queue_envelope(self.store, recipient=address, kind="keys", subject="", envelope=body,
+                           now=self.wall_clock())
+
+
+def _why(exc: BaseException) -> str:
+    """A short, secret-free description of an error for logs."""
+    reason = getattr(exc, "reason", None)
+    return f"{type(exc).__name__}{f': {reason}' if reason else ''}"

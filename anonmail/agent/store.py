@@ -1,0 +1,427 @@
+"""The agent's durable state in one SQLite file: contacts, keys, outbox, inbox, ACK bookkeeping.
+
+SQLite is the interface between the CLI and a running agent (DESIGN.md §1): ``anonmail send``
+inserts into the outbox and returns; the agent picks the message up, fragments it, sends the
+fragments in its Poisson payload slots and marks them acknowledged as ACKs return. Both open the
+same file (WAL, ``synchronous=FULL``, ``secure_delete=ON``, a busy timeout), so either may run
+without the other and nothing is lost when one of them crashes:
+
+* a message is in ``outbox`` before ``send`` returns; its fragments are acknowledged one by one
+  and it is *acknowledged* when all are;
+* every transmission's SURB keys are stored before the packet leaves, so an ACK that arrives
+  after a restart still opens;
+* a received fragment is committed (``partials``) before the agent confirms it to the provider,
+  and a completed message moves to ``inbox`` and into ``received`` in one transaction, so a
+  retransmitted duplicate is merged, never shown twice (``received`` outlives ``delete``).
+
+Secrets: encryption-key secrets are stored encrypted under a key derived from the identity seed
+(which lives only in the passphrase-sealed key file), so the database alone opens nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from anonmail.errors import StoreError
+
+__all__ = ["AgentStore", "OutboxMessage", "InboxMessage", "SCHEMA_VERSION", "STATES"]
+
+SCHEMA_VERSION = 1
+#: Outbox states, in order.
+STATES = ("queued", "sending", "acknowledged", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS contacts (
+    name TEXT PRIMARY KEY, address TEXT NOT NULL UNIQUE, added_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS contact_certs (
+    fingerprint BLOB NOT NULL, identity BLOB NOT NULL, cert BLOB NOT NULL,
+    not_before INTEGER NOT NULL, not_after INTEGER NOT NULL, PRIMARY KEY (fingerprint, cert));
+CREATE TABLE IF NOT EXISTS my_keys (
+    public BLOB PRIMARY KEY, secret_box BLOB NOT NULL, cert BLOB NOT NULL,
+    not_before INTEGER NOT NULL, not_after INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, message_id BLOB NOT NULL UNIQUE, recipient TEXT NOT NULL,
+    kind TEXT NOT NULL, subject TEXT NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL,
+    fragments INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0, transmissions INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL, created_at REAL NOT NULL, acked_at REAL, error TEXT);
+CREATE TABLE IF NOT EXISTS fragments (
+    message_id BLOB NOT NULL, idx INTEGER NOT NULL, acked INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0, last_sent REAL, PRIMARY KEY (message_id, idx));
+CREATE TABLE IF NOT EXISTS surbs (
+    surb_id BLOB PRIMARY KEY, message_id BLOB NOT NULL, idx INTEGER NOT NULL, keys BLOB NOT NULL,
+    created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS partials (
+    sender_fpr BLOB NOT NULL, message_id BLOB NOT NULL, idx INTEGER NOT NULL, count INTEGER NOT NULL,
+    total INTEGER NOT NULL, sender TEXT NOT NULL, data BLOB NOT NULL, first_seen REAL NOT NULL,
+    PRIMARY KEY (sender_fpr, message_id, idx));
+CREATE TABLE IF NOT EXISTS received (
+    sender_fpr BLOB NOT NULL, message_id BLOB NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (sender_fpr, message_id));
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, sender TEXT NOT NULL, message_id BLOB NOT NULL,
+    subject TEXT NOT NULL, body BLOB NOT NULL, sent_at INTEGER NOT NULL, received_at REAL NOT NULL,
+    read INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A row of the outbox as the CLI shows it."""
+
+    id: int
+    message_id: bytes
+    recipient: str
+    kind: str
+    subject: str
+    size: int
+    fragments: int
+    acked: int
+    transmissions: int
+    state: str
+    created_at: float
+    acked_at: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    """A received message."""
+
+    id: int
+    sender: str
+    message_id: bytes
+    subject: str
+    body: bytes
+    sent_at: int
+    received_at: float
+    read: bool
+
+
+class AgentStore:
+    """One user's database; safe to use from several threads (one connection per thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        try:
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+            with conn:
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             [str(SCHEMA_VERSION)])
+            version = self.meta("schema_version")
+        except sqlite3.Error as exc:
+            raise StoreError(f"agent store {self.path}: {exc}") from exc
+        if version != str(SCHEMA_VERSION):
+            raise StoreError(f"agent store {self.path} has schema version {version}; "
+                             f"this anonmail understands {SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA secure_delete=ON")
+                conn.execute("PRAGMA busy_timeout=30000")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open agent store {self.path}: {exc}") from exc
+            try:
+                self.path.chmod(0o600)
+            except OSError:
+                pass
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def _tx(self):
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT), durable on commit."""
+        return _Transaction(self._conn(), self.path)
+
+    def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, list(args)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"agent store {self.path}: {exc}") from exc
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """A sqlite-utils view of this thread's connection (for inspection and tests)."""
+        return sqlite_utils.Database(self._conn())
+
+    def close(self) -> None:
+        """Close every connection (call once, when done)."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ meta and counters
+
+    def meta(self, key: str) -> str | None:
+        """A settings value (address, provider, ...), or None."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", [key])
+        return rows[0][0] if rows else None
+
+    def set_meta(self, **values: str) -> None:
+        """Set settings values."""
+        with self._tx() as c:
+            c.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
+
+    def bump(self, **deltas: int) -> None:
+        """Add to named counters (packets_real, packets_cover, ...)."""
+        with self._tx() as c:
+            for name, delta in deltas.items():
+                c.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                          "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", [name, delta])
+
+    def counters(self) -> dict[str, int]:
+        """All counters."""
+        return dict(self._query("SELECT name, value FROM counters ORDER BY name"))
+
+    # ------------------------------------------------------------------ contacts
+
+    def add_contact(self, name: str, address: str, *, now: float) -> None:
+        """Remember a petname for an address (both must be new)."""
+        with self._tx() as c:
+            try:
+                c.execute("INSERT INTO contacts (name, address, added_at) VALUES (?, ?, ?)", [name, address, int(now)])
+            except sqlite3.IntegrityError:
+                row = c.execute("SELECT name, address FROM contacts WHERE name = ? OR address = ?",
+                                [name, address]).fetchone()
+                raise StoreError(f"contact {row[0]!r} already exists for {row[1]}") from None
+
+    def contacts(self) -> list[tuple[str, str]]:
+        """(name, address) pairs, by name."""
+        return [(r[0], r[1]) for r in self._query("SELECT name, address FROM contacts ORDER BY name")]
+
+    def contact_address(self, name: str) -> str | None:
+        """The address of a petname."""
+        rows = self._query("SELECT address FROM contacts WHERE name = ?", [name])
+        return rows[0][0] if rows else None
+
+    def contact_name(self, address: str) -> str | None:
+        """The petname of an address, if any."""
+        rows = self._query("SELECT name FROM contacts WHERE address = ?", [address])
+        return rows[0][0] if rows else None
+
+    def add_contact_certs(self, fingerprint: bytes, identity: bytes, certs: Iterable[tuple[bytes, int, int]]) -> int:
+        """Store verified encryption-key certificates of a contact; returns how many were new."""
+        new = 0
+        with self._tx() as c:
+            for blob, not_before, not_after in certs:
+                cur = c.execute("INSERT OR IGNORE INTO contact_certs VALUES (?, ?, ?, ?, ?)",
+                                [fingerprint, identity, blob, not_before, not_after])
+                new += cur.rowcount
+        return new
+
+    def contact_certs(self, fingerprint: bytes) -> list[bytes]:
+        """Certificates stored for a contact's fingerprint (newest first)."""
+        rows = self._query("SELECT cert FROM contact_certs WHERE fingerprint = ? ORDER BY not_before DESC",
+                           [fingerprint])
+        return [bytes(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ own keys
+
+    def add_my_key(self, public: bytes, secret_box: bytes, cert: bytes, not_before: int, not_after: int) -> None:
+        """Store one of our encryption keys (secret encrypted by the caller)."""
+        with self._tx() as c:
+            c.execute("INSERT INTO my_keys VALUES (?, ?, ?, ?, ?)", [public, secret_box, cert, not_before, not_after])
+
+    def my_keys(self) -> list[tuple[bytes, bytes, bytes, int, int]]:
+        """(public, secret_box, cert, not_before, not_after), newest first."""
+        rows = self._query("SELECT public, secret_box, cert, not_before, not_after FROM my_keys "
+                           "ORDER BY not_before DESC")
+        return [(bytes(a), bytes(b), bytes(c), d, e) for a, b, c, d, e in rows]
+
+    def drop_my_keys_before(self, not_after: int) -> int:
+        """Delete our keys that expired before ``not_after`` (forward secrecy)."""
+        with self._tx() as c:
+            return c.execute("DELETE FROM my_keys WHERE not_after < ?", [not_after]).rowcount
+
+    # ------------------------------------------------------------------ outbox
+
+    def queue_message(self, *, message_id: bytes, recipient: str, kind: str, subject: str, body: bytes,
+                      size: int, fragments: int, now: float, quota_bytes: int | None = None) -> int:
+        """Put a message in the outbox (durably); StoreError(outbox_full) above ``quota_bytes``."""
+        with self._tx() as c:
+            if quota_bytes is not None:
+                (pending,) = c.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE state IN ('queued', 'sending')"
+                                       ).fetchone()
+                if pending + size > quota_bytes:
+                    raise OutboxFullError(pending, size, quota_bytes)
+            cur = c.execute(
+                "INSERT INTO outbox (message_id, recipient, kind, subject, body, size, fragments, state, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+                [message_id, recipient, kind, subject, body, size, fragments, now])
+            c.executemany("INSERT INTO fragments (message_id, idx) VALUES (?, ?)",
+                          [(message_id, i) for i in range(fragments)])
+            return int(cur.lastrowid)
+
+    def outbox(self, *, include_acknowledged: bool = True) -> list[OutboxMessage]:
+        """Outbox rows, oldest first."""
+        where = "" if include_acknowledged else "WHERE state != 'acknowledged'"
+        rows = self._query(
+            "SELECT id, message_id, recipient, kind, subject, size, fragments, acked, transmissions, state,"
+            f" created_at, acked_at FROM outbox {where} ORDER BY id")
+        return [OutboxMessage(r[0], bytes(r[1]), *r[2:]) for r in rows]
+
+    def message_body(self, message_id: bytes) -> tuple[str, str, str, bytes, float] | None:
+        """(recipient, kind, subject, body, created_at) of an outbox message."""
+        rows = self._query("SELECT recipient, kind, subject, body, created_at FROM outbox WHERE message_id = ?",
+                           [message_id])
+        return (rows[0][0], rows[0][1], rows[0][2], bytes(rows[0][3]), rows[0][4]) if rows else None
+
+    def fail_message(self, message_id: bytes, error: str) -> None:
+        """Give up on a message that cannot be sent (the user sees ``error`` in the outbox)."""
+        with self._tx() as c:
+            c.execute("UPDATE outbox SET state = 'failed', error = ? WHERE message_id = ? AND state != 'acknowledged'",
+                      [error, message_id])
+
+    def unacked_fragments(self) -> list[tuple[bytes, int, int, float | None]]:
+        """(message_id, idx, attempts, last_sent) of every fragment still waiting for its ACK, in order."""
+        rows = self._query(
+            "SELECT f.message_id, f.idx, f.attempts, f.last_sent FROM fragments f JOIN outbox o"
+            " ON o.message_id = f.message_id WHERE f.acked = 0 AND o.state != 'failed' ORDER BY o.id, f.idx")
+        return [(bytes(a), b, c, d) for a, b, c, d in rows]
+
+    def record_transmission(self, message_id: bytes, idx: int, surb_id: bytes, keys: bytes, now: float) -> None:
+        """Before a fragment's packet leaves: keep its SURB keys, count the attempt."""
+        with self._tx() as c:
+            c.execute("INSERT INTO surbs VALUES (?, ?, ?, ?, ?)", [surb_id, message_id, idx, keys, now])
+            c.execute("UPDATE fragments SET attempts = attempts + 1, last_sent = ? WHERE message_id = ? AND idx = ?",
+                      [now, message_id, idx])
+            c.execute("UPDATE outbox SET transmissions = transmissions + 1,"
+                      " state = CASE state WHEN 'queued' THEN 'sending' ELSE state END WHERE message_id = ?",
+                      [message_id])
+
+    def surb_keys(self, surb_id: bytes) -> tuple[bytes, int, bytes] | None:
+        """(message_id, idx, keys) for a SURB we made, or None (unknown or already used)."""
+        rows = self._query("SELECT message_id, idx, keys FROM surbs WHERE surb_id = ?", [surb_id])
+        return (bytes(rows[0][0]), rows[0][1], bytes(rows[0][2])) if rows else None
+
+    def acknowledge(self, message_id: bytes, idx: int, now: float) -> tuple[bool, bool]:
+        """Mark a fragment acknowledged; returns (new ack, message now complete). Drops its SURBs."""
+        with self._tx() as c:
+            c.execute("DELETE FROM surbs WHERE message_id = ? AND idx = ?", [message_id, idx])
+            changed = c.execute("UPDATE fragments SET acked = 1 WHERE message_id = ? AND idx = ? AND acked = 0",
+                                [message_id, idx]).rowcount
+            if not changed:
+                return False, False
+            c.execute("UPDATE outbox SET acked = acked + 1 WHERE message_id = ?", [message_id])
+            done = c.execute("UPDATE outbox SET state = 'acknowledged', acked_at = ? WHERE message_id = ?"
+                             " AND acked = fragments AND state != 'acknowledged'", [now, message_id]).rowcount
+            return True, bool(done)
+
+    # ------------------------------------------------------------------ inbox
+
+    def add_fragment(self, *, sender_fpr: bytes, sender: str, message_id: bytes, idx: int, count: int,
+                     total: int, data: bytes, now: float) -> str:
+        """Keep a received fragment durably; 'duplicate' | 'stored' | 'complete'."""
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM received WHERE sender_fpr = ? AND message_id = ?",
+                         [sender_fpr, message_id]).fetchone():
+                return "duplicate"
+            cur = c.execute("INSERT OR IGNORE INTO partials VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [sender_fpr, message_id, idx, count, total, sender, data, now])
+            if not cur.rowcount:
+                return "duplicate"
+            (have,) = c.execute("SELECT COUNT(*) FROM partials WHERE sender_fpr = ? AND message_id = ?",
+                                [sender_fpr, message_id]).fetchone()
+            return "complete" if have == count else "stored"
+
+    def assemble(self, sender_fpr: bytes, message_id: bytes) -> tuple[str, bytes, float] | None:
+        """(sender, message bytes, first fragment time) of a complete partial message."""
+        rows = self._query("SELECT sender, data, count, total, first_seen FROM partials WHERE sender_fpr = ? AND"
+                           " message_id = ? ORDER BY idx", [sender_fpr, message_id])
+        if not rows or len(rows) != rows[0][2]:
+            return None
+        data = b"".join(bytes(r[1]) for r in rows)
+        if len(data) != rows[0][3]:
+            return None
+        return rows[0][0], data, min(r[4] for r in rows)
+
+    def finish_message(self, *, sender_fpr: bytes, sender: str, message_id: bytes, subject: str | None,
+                       body: bytes, sent_at: int, now: float) -> int | None:
+        """Move a completed message to the inbox (or just mark it received when ``subject`` is None)."""
+        with self._tx() as c:
+            cur = c.execute("INSERT OR IGNORE INTO received VALUES (?, ?, ?)", [sender_fpr, message_id, now])
+            c.execute("DELETE FROM partials WHERE sender_fpr = ? AND message_id = ?", [sender_fpr, message_id])
+            if not cur.rowcount or subject is None:
+                return None
+            return int(c.execute(
+                "INSERT INTO inbox (sender, message_id, subject, body, sent_at, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [sender, message_id, subject, body, sent_at, now]).lastrowid)
+
+    def inbox(self) -> list[InboxMessage]:
+        """Inbox messages, oldest first."""
+        rows = self._query("SELECT id, sender, message_id, subject, body, sent_at, received_at, read FROM inbox"
+                           " ORDER BY id")
+        return [InboxMessage(r[0], r[1], bytes(r[2]), r[3], bytes(r[4]), r[5], r[6], bool(r[7])) for r in rows]
+
+    def inbox_message(self, ident: int) -> InboxMessage | None:
+        """One inbox message by its local id."""
+        found = [m for m in self.inbox() if m.id == ident]
+        return found[0] if found else None
+
+    def mark_read(self, ident: int) -> None:
+        """Remember that the user has read a message."""
+        with self._tx() as c:
+            c.execute("UPDATE inbox SET read = 1 WHERE id = ?", [ident])
+
+    def delete_inbox(self, ident: int) -> bool:
+        """Delete an inbox message for good (secure_delete); its id stays in ``received``."""
+        with self._tx() as c:
+            return bool(c.execute("DELETE FROM inbox WHERE id = ?", [ident]).rowcount)
+
+
+class OutboxFullError(StoreError):
+    """The outbox holds too many unacknowledged bytes for another message."""
+
+    def __init__(self, pending: int, size: int, quota: int) -> None:
+        super().__init__(f"outbox full: {pending} bytes wait for acknowledgement and this message has {size};"
+                         f" the limit is {quota} bytes")
+        self.pending, self.size, self.quota = pending, size, quota
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT on one connection; SQLite errors become StoreError."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn, self.path = conn, path
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"agent store {self.path}: {exc}") from exc
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                self.conn.execute("ROLLBACK")
+                raise StoreError(f"agent store {self.path}: {err}") from err
+        self.conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+            raise StoreError(f"agent store {self.path}: {exc}") from exc
+

@@ -1,0 +1,150 @@
+"""User agents on an in-process network (memnet), in virtual time: delivery, ACKs, guarantees."""
+
+from __future__ import annotations
+
+import math
+import random
+from contextlib import AsyncExitStack
+
+import anyio
+import pytest
+import trio.testing
+
+from anonmail.agent.enroll import enroll
+from anonmail.agent.outbox import queue_mail
+from anonmail.agent.service import Agent, AgentSettings
+from anonmail.core.keys import IdentityKey
+from anonmail.directory import DirectoryClient
+from anonmail.memnet import MemoryMixnet
+
+pytestmark = pytest.mark.network
+
+EPOCH = 3600
+T0 = 1_800_000_000 - 1_800_000_000 % EPOCH + 600
+
+
+def wall_clock() -> float:
+    return T0 + anyio.current_time()
+
+
+@pytest.fixture
+def anyio_backend():
+    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+FAST = dict(lambda_payload=10.0, lambda_loop=1.0, fetch_interval=1.0, delay_mean=0.2, transport_slack=2.0,
+            threads=False, poll_interval=0.5)
+
+
+async def start_user(stack, net, tg, name, provider, seed, **settings):
+    identity = IdentityKey.generate()
+    router = net.client_router(name)
+    store, address = await enroll(net.data_dir / "users" / name, identity, provider, router,
+                                  net.provider_address(provider), now=int(wall_clock()), threads=False)
+    stack.callback(store.close)
+    directory = DirectoryClient(router, net.pins, net.threshold, production=False, wall_clock=wall_clock,
+                                epoch_seconds=EPOCH)
+    agent = Agent(identity=identity, store=store, router=router, directory=directory,
+                  settings=AgentSettings(provider=provider, **{**FAST, **settings}), rng=random.Random(seed),
+                  wall_clock=wall_clock, keep_emissions=True)
+    scope = anyio.CancelScope()
+
+    async def run(*, task_status):
+        with scope:
+            await agent.run(task_status=task_status)
+
+    await tg.start(run)
+    agent.scope = scope
+    return agent
+
+
+async def network(stack, tmp_path, **kwargs):
+    net = await stack.enter_async_context(MemoryMixnet.start(tmp_path / "net", wall_clock=wall_clock,
+                                                             epoch_seconds=EPOCH, rng_seed=1, **kwargs))
+    tg = await stack.enter_async_context(anyio.create_task_group())
+    stack.callback(tg.cancel_scope.cancel)
+    return net, tg
+
+
+async def wait_until(predicate, timeout=600, step=0.5):
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(step)
+
+
+@pytest.mark.anyio
+async def test_mail_arrives_once_and_is_acknowledged(tmp_path):
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path)
+        alice = await start_user(stack, net, tg, "alice", "alpha", 1)
+        bob = await start_user(stack, net, tg, "bob", "beta", 2)
+        alice.store.add_contact("bob", str(bob.address), now=wall_clock())
+        big = random.Random(3).randbytes(210 * 1024)
+        ids = [queue_mail(alice.store, to="bob", subject="hello", body=b"hi bob", now=wall_clock())[0],
+               queue_mail(alice.store, to="bob", subject="big one", body=big, now=wall_clock())[0]]
+        await wait_until(lambda: len(bob.store.inbox()) == 2
+                         and all(m.state == "acknowledged" for m in alice.store.outbox()))
+        inbox = {m.subject: m for m in bob.store.inbox()}
+        assert inbox["hello"].body == b"hi bob" and inbox["hello"].sender == str(alice.address)
+        assert inbox["big one"].body == big
+        assert {m.message_id for m in bob.store.inbox()} == set(ids)
+        # Cover traffic flowed too, and loops came back.
+        assert alice.stats.packets_drop > 0 and alice.stats.loops_returned > 0
+        # Bob answers; Alice gets it (Bob learnt Alice's keys by looking them up).
+        bob.store.add_contact("alice", str(alice.address), now=wall_clock())
+        queue_mail(bob.store, to="alice", subject="re: hello", body=b"hi alice", now=wall_clock())
+        await wait_until(lambda: len(alice.store.inbox()) == 1)
+        assert alice.store.inbox()[0].body == b"hi alice"
+
+
+@pytest.mark.anyio
+async def test_lost_packets_are_retransmitted_and_never_delivered_twice(tmp_path):
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path, loss=0.15)
+        alice = await start_user(stack, net, tg, "alice", "alpha", 1, link_loss=0.15, ack_timeout=8.0)
+        bob = await start_user(stack, net, tg, "bob", "beta", 2, link_loss=0.15, ack_timeout=8.0)
+        alice.store.add_contact("bob", str(bob.address), now=wall_clock())
+        for i in range(20):
+            queue_mail(alice.store, to="bob", subject=f"m{i}", body=f"body {i}".encode(), now=wall_clock())
+        await wait_until(lambda: all(m.state == "acknowledged" for m in alice.store.outbox()), timeout=3600)
+        await anyio.sleep(30)  # late duplicates of retransmitted fragments arrive and are merged
+        subjects = sorted(m.subject for m in bob.store.inbox())
+        assert subjects == sorted(f"m{i}" for i in range(20))
+        assert alice.stats.retransmissions > 0
+        dropped = sum(n.stats.dropped.get("link_loss", 0) for n in net.nodes.values())
+        assert dropped > 0
+
+
+@pytest.mark.anyio
+async def test_traffic_shape_does_not_depend_on_what_the_user_sends(tmp_path):
+    """Over a fixed window the payload stream is Poisson(λ_P) whether 0 or 20 messages are queued."""
+    rate, window = 4.0, 300.0
+    counts = {}
+    gaps = {}
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path)
+        idle = await start_user(stack, net, tg, "idle", "alpha", 11, lambda_payload=rate, lambda_loop=0.0)
+        busy = await start_user(stack, net, tg, "busy", "alpha", 12, lambda_payload=rate, lambda_loop=0.0)
+        bob = await start_user(stack, net, tg, "bob", "beta", 13)
+        busy.store.add_contact("bob", str(bob.address), now=wall_clock())
+        for i in range(20):
+            queue_mail(busy.store, to="bob", subject=f"m{i}", body=bytes(3000), now=wall_clock())
+        start = anyio.current_time()
+        await anyio.sleep(window)
+        for name, agent in (("idle", idle), ("busy", busy)):
+            times = [t for t in agent.stats.emissions if start <= t < start + window]
+            counts[name] = len(times)
+            gaps[name] = [b - a for a, b in zip(times, times[1:])]
+        assert busy.stats.packets_real >= 20  # the busy agent really sent its mail in those slots
+    expected = rate * window
+    for name in counts:
+        # Poisson count: within 4 standard deviations of λ·T.
+        assert abs(counts[name] - expected) < 4 * math.sqrt(expected), (name, counts[name])
+        # Inter-emission gaps are Exp(λ): KS distance to the exponential CDF is small.
+        sample = sorted(gaps[name])
+        n = len(sample)
+        d = max(max(abs((i + 1) / n - (1 - math.exp(-rate * x))), abs(i / n - (1 - math.exp(-rate * x))))
+                for i, x in enumerate(sample))
+        assert d < 1.63 / math.sqrt(n), (name, d)  # KS critical value at α = 0.01
+    # And the two streams are alike: counts within what two Poisson draws differ by.
+    assert abs(counts["idle"] - counts["busy"]) < 4 * math.sqrt(2 * expected)

@@ -81,6 +81,7 @@ class Adversary:
         self.count = [0] * n_nodes  # packets in each mix
         self.pools: list[dict[int, float]] = [{} for _ in range(n_nodes)]
         self.targets: list[_Target] = []
+        self.done: list[bool] = []  # per target: concluded (its leftover mass is dropped)
         self.results: list[TargetResult] = []
 
     def start_target(self, pkt, msg, t: float) -> None:
@@ -89,6 +90,7 @@ class Adversary:
             return
         tid = len(self.targets)
         self.targets.append(_Target(tid, msg.recipient, t))
+        self.done.append(False)
         pkt.mass = {tid: 1.0}
         pkt.tid = tid
 
@@ -114,40 +116,51 @@ class Adversary:
             pkt.mass = dict(pool)
             pool.clear()
             return
-        out = {}
-        targets = self.targets
         limit = k * EPSILON
-        for tid, s in list(pool.items()):
-            if s < limit or targets[tid].done:
-                del pool[tid]
+        done = self.done
+        share = 1.0 / k
+        keep = 1.0 - share
+        out = {}
+        drop = None
+        for tid, s in pool.items():
+            if s < limit or done[tid]:
+                if drop is None:
+                    drop = []
+                drop.append(tid)
+            else:
+                out[tid] = s * share
+                pool[tid] = s * keep
+        if drop is not None:
+            targets = self.targets
+            for tid in drop:
+                s = pool.pop(tid)
                 target = targets[tid]
                 target.truncated += s
                 target.outstanding -= s
-                continue
-            x = s / k
-            out[tid] = x
-            pool[tid] = s - x
         if out:
             pkt.mass = out
 
     def exit(self, pkt, t: float) -> None:
         """A packet leaves the last layer: its mass is final for every target it carries."""
         targets = self.targets
+        done = self.done
         dest = pkt.dest
         own = pkt.tid
+        log2 = math.log2
         for tid, v in pkt.mass.items():
-            target = targets[tid]
-            if target.done:
+            if done[tid]:
                 continue
+            target = targets[tid]
             target.volume += v
-            target.vlogv += v * math.log2(v)
+            target.vlogv += v * log2(v)
             target.exits += 1
             target.outstanding -= v
             if dest >= 0:
-                target.by_dest[dest] = target.by_dest.get(dest, 0.0) + v
+                by_dest = target.by_dest
+                by_dest[dest] = by_dest.get(dest, 0.0) + v
             if own == tid:
                 target.own_out = True
-            if target.own_out and target.outstanding < _DONE:
+            if target.outstanding < _DONE and target.own_out:
                 self._finish(target)
         pkt.mass = None
 
@@ -167,6 +180,7 @@ class Adversary:
 
     def _finish(self, target: _Target) -> None:
         target.done = True
+        self.done[target.tid] = True
         if target.volume <= 0:
             return
         volume = target.volume

@@ -65,6 +65,8 @@ def plot_sweeps(spec, rows: list[dict], outdir: Path) -> list[Path]:
                 hi = [max(points[x]) - y for x, y in zip(xs, ys)]
                 label = ", ".join(f"{k}={v}" for k, v in zip(others, key)) or None
                 ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", markersize=4, capsize=2, label=label)
+            if sweep.logx:
+                ax.set_xscale("log")
             ax.set_xlabel(LABELS.get(sweep.x, sweep.x))
             ax.set_ylabel(LABELS.get(metric, metric))
             ax.grid(True, alpha=0.3)

@@ -12,6 +12,7 @@ Config (strict: unknown keys are errors naming the file and key)::
     grid = { delay_mean = [0.1, 0.5, 1.0], clients = [100, 400] }   # Cartesian product
     set = { lambda_payload = 0.0 }   # optional: values fixed for this sweep only
     plots = ["entropy_bits_mean", "latency_mean_s"]                 # one PNG per metric
+    logx = true                      # optional: logarithmic x axis
 
 Outputs in ``--out``: ``results.csv`` (one row per run), ``results.json`` (every summary, in
 task order) and ``<name>_<metric>.png``. Runs are spread over a ProcessPoolExecutor (at most 2
@@ -54,6 +55,7 @@ class Sweep:
     grid: tuple[tuple[str, tuple], ...]
     plots: tuple[str, ...]
     fixed: tuple[tuple[str, object], ...] = ()  # values set for this sweep only
+    logx: bool = False  # logarithmic x axis in its plots
 
     def points(self) -> list[dict]:
         """Every combination of grid values, in a stable order."""
@@ -131,7 +133,10 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
         for metric in plots:
             if metric not in METRICS:
                 raise table.error("plots", f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
-        sweeps.append(Sweep(name, x, tuple(grid), tuple(plots), fixed))
+        logx = table.bool("logx", default=False)
+        if logx and min(dict(grid)[x]) <= 0:
+            raise table.error("logx", f"needs positive values of {x}")
+        sweeps.append(Sweep(name, x, tuple(grid), tuple(plots), fixed, logx))
     root.finish()
     if not sweeps:
         raise ConfigError(f"{root.path}: no [[sweep]] table")

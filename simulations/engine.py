@@ -108,7 +108,9 @@ class Simulation:
         self.compromised = frozenset(self.adversary_rng.sample(range(m), n_comp))
         self.adversary = Adversary(
             n_nodes=m + config.providers,
-            tracked=[i < m and i not in self.compromised for i in range(m + config.providers)],
+            # Pools are kept for honest mixes only, and only if anything is traced.
+            tracked=[config.entropy_samples > 0 and i < m and i not in self.compromised
+                     for i in range(m + config.providers)],
             last_layer=[self.layer_of[i] == config.layers for i in range(m + config.providers)],
             samples=config.entropy_samples,
         )
@@ -131,17 +133,28 @@ class Simulation:
 
     def _client_packet(self, client: int, kind: int, dest: int, msg: Message | None) -> Packet:
         """Route and delays for a client's packet, drawn by the agent's policy."""
-        cfg, rng = self.config, self.rng
-        ingress = self.topology.providers[self.client_provider[client]]
+        rng = self.rng
+        providers = self.topology.providers
+        ingress = providers[self.client_provider[client]]
         if kind == DROP:
-            egress = self.topology.providers[rng.randrange(self.n_providers)]
+            egress = providers[rng.randrange(self.n_providers)]
         else:
-            egress = self.topology.providers[self.client_provider[dest]]
+            egress = providers[self.client_provider[dest]]
         mixes = self.planner.choose(rng, ingress=ingress, egress=egress)
-        delays = [d / 1000 for d in policy.sample_delays_ms(rng, len(mixes), cfg.delay_mean)]
-        pdelay = policy.sample_delay_ms(rng, cfg.provider_delay) / 1000 if cfg.provider_delay else 0.0
-        route = [ingress.data, *(n.data for n in mixes), egress.data]
-        return Packet(route, [pdelay, *delays, 0.0], kind, client, dest, msg)
+        delays = policy.sample_delays_ms(rng, len(mixes), self.config.delay_mean)
+        pdelay = self._provider_delay()
+        route = [ingress.data]
+        route.extend([n.data for n in mixes])
+        route.append(egress.data)
+        timing = [pdelay]
+        timing.extend([d / 1000 for d in delays])
+        timing.append(0.0)
+        return Packet(route, timing, kind, client, dest, msg)
+
+    def _provider_delay(self) -> float:
+        """A forwarding provider's hold time: none unless --provider-delay is set."""
+        mean = self.config.provider_delay
+        return policy.sample_delay_ms(self.rng, mean) / 1000 if mean else 0.0
 
     def _mix_loop_packet(self, mix: int) -> Packet:
         """A mix's loop cover, routed and delayed as mixnode.node does it."""
@@ -154,7 +167,7 @@ class Simulation:
             elif ref.layer > 0:
                 delays.append(policy.sample_delay_ms(rng, cfg.delay_mean) / 1000)
             else:
-                delays.append(policy.sample_delay_ms(rng, cfg.provider_delay) / 1000 if cfg.provider_delay else 0.0)
+                delays.append(self._provider_delay())
         return Packet([n.data for n in route], delays, MIX_LOOP, mix, -1)
 
     # ------------------------------------------------------------------ run
@@ -197,49 +210,53 @@ class Simulation:
         for mix in range(n_mixes):
             schedule(cfg.lambda_mix, _MIX_LOOP, mix)
 
-        def arrive(pkt: Packet, t: float) -> None:
-            """The packet reaches route[pos] at t: deliver, or hold it for its delay."""
-            nonlocal seq
-            pos = pkt.pos
-            node = pkt.route[pos]
-            if crypto_hop is not None and pkt.sphinx is not None:
-                crypto_hop(pkt, node)  # unwraps, checks next hop and delay against the route
-            if pos == len(pkt.route) - 1:
-                deliver(pkt, node, t)
-                return
-            if tracked[node]:
-                adv.enter(node, pkt)
-            d = pkt.delays[pos]
-            if d == 0.0:
-                depart(pkt, node, t)
-            else:
-                seq += 1
-                push(heap, (t + d, seq, _DEPART, pkt))
+        adv_enter, adv_leave, adv_exit = adv.enter, adv.leave, adv.exit
+        delivered_packets = self.delivered_packets
 
-        def depart(pkt: Packet, node: int, t: float) -> None:
-            """The packet leaves route[pos] at t for the next hop."""
+        def travel(pkt: Packet, t: float, leaving: bool) -> None:
+            """Move the packet on from time t until it must wait (a delay, a link) or ends.
+
+            ``leaving``: it is leaving route[pos] now; else it is arriving at route[pos].
+            Zero-time steps (providers, zero delays, zero link latency) run inline, no event.
+            """
             nonlocal seq
-            if node < n_mixes:
+            route = pkt.route
+            last = len(route) - 1
+            while True:
+                if leaving:
+                    node = route[pkt.pos]
+                    if node < n_mixes:
+                        if tracked[node]:
+                            adv_leave(node, pkt)
+                        if last_layer[node] and pkt.mass is not None:
+                            adv_exit(pkt, t)
+                    pkt.pos += 1
+                    if link != 0.0:
+                        seq += 1
+                        push(heap, (t + link, seq, _ARRIVE, pkt))
+                        return
+                pos = pkt.pos
+                node = route[pos]
+                if crypto_hop is not None and pkt.sphinx is not None:
+                    crypto_hop(pkt, node)  # unwraps, checks next hop and delay against the route
+                if pos == last:  # delivered (egress provider, or the mix that sent this loop)
+                    delivered_packets[pkt.kind] += 1
+                    if pkt.mass is not None:
+                        adv.consumed(pkt)  # a mix's own loop returning: the adversary sees it end
+                    msg = pkt.msg
+                    if msg is not None:
+                        msg.left -= 1
+                        if msg.left == 0:
+                            msg.delivered = t
+                    return
                 if tracked[node]:
-                    adv.leave(node, pkt)
-                if last_layer[node] and pkt.mass is not None:
-                    adv.exit(pkt, t)
-            pkt.pos += 1
-            if link == 0.0:
-                arrive(pkt, t)
-            else:
-                seq += 1
-                push(heap, (t + link, seq, _ARRIVE, pkt))
-
-        def deliver(pkt: Packet, node: int, t: float) -> None:
-            self.delivered_packets[pkt.kind] += 1
-            if pkt.mass is not None:
-                adv.consumed(pkt)  # a mix's own loop returning: the adversary sees it end
-            msg = pkt.msg
-            if msg is not None:
-                msg.left -= 1
-                if msg.left == 0:
-                    msg.delivered = t
+                    adv_enter(node, pkt)
+                d = pkt.delays[pos]
+                if d != 0.0:
+                    seq += 1
+                    push(heap, (t + d, seq, _DEPART, pkt))
+                    return
+                leaving = True
 
         def emit(pkt: Packet, t: float) -> None:
             """The sender puts the packet on its first link at t."""
@@ -248,7 +265,7 @@ class Simulation:
             if crypto is not None:
                 crypto(pkt)
             if link == 0.0:
-                arrive(pkt, t)
+                travel(pkt, t, False)
             else:
                 seq += 1
                 push(heap, (t + link, seq, _ARRIVE, pkt))
@@ -265,9 +282,9 @@ class Simulation:
             t, _, kind, obj = pop(heap)
             self.events += 1
             if kind == _DEPART:
-                depart(obj, obj.route[obj.pos], t)
+                travel(obj, t, True)
             elif kind == _ARRIVE:
-                arrive(obj, t)
+                travel(obj, t, False)
             else:
                 who, sched = obj
                 if kind == _PAYLOAD:

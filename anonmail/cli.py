@@ -35,16 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-reference", action="store_true", help="skip timing unmodified sphinxmix")
     bench.add_argument("--no-mix", action="store_true", help="skip the mix node throughput (mix_pps is null)")
 
-    demo = sub.add_parser("demo", help="send a message through every layer of a local network")
+    demo = sub.add_parser("demo", help="run a whole network and send mail through every layer")
     demo.add_argument("--network", choices=["memory"], default="memory", help="which network (default memory)")
     demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    demo.add_argument("--seed", type=int, default=None, help="seed for delays and packet randomness")
+    demo.add_argument("--messages", type=_positive_int, default=20, help="mails alice sends bob (default 20)")
     demo.add_argument(
-        "--delay-mean", type=_non_negative_float, default=0.5, help="mean per-hop delay in seconds (default 0.5)"
+        "--delay-mean", type=_non_negative_float, default=0.05, help="mean per-hop mix delay in seconds (default 0.05)"
     )
+    demo.add_argument("--loss", type=_probability, default=0.0, help="each link drops packets with this probability")
+    demo.add_argument("--kill-mix", type=_non_negative_int, default=0, help="mixes stopped mid-run and restarted later")
+    demo.add_argument("--seed", type=int, default=None, help="seed for paths, delays and which mixes are killed")
     demo.add_argument(
-        "--size", type=_non_negative_int, default=200 * 1024, help="bytes of attachment to send (default 204800)"
+        "--size", type=_non_negative_int, default=200 * 1024, help="bytes of the first (big) message (default 204800)"
     )
+    demo.add_argument("--timeout", type=_positive_float, default=900.0, help="give up after this many seconds")
+
+    from anonmail.agent.cli import add_user_parsers
+    from anonmail.provider.cli import add_provider_parser
+
+    add_user_parsers(sub)
+    add_provider_parser(sub)
+
     testnet = sub.add_parser("testnet", help="private Tor and I2P networks on this machine (for tests and demos)")
     tsub = testnet.add_subparsers(dest="testnet_command", metavar="TESTNET_COMMAND")
     tor_check = tsub.add_parser(
@@ -76,6 +87,20 @@ def _non_negative_float(text: str) -> float:
 
 def _non_negative_int(text: str) -> int:
     return int(_parse_number(text, int, "an integer"))
+
+
+def _positive_int(text: str) -> int:
+    value = _parse_number(text, int, "an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return int(value)
+
+
+def _probability(text: str) -> float:
+    value = _parse_number(text, float, "a number")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return float(value)
 
 
 def _positive_float(text: str) -> float:
@@ -126,23 +151,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from anonmail.demo import run_memory_demo
 
+    options = dict(messages=args.messages, delay_mean=args.delay_mean, loss=args.loss, kill_mix=args.kill_mix,
+                   seed=args.seed, big_bytes=args.size, timeout=args.timeout)
     if args.json:
-        result = run_memory_demo(extra_bytes=args.size, delay_mean_ms=args.delay_mean * 1000, seed=args.seed)
+        result = run_memory_demo(**options)
         print(json.dumps(result))
         return 0 if result["ok"] else 1
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console()
-    console.rule("[bold]anonmail demo — in-memory network")
-    result = run_memory_demo(
-        extra_bytes=args.size, delay_mean_ms=args.delay_mean * 1000, seed=args.seed, say=console.print
-    )
-    verdict = "[green]delivered and acknowledged[/]" if result["ok"] else "[red]FAILED[/]"
+    console = Console(stderr=True)
+    console.rule("[bold]anonmail demo: a whole network in memory")
+    with Progress(TextColumn("delivered to bob"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("delivered", total=args.messages)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = run_memory_demo(**options, say=lambda text: console.print(f"- {text}"), progress=progress)
+    verdict = "[green]every message delivered once and acknowledged[/]" if result["ok"] else "[red]FAILED[/]"
     console.rule(verdict)
     console.print(
-        f"{result['fragments']} fragments, {result['packets']} packet hops in all,"
-        f" mean latency {result['mean_virtual_latency_s']} s of virtual time"
-        f" at {args.delay_mean} s mean delay per mix"
+        f"{result['delivered']}/{result['sent']} delivered, {result['duplicates']} duplicates; latency mean "
+        f"{result['latency_mean_s']} s, p95 {result['latency_p95_s']} s at {args.delay_mean} s mean delay per mix; "
+        f"{result['packets_real']} real and {result['packets_cover']} cover packets, "
+        f"{result['retransmissions']} retransmissions"
     )
     return 0 if result["ok"] else 1
 
@@ -180,7 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    handler = {"bench": _cmd_bench, "demo": _cmd_demo, "testnet": _cmd_testnet}[args.command]
+    from anonmail.agent.cli import USER_COMMANDS
+    from anonmail.provider.cli import run_provider_command
+
+    handlers = {"bench": _cmd_bench, "demo": _cmd_demo, "testnet": _cmd_testnet, "provider": run_provider_command,
+                **USER_COMMANDS}
+    handler = handlers[args.command]
     return run_command("anonmail", handler, args)
 
 

@@ -1,172 +1,205 @@
-"""The in-memory demo: one message from Alice to Bob through every layer, with ACKs back.
+"""``anonmail demo --network memory``: a whole anonmail network in one process, mail from Alice to Bob.
 
-Nodes are the real sans-IO packet code (:mod:`anonmail.core.sphinx`,
-:mod:`anonmail.core.fragments`) wired together by an event queue in virtual time, so the
-demo runs in a second and shows exactly what each hop does and learns. The later network
-issues replace the event queue with real processes over Tor and I2P.
+Real nodes, real code paths: 3 directory authorities, 3 layers × 2 mix nodes and 2 providers
+(:class:`anonmail.memnet.MemoryMixnet`), and two user agents (:class:`anonmail.agent.service.Agent`)
+with their own SQLite stores, all over the in-memory transport in real time. Alice (at provider
+``alpha``) sends ``messages`` mails to Bob (at ``beta``), the first one ``big_bytes`` long; Bob
+answers the first. Options make the network hostile: ``loss`` drops each packet on every link
+with that probability, ``kill_mix`` stops that many mixes mid-run and restarts them later.
+
+The result (:func:`run_memory_demo`) is the JSON the CLI prints: ``sent``, ``delivered``,
+``duplicates`` (messages shown to Bob more than once: must be 0), latencies from queueing at
+Alice to arrival in Bob's inbox, and the packets both agents emitted (real and cover).
 """
 
 from __future__ import annotations
 
-import heapq
-import os
 import random
 import statistics
+import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from anonmail.core import fragments as F
-from anonmail.core import sphinx as S
-from anonmail.core.address import Address
-from anonmail.core.keys import EncryptionKey, IdentityKey, node_id
-from anonmail.core.sizes import PACKET_BYTES
+import anyio
 
-__all__ = ["run_memory_demo", "DemoNode"]
+__all__ = ["run_memory_demo", "DEMO_DEFAULTS"]
 
-
-@dataclass
-class DemoNode:
-    """A provider or mix in the demo: its keys and what it saw."""
-
-    name: str
-    role: str
-    identity: IdentityKey = field(default_factory=IdentityKey.generate)
-    sphinx_secret: bytes = b""
-    sphinx_public: bytes = b""
-    processed: int = 0
-
-    def __post_init__(self) -> None:
-        self.sphinx_secret, self.sphinx_public = S.generate_node_keypair()
-        self.node_id = node_id(self.identity.public)
-
-    def hop(self, delay_ms: int = 0) -> S.Hop:
-        """This node as a hop of a route."""
-        return S.Hop(self.node_id, self.sphinx_public, delay_ms)
+DEMO_DEFAULTS = {
+    "messages": 20,
+    "delay_mean": 0.05,
+    "loss": 0.0,
+    "kill_mix": 0,
+    "big_bytes": 200 * 1024,
+    "lambda_payload": 25.0,
+    "lambda_loop": 2.0,
+    "fetch_interval": 0.5,
+    "timeout": 900.0,
+}
 
 
-@dataclass
-class _User:
-    name: str
-    provider: DemoNode
-    identity: IdentityKey = field(default_factory=IdentityKey.generate)
-    enc: EncryptionKey = field(default_factory=EncryptionKey.generate)
-
-    @property
-    def address(self) -> Address:
-        return Address.for_key(self.identity.public, self.provider.name)
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
 
 
-def run_memory_demo(
-    *,
-    extra_bytes: int = 200 * 1024,
-    delay_mean_ms: float = 500.0,
-    seed: int | None = None,
-    say: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Send one message Alice → Bob through ingress, 3 mix layers and egress; return figures."""
-    say = say or (lambda _msg: None)
-    rnd = random.Random(seed)
-    rng = rnd.randbytes if seed is not None else os.urandom
+async def _user(net, stack, tg, name: str, provider: str, settings, seed: int):
+    from anonmail.agent.enroll import enroll
+    from anonmail.agent.service import Agent
+    from anonmail.core.keys import IdentityKey
+    from anonmail.directory import DirectoryClient
 
-    provider_a = DemoNode("provider-a", "provider")
-    provider_b = DemoNode("provider-b", "provider")
-    mixes = [DemoNode(f"mix-{layer}", f"mix layer {layer}") for layer in (1, 2, 3)]
-    nodes = {n.node_id: n for n in (provider_a, provider_b, *mixes)}
-    alice, bob = _User("Alice", provider_a), _User("Bob", provider_b)
-    say(f"Alice is {alice.address}")
-    say(f"Bob   is {bob.address}")
-    say("Network: provider-a (ingress) → mix-1 → mix-2 → mix-3 → provider-b (egress)")
+    identity = IdentityKey.generate()
+    router = net.client_router(name)
+    store, _address = await enroll(net.data_dir / "users" / name, identity, provider, router,
+                                   net.provider_address(provider), now=int(time.time()))
+    stack.callback(store.close)
+    directory = DirectoryClient(router, net.pins, net.threshold, production=False, epoch_seconds=net.epoch_seconds)
+    agent = Agent(identity=identity, store=store, router=router, directory=directory, settings=settings,
+                  rng=random.Random(seed))
+    await tg.start(agent.run)
+    return agent
 
-    text = (
-        "Hello Bob,\n\nthis message crossed three mix layers. No hop knew both "
-        "where it came from and where it went.\n\n-- Alice\n"
-    ).encode()
-    message = text + rnd.randbytes(extra_bytes)
-    message_id = rng(F.MESSAGE_ID_BYTES)
-    frags = F.split_message(message, message_id)
-    say(
-        f"Alice writes {len(message):,} bytes → {len(frags)} fragments of ≤ {F.FRAGMENT_DATA_BYTES} bytes,"
-        f" each sealed to Bob's key and carried as the {S.PAYLOAD_BYTES}-byte payload"
-        f" of one {PACKET_BYTES:,}-byte packet"
-    )
 
-    def delay() -> int:
-        return int(rnd.expovariate(1.0 / delay_mean_ms)) if delay_mean_ms > 0 else 0
+async def _demo(opts: dict[str, Any], say: Callable[[str], None], progress: Callable[[int, int], None],
+                data_dir: Path) -> dict[str, Any]:
+    from contextlib import AsyncExitStack
+    from dataclasses import replace
 
-    events: list[tuple[float, int, bytes, bytes, int]] = []  # time, seq, node, packet, fragment (-1: ACK)
-    seq = 0
-    pending_acks: dict[bytes, tuple[S.SurbKeys, int]] = {}
-    sent_at: dict[int, float] = {}
-    for frag in frags:
-        ack_route = [mixes[0].hop(delay()), mixes[1].hop(delay()), mixes[2].hop(delay()), provider_a.hop()]
-        surb_keys, surb = S.build_surb(ack_route, alice.address.mailbox_id, rng)
-        pending_acks[surb_keys.surb_id] = (surb_keys, frag.index)
-        sealed = F.seal_fragment(
-            frag,
-            sender=alice.identity,
-            sender_address=alice.address,
-            recipient_address=bob.address,
-            recipient_key=bob.enc.public,
-        )
-        route = [provider_a.hop(), mixes[0].hop(delay()), mixes[1].hop(delay()), mixes[2].hop(delay()), provider_b.hop()]
-        packet = S.build_forward(route, bob.address.mailbox_id, F.encode_fragment_payload(surb, sealed), rng)
-        t0 = frag.index * 1000.0  # one packet per second from Alice's Poisson slots (simplified)
-        sent_at[frag.index] = t0
-        heapq.heappush(events, (t0, seq, provider_a.node_id, packet, frag.index))
-        seq += 1
+    from anonmail.agent.outbox import queue_mail
+    from anonmail.agent.service import AgentSettings
+    from anonmail.memnet import MemoryMixnet
 
-    mailbox_bob: list[tuple[float, bytes]] = []
-    mailbox_alice: list[S.SurbDelivery] = []
-    trace: list[str] = []
-    while events:
-        now, _, nid, packet, label = heapq.heappop(events)
-        node = nodes[nid]
-        node.processed += 1
-        decision = S.process(packet, node.sphinx_secret)
-        if isinstance(decision, S.Forward):
-            if label == 0:
-                trace.append(f"{node.name} holds {decision.delay_ms} ms → {nodes[decision.next_node].name}")
-            heapq.heappush(events, (now + decision.delay_ms, seq, decision.next_node, decision.packet, label))
-            seq += 1
-        elif isinstance(decision, S.Deliver):
-            payload = F.decode_payload(decision.payload)
-            assert isinstance(payload, F.FragmentPayload)
-            mailbox_bob.append((now, payload.sealed))  # stored first, then acknowledged
-            ack = S.package_surb(payload.ack_surb, F.ACK_MESSAGE)
-            heapq.heappush(events, (now, seq, payload.ack_surb.first_hop, ack, -1))
-            seq += 1
-        else:
-            mailbox_alice.append(decision)
-    say("Fragment 0's path: " + "; ".join(trace) + " (each hop sees only its neighbours)")
+    seed = opts["seed"]
+    rng = random.Random(seed)
+    t_start = time.monotonic()
+    async with AsyncExitStack() as stack:
+        say("starting 3 directory authorities, 3 mix layers x 2 mix nodes and providers alpha and beta (in memory)")
+        net = await stack.enter_async_context(MemoryMixnet.start(
+            data_dir / "net", loss=opts["loss"], rng_seed=seed, mix_overrides={"lambda_loop": 0.5},
+            provider_overrides={"lambda_loop": 0.2}))
+        say(f"network up in {time.monotonic() - t_start:.1f} s: the consensus lists "
+            f"{len(net.mixes)} mixes and {len(net.providers)} providers, signed by 2 of 3 authorities")
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)
+        base = AgentSettings(provider="alpha", lambda_payload=opts["lambda_payload"], lambda_loop=opts["lambda_loop"],
+                             fetch_interval=opts["fetch_interval"], delay_mean=opts["delay_mean"],
+                             transport_slack=2.0, poll_interval=0.25, threads=False, link_loss=opts["loss"])
+        alice = await _user(net, stack, tg, "alice", "alpha", base, rng.getrandbits(32))
+        bob = await _user(net, stack, tg, "bob", "beta", replace(base, provider="beta"), rng.getrandbits(32))
+        say(f"alice is {alice.address}")
+        say(f"bob   is {bob.address}")
+        say(f"both agents send {opts['lambda_payload']:g} packets/s (mail or drop cover) and "
+            f"{opts['lambda_loop']:g} loops/s; mixes hold each packet Exp({opts['delay_mean']:g} s)")
+        alice.store.add_contact("bob", str(bob.address), now=time.time())
+        bob.store.add_contact("alice", str(alice.address), now=time.time())
+        body_rng = random.Random(rng.getrandbits(64))
+        sent: dict[bytes, float] = {}
+        for i in range(opts["messages"]):
+            if i == 0 and opts["big_bytes"]:
+                body = body_rng.randbytes(opts["big_bytes"])
+                subject = f"attachment ({opts['big_bytes'] // 1024} KiB)"
+            else:
+                body = f"message {i} from alice: {body_rng.getrandbits(64):016x}\n".encode()
+                subject = f"note {i}"
+            message_id, _ = queue_mail(alice.store, to="bob", subject=subject, body=body, now=time.time())
+            sent[message_id] = time.time()
+        total_packets = sum(m.fragments for m in alice.store.outbox())
+        say(f"alice queued {len(sent)} messages ({total_packets} packets); they leave in her Poisson slots")
 
-    reassembler = F.Reassembler()
-    received = None
-    sender = None
-    latencies = []
-    for stored_at, sealed in mailbox_bob:
-        opened = F.open_fragment(sealed, recipient_keys=[bob.enc.secret], recipient_address=bob.address)
-        sender = opened.sender
-        latencies.append(stored_at - sent_at[opened.fragment.index])
-        done = reassembler.add(opened)
-        if done is not None:
-            received = done
-    acked = set()
-    for delivery in mailbox_alice:
-        keys, index = pending_acks.pop(delivery.surb_id)
-        if S.open_surb_reply(keys, delivery.body) == F.ACK_MESSAGE:
-            acked.add(index)
-    ok = received == message and sender == alice.address
-    if received is not None:
-        say(f"Bob's agent fetched {len(mailbox_bob)} packets, reassembled {len(received):,} bytes from {sender}:")
-        say("    " + received[: len(text)].decode().replace("\n", "\n    ").rstrip())
-    say(f"Alice got {len(acked)}/{len(frags)} delivery ACKs through single-use reply blocks")
-    return {
-        "ok": ok and len(acked) == len(frags),
-        "message_bytes": len(message),
-        "fragments": len(frags),
-        "packets": sum(n.processed for n in nodes.values()),
-        "acks": len(acked),
-        "mean_virtual_latency_s": round(statistics.fmean(latencies) / 1000, 3) if latencies else None,
-        "delay_mean_ms_per_hop": delay_mean_ms,
-    }
+        killed: list[str] = []
+        restarted = False
+        deadline = time.monotonic() + opts["timeout"]
+        kill_at = max(1, len(sent) // 3)
+
+        def delivered_ids() -> list[bytes]:
+            return [m.message_id for m in bob.store.inbox() if m.message_id in sent]
+
+        reply_id = None
+        while time.monotonic() < deadline:
+            got = delivered_ids()
+            acked = sum(1 for m in alice.store.outbox() if m.state == "acknowledged" and m.message_id in sent)
+            progress(len(set(got)), len(sent))
+            if opts["kill_mix"] and not killed and len(set(got)) >= kill_at:
+                names = sorted(net.mixes)
+                killed = rng.sample(names, min(opts["kill_mix"], len(names)))
+                for name in killed:
+                    await net.kill_mix(name)
+                killed_at = time.monotonic()
+                say(f"killed mix node(s) {', '.join(killed)}: the packets they held are lost; "
+                    "alice retransmits what is not acknowledged")
+            if killed and not restarted and time.monotonic() - killed_at > 5.0:
+                for name in killed:
+                    await net.restart_mix(name)
+                restarted = True
+                say(f"restarted {', '.join(killed)} with the same keys and replay tags")
+            if reply_id is None and got:
+                first = next(iter(sent))
+                if first in got:
+                    reply_id, _ = queue_mail(bob.store, to="alice", subject="re: attachment", body=b"got it, thanks!\n",
+                                             now=time.time())
+                    say("bob got the attachment and answers alice")
+            done = len(set(got)) == len(sent) and acked == len(sent) and (not opts["kill_mix"] or restarted)
+            reply_done = reply_id is not None and any(m.message_id == reply_id for m in alice.store.inbox())
+            if done and reply_done:
+                break
+            await anyio.sleep(0.25)
+        # Late copies of retransmitted fragments may still arrive: they must be merged, not shown.
+        await anyio.sleep(min(5.0, 3 * opts["fetch_interval"] + 1))
+        inbox = [m for m in bob.store.inbox() if m.message_id in sent]
+        latencies = [m.received_at - sent[m.message_id] for m in inbox]
+        stats = [alice.stats, bob.stats]
+        reply_delivered = reply_id is not None and any(m.message_id == reply_id for m in alice.store.inbox())
+        acked = sum(1 for m in alice.store.outbox() if m.state == "acknowledged" and m.message_id in sent)
+        dropped_links = sum(n.stats.dropped.get("link_loss", 0) for n in net.nodes.values())
+        result = {
+            "network": "memory",
+            "sent": len(sent),
+            "delivered": len({m.message_id for m in inbox}),
+            "duplicates": len(inbox) - len({m.message_id for m in inbox}),
+            "acknowledged": acked,
+            "reply_delivered": reply_delivered,
+            "latency_mean_s": round(statistics.fmean(latencies), 3) if latencies else None,
+            "latency_p50_s": round(_percentile(latencies, 0.5), 3) if latencies else None,
+            "latency_p95_s": round(_percentile(latencies, 0.95), 3) if latencies else None,
+            "packets_real": sum(s.packets_real for s in stats),
+            "packets_cover": sum(s.packets_cover for s in stats),
+            "retransmissions": sum(s.retransmissions for s in stats),
+            "duplicate_fragments_merged": sum(s.duplicates_merged for s in stats),
+            "loops_sent": sum(s.packets_loop for s in stats),
+            "loops_returned": sum(s.loops_returned for s in stats),
+            "packets_lost_on_links": dropped_links,
+            "mixes_killed": killed,
+            "big_bytes": opts["big_bytes"],
+            "delay_mean_s": opts["delay_mean"],
+            "loss": opts["loss"],
+            "seed": seed,
+            "wall_s": round(time.monotonic() - t_start, 2),
+        }
+        result["ok"] = (result["delivered"] == result["sent"] and result["duplicates"] == 0
+                        and acked == len(sent) and reply_delivered)
+        return result
+
+
+def run_memory_demo(*, messages: int = DEMO_DEFAULTS["messages"], delay_mean: float = DEMO_DEFAULTS["delay_mean"],
+                    loss: float = 0.0, kill_mix: int = 0, seed: int | None = None,
+                    big_bytes: int = DEMO_DEFAULTS["big_bytes"], timeout: float = DEMO_DEFAULTS["timeout"],
+                    say: Callable[[str], None] = lambda s: None,
+                    progress: Callable[[int, int], None] = lambda done, total: None) -> dict[str, Any]:
+    """Run the in-memory demo and return its figures (see the module docstring)."""
+    if messages < 1:
+        raise ValueError("messages must be at least 1")
+    if not 0 <= loss < 1:
+        raise ValueError("loss must be in [0, 1)")
+    opts = dict(DEMO_DEFAULTS, messages=messages, delay_mean=delay_mean, loss=loss, kill_mix=kill_mix,
+                seed=seed if seed is not None else random.SystemRandom().getrandbits(32), big_bytes=big_bytes,
+                timeout=timeout)
+    if loss:
+        # Every attempt crosses ~10 links; keep the retransmission rounds short.
+        opts["fetch_interval"] = 0.5
+    with tempfile.TemporaryDirectory(prefix="anonmail-demo-") as tmp:
+        return anyio.run(_demo, opts, say, progress, Path(tmp))

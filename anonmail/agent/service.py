@@ -413,7 +413,7 @@ class Agent:
                     continue
                 if attempts == 0:
                     self._ready.append(item)
-                elif last_sent is not None and now - last_sent > timeout * min(1.5 ** (attempts - 1), 4.0):
+                elif last_sent is not None and now - last_sent > timeout * min(1.5 ** (attempts - 1), 2.0):
                     self._ready.appendleft(item)  # retransmissions go first
                     self.stats.retransmissions += 1
                 else:

@@ -231,6 +231,11 @@ class AgentStore:
                 new += cur.rowcount
         return new
 
+    def forget_contact_certs(self, fingerprint: bytes) -> int:
+        """Drop a contact's stored certificates (``contact refresh``: look them up again)."""
+        with self._tx() as c:
+            return c.execute("DELETE FROM contact_certs WHERE fingerprint = ?", [fingerprint]).rowcount
+
     def contact_certs(self, fingerprint: bytes) -> list[bytes]:
         """Certificates stored for a contact's fingerprint (newest first)."""
         rows = self._query("SELECT cert FROM contact_certs WHERE fingerprint = ? ORDER BY not_before DESC",

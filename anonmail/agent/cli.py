@@ -1,0 +1,447 @@
+"""The user's commands: ``init``, ``agent``, ``whoami``, ``contact``, ``send``, ``outbox``, ``inbox``,
+``read``, ``delete``.
+
+Everything a user does goes through the SQLite store in their home directory (``--home``, else
+``$ANONMAIL_HOME``, else the platform's user data directory), so the commands work whether or
+not ``anonmail agent`` runs: ``send`` queues, the agent delivers. Only ``init`` and ``agent``
+need the passphrase (``--passphrase-file``, ``$ANONMAIL_PASSPHRASE`` or a prompt) and the
+network. Every refusal is one line on stderr and a non-zero exit; nothing is stored then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+from anonmail.agent import account
+from anonmail.agent.store import AgentStore
+from anonmail.errors import ConfigError, MailError, PassphraseError
+
+__all__ = ["add_user_parsers", "USER_COMMANDS", "init_user", "default_home"]
+
+log = logging.getLogger("anonmail.agent")
+
+#: Passphrase-derivation strength for ``init --kdf``: name -> (opslimit, memlimit).
+_KDF = {"moderate": None, "interactive": (2, 64 * 1024 * 1024)}
+
+
+def default_home() -> Path:
+    """``$ANONMAIL_HOME``, else the platform's per-user data directory for anonmail."""
+    env = os.environ.get("ANONMAIL_HOME")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("anonmail", appauthor=False))
+
+
+def _address_key(text: str) -> tuple[str, str]:
+    from mixnode.authority_cli import address_key_arg
+
+    return address_key_arg(text)
+
+
+def add_user_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register the user commands on the ``anonmail`` parser."""
+    def home(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--home", type=Path, default=None, help="your anonmail directory (default: $ANONMAIL_HOME or "
+                       "the platform's user data directory)")
+        return p
+
+    init = home(sub.add_parser("init", help="create your identity and register at a provider"))
+    init.add_argument("--authority", action="append", default=[], type=_address_key, metavar="ADDRESS=PUBKEY",
+                      help="a directory authority to trust (repeat for each; ask the network's operators)")
+    init.add_argument("--threshold", type=int, default=None, help="authority signatures required (default 2)")
+    init.add_argument("--epoch-seconds", type=int, default=3600, help="epoch length of the network")
+    init.add_argument("--provider", default=None, help="provider to register at (default: a random one)")
+    init.add_argument("--tor", action="store_true", help="reach the network through tor (control port 9051)")
+    init.add_argument("--tor-control-port", type=int, default=None, help="tor's control port (implies --tor)")
+    init.add_argument("--i2p", action="store_true", help="reach the network through i2pd's SAM bridge")
+    init.add_argument("--sam-port", type=int, default=None, help="i2pd's SAM port (implies --i2p)")
+    init.add_argument("--test-mode", action="store_true", help="private test networks only: allow tcp:// peers")
+    init.add_argument("--passphrase-file", type=Path, default=None, help="read the new passphrase from this file")
+    init.add_argument("--kdf", choices=sorted(_KDF), default="moderate",
+                      help="passphrase hardening: moderate (default, ~1 s, 256 MiB) or interactive (faster, weaker)")
+
+    agent = home(sub.add_parser("agent", help="run your agent: send, receive, cover traffic (until ^C)"))
+    agent.add_argument("--passphrase-file", type=Path, default=None, help="read the passphrase from this file")
+    agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    home(sub.add_parser("whoami", help="print your address"))
+
+    contact = sub.add_parser("contact", help="your contact book (petnames for addresses)")
+    csub = contact.add_subparsers(dest="contact_command", metavar="ACTION", required=True)
+    add = home(csub.add_parser("add", help="add a contact"))
+    add.add_argument("name", help="a petname (letters, digits, - and _)")
+    add.add_argument("address", help="their address, <56 characters>@<provider>")
+    home(csub.add_parser("list", help="list contacts"))
+    refresh = home(csub.add_parser("refresh", help="forget a contact's keys so the agent looks them up again"))
+    refresh.add_argument("name")
+
+    send = home(sub.add_parser("send", help="queue a message (the agent sends it)"))
+    send.add_argument("--to", required=True, help="a contact's petname or an address")
+    send.add_argument("--subject", default="", help="one line")
+    send.add_argument("file", nargs="?", default="-", help="the message body: a file, or - for stdin (default)")
+
+    outbox = home(sub.add_parser("outbox", help="your sent mail: queued, sending (progress), acknowledged"))
+    outbox.add_argument("--json", action="store_true", help="one JSON object per line")
+    inbox = home(sub.add_parser("inbox", help="list received mail"))
+    inbox.add_argument("--json", action="store_true", help="one JSON object per line")
+    read = home(sub.add_parser("read", help="print a received message"))
+    read.add_argument("id", type=int, help="its number in `anonmail inbox`")
+    delete = home(sub.add_parser("delete", help="delete a received message for good"))
+    delete.add_argument("id", type=int, help="its number in `anonmail inbox`")
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _home(args: argparse.Namespace) -> Path:
+    return args.home if args.home is not None else default_home()
+
+
+def _open_store(args: argparse.Namespace) -> AgentStore:
+    home = _home(args)
+    if not (home / account.STORE_FILE).exists() or not (home / account.IDENTITY_FILE).exists():
+        raise MailError(f"no anonmail user in {home}; run `anonmail init` first (or pass --home)",
+                        reason="not_initialised")
+    return AgentStore(home / account.STORE_FILE)
+
+
+def _passphrase(args: argparse.Namespace, *, new: bool) -> str:
+    if args.passphrase_file is not None:
+        try:
+            text = args.passphrase_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read --passphrase-file {args.passphrase_file}: {exc.strerror}") from None
+    elif os.environ.get("ANONMAIL_PASSPHRASE"):
+        text = os.environ["ANONMAIL_PASSPHRASE"]
+    elif sys.stdin.isatty():
+        text = getpass.getpass("passphrase: ")
+        if new and getpass.getpass("again: ") != text:
+            raise PassphraseError("the two passphrases differ; nothing was created")
+    else:
+        raise PassphraseError("no passphrase: use --passphrase-file FILE or set ANONMAIL_PASSPHRASE")
+    if new and len(text) < 8:
+        raise PassphraseError("choose a passphrase of at least 8 characters")
+    return text
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def _short(address: str) -> str:
+    user, _, provider = address.partition("@")
+    return f"{user[:10]}…@{provider}"
+
+
+# ---------------------------------------------------------------------- init
+
+async def init_user(home: Path, router, *, pins: list[tuple[str, bytes]], threshold: int, epoch_seconds: int,
+                    production: bool, provider: str | None, passphrase: str, kdf: str = "moderate",
+                    rng: random.Random | None = None, progress=print):
+    """Create a user: fetch the consensus, pick a provider, register, seal the identity.
+
+    Returns (address, provider name). On failure nothing is left behind but the directory.
+    """
+    from anonmail.agent.enroll import enroll
+    from anonmail.core.keys import IdentityKey, save_identity
+    from anonmail.core.pki import epoch_at
+    from anonmail.directory import DirectoryClient
+
+    now = time.time()
+    progress("fetching the network's consensus from the directory authorities...")
+    directory = DirectoryClient(router, pins, threshold, production=production, epoch_seconds=epoch_seconds)
+    consensus = await directory.fetch(epoch_at(now, epoch_seconds))
+    reachable = {p.name: next((a for a in p.addresses if router.can_reach(a)), None) for p in consensus.providers}
+    reachable = {name: addr for name, addr in reachable.items() if addr is not None}
+    if not reachable:
+        raise MailError("the consensus lists no provider you can reach with your transports", reason="no_provider")
+    if provider is None:
+        provider = sorted(reachable)[(rng or random.SystemRandom()).randrange(len(reachable))]
+    elif provider not in reachable:
+        raise MailError(f"provider {provider!r} is not in the consensus (or not reachable); choose one of: "
+                        f"{', '.join(sorted(reachable))}", reason="no_provider")
+    identity = IdentityKey.generate()
+    progress(f"registering at provider {provider}...")
+    created = [home / account.STORE_FILE, home / (account.STORE_FILE + "-wal"), home / (account.STORE_FILE + "-shm")]
+    try:
+        store, address = await enroll(home, identity, provider, router, reachable[provider], now=int(now))
+        store.close()
+        limits = _KDF[kdf]
+        kwargs = {} if limits is None else {"opslimit": limits[0], "memlimit": limits[1]}
+        save_identity(home / account.IDENTITY_FILE, identity, passphrase, **kwargs)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+    return address, provider
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    import anyio
+
+    from anonmail.agent.config import load_agent_config, render_agent_config
+    from anonmail.net.router import Router
+    from anonmail.net.settings import build_transports
+
+    home = _home(args)
+    if (home / account.IDENTITY_FILE).exists():
+        raise MailError(f"{home} already holds an anonmail user; use another --home for a second one",
+                        reason="exists")
+    if not args.authority:
+        raise ConfigError("give at least one --authority ADDRESS=PUBKEY (ask the network's operators)")
+    tor = args.tor or args.tor_control_port is not None
+    i2p = args.i2p or args.sam_port is not None
+    if not (tor or i2p or args.test_mode):
+        raise ConfigError("choose how to reach the network: --tor and/or --i2p (--test-mode on private test networks)")
+    threshold = args.threshold or min(2, len(args.authority))
+    passphrase = _passphrase(args, new=True)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    text = render_agent_config(
+        provider="pending", authorities=args.authority, threshold=threshold, epoch_seconds=args.epoch_seconds,
+        test_mode=args.test_mode,
+        tor_lines=[f"control_port = {args.tor_control_port or 9051}"] if tor else None,
+        i2p_lines=['sam_host = "127.0.0.1"', f"sam_port = {args.sam_port or 7656}"] if i2p else None)
+    config_path = home / account.CONFIG_FILE
+    config_path.write_text(text)
+    config = load_agent_config(home)
+    pins = [(p.address, p.public_key) for p in config.authorities]
+
+    async def main():
+        transports = build_transports(home, tor=config.tor, i2p=config.i2p, test_mode=config.test_mode)
+        from contextlib import AsyncExitStack
+
+        async with AsyncExitStack() as stack:
+            for transport in transports:
+                await stack.enter_async_context(transport)
+            router = Router(transports, production=config.production)
+            return await init_user(home, router, pins=pins, threshold=threshold, epoch_seconds=args.epoch_seconds,
+                                   production=config.production, provider=args.provider, passphrase=passphrase,
+                                   kdf=args.kdf, progress=lambda s: print(s, file=sys.stderr))
+
+    try:
+        address, provider = anyio.run(main)
+    except BaseException:
+        config_path.unlink(missing_ok=True)
+        raise
+    config_path.write_text(text.replace('provider = "pending"', f'provider = "{provider}"', 1))
+    load_agent_config(home)
+    print(f"your address: {address}")
+    print(f"home:         {home}")
+    print("next:         run `anonmail agent` (keep it running), then `anonmail send --to ADDRESS`")
+    return 0
+
+
+# ---------------------------------------------------------------------- agent
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    import anyio
+
+    from anonmail.agent.config import load_agent_config
+    from anonmail.agent.service import Agent
+    from anonmail.core.keys import load_identity
+    from anonmail.directory import DirectoryClient
+    from anonmail.net.router import Router
+    from anonmail.net.settings import build_transports
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    home = _home(args)
+    store = _open_store(args)
+    config = load_agent_config(home)
+    identity = load_identity(home / account.IDENTITY_FILE, _passphrase(args, new=False))
+    if store.meta("address") is not None and store.meta("provider") != config.settings.provider:
+        raise ConfigError(f"{config.path}: agent.provider {config.settings.provider!r} is not the provider this user "
+                          f"registered at ({store.meta('provider')!r})")
+
+    async def main() -> None:
+        from contextlib import AsyncExitStack
+
+        transports = build_transports(home, tor=config.tor, i2p=config.i2p, test_mode=config.test_mode)
+        async with AsyncExitStack() as stack:
+            for transport in transports:
+                await stack.enter_async_context(transport)
+            router = Router(transports, production=config.production)
+            directory = DirectoryClient(router, [(p.address, p.public_key) for p in config.authorities],
+                                        config.threshold, production=config.production,
+                                        epoch_seconds=config.epoch_seconds)
+            agent = Agent(identity=identity, store=store, router=router, directory=directory, settings=config.settings)
+            async with anyio.create_task_group() as tg:
+                async def stop_on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for signum in signals:
+                            log.info("signal %s: stopping", signal.Signals(signum).name)
+                            tg.cancel_scope.cancel()
+                            return
+
+                async def report() -> None:
+                    while True:
+                        await anyio.sleep(30)
+                        s = agent.stats
+                        log.info("packets: %d real, %d cover; %d ACKs, %d received, %d loops back",
+                                 s.packets_real, s.packets_cover, s.acks, s.fragments_received, s.loops_returned)
+                        store.bump(packets_real=0)
+
+                tg.start_soon(stop_on_signal)
+                print(f"agent for {agent.address}: connecting to provider {config.settings.provider}...",
+                      file=sys.stderr, flush=True)
+                await tg.start(agent.run)
+                print("agent running; ^C to stop", file=sys.stderr, flush=True)
+                tg.start_soon(report)
+
+    try:
+        anyio.run(main)
+    finally:
+        store.close()
+    return 0
+
+
+# ---------------------------------------------------------------------- mail
+
+def _cmd_whoami(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    print(store.meta("address"))
+    return 0
+
+
+def _cmd_contact(args: argparse.Namespace) -> int:
+    from anonmail.core.address import parse_address
+    from anonmail.errors import AddressError, StoreError
+
+    store = _open_store(args)
+    if args.contact_command == "list":
+        contacts = store.contacts()
+        if not contacts:
+            print("no contacts yet; add one with `anonmail contact add NAME ADDRESS`", file=sys.stderr)
+        for name, address in contacts:
+            print(f"{name}\t{address}")
+        return 0
+    if args.contact_command == "refresh":
+        address = store.contact_address(args.name)
+        if address is None:
+            raise MailError(f"unknown contact {args.name!r}; see `anonmail contact list`", reason="unknown_contact")
+        store.forget_contact_certs(parse_address(address).fingerprint)
+        print(f"forgot {args.name}'s keys; the agent looks them up at their provider before the next message")
+        return 0
+    name = args.name
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name) or "@" in name:
+        raise MailError(f"contact name {name!r}: use 1-64 letters, digits, '-', '_' or '.'", reason="bad_name")
+    try:
+        address = parse_address(args.address)
+    except AddressError as exc:
+        raise MailError(f"{exc}", reason="bad_address") from exc
+    try:
+        store.add_contact(name, str(address), now=time.time())
+    except StoreError as exc:
+        raise MailError(f"{exc}", reason="exists") from exc
+    print(f"added {name}: {address}")
+    return 0
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from anonmail.agent.config import load_agent_config
+    from anonmail.agent.outbox import queue_mail
+
+    store = _open_store(args)
+    quota = load_agent_config(_home(args)).outbox_quota
+    if args.file == "-":
+        body = sys.stdin.buffer.read()
+    else:
+        try:
+            body = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise MailError(f"cannot read {args.file}: {exc.strerror}", reason="bad_file") from None
+    message_id, recipient = queue_mail(store, to=args.to, subject=args.subject, body=body, now=time.time(),
+                                       quota_bytes=quota)
+    from anonmail.core.fragments import fragment_count
+
+    print(f"queued {len(body)} bytes for {args.to} ({fragment_count(len(body))} packet(s)); "
+          "`anonmail outbox` shows progress")
+    return 0
+
+
+def _bar(done: int, total: int, width: int = 12) -> str:
+    filled = round(width * done / total) if total else width
+    return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total}"
+
+
+def _cmd_outbox(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    rows = [m for m in store.outbox() if m.kind == "mail"]
+    if args.json:
+        for m in rows:
+            print(json.dumps({"id": m.id, "to": m.recipient, "subject": m.subject, "bytes": m.size,
+                              "state": m.state, "packets": m.fragments, "acknowledged": m.acked,
+                              "transmissions": m.transmissions, "queued_at": m.created_at,
+                              "acknowledged_at": m.acked_at, "error": m.error}))
+        return 0
+    if not rows:
+        print("outbox is empty", file=sys.stderr)
+    for m in rows:
+        to = store.contact_name(m.recipient) or _short(m.recipient)
+        extra = f"  ({m.error})" if m.error else ""
+        print(f"{m.id:>4}  {_when(m.created_at)}  {to:<20.20}  {m.subject[:30]:<30}  {m.state:<12} "
+              f"{_bar(m.acked, m.fragments)}{extra}")
+    return 0
+
+
+def _cmd_inbox(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    rows = store.inbox()
+    if args.json:
+        for m in rows:
+            print(json.dumps({"id": m.id, "from": m.sender, "subject": m.subject, "bytes": len(m.body),
+                              "sent_at": m.sent_at, "received_at": m.received_at, "read": m.read}))
+        return 0
+    if not rows:
+        print("inbox is empty", file=sys.stderr)
+    for m in rows:
+        sender = store.contact_name(m.sender) or _short(m.sender)
+        flag = " " if m.read else "*"
+        print(f"{m.id:>4}{flag} {_when(m.received_at)}  {sender:<20.20}  {m.subject[:40]:<40}  {len(m.body)} bytes")
+    return 0
+
+
+def _inbox_message(store: AgentStore, ident: int):
+    message = store.inbox_message(ident)
+    if message is None:
+        raise MailError(f"no message {ident} in your inbox; see `anonmail inbox`", reason="unknown_message")
+    return message
+
+
+def _cmd_read(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    m = _inbox_message(store, args.id)
+    name = store.contact_name(m.sender)
+    out = sys.stdout
+    out.write(f"From:     {m.sender}{f' ({name})' if name else ''}\n")
+    out.write(f"Subject:  {m.subject}\nSent:     {_when(m.sent_at)}\nReceived: {_when(m.received_at)}\n\n")
+    out.flush()
+    sys.stdout.buffer.write(m.body)
+    if not m.body.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.buffer.flush()
+    store.mark_read(m.id)
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    _inbox_message(store, args.id)
+    store.delete_inbox(args.id)
+    print(f"deleted message {args.id}")
+    return 0
+
+
+USER_COMMANDS = {
+    "init": _cmd_init, "agent": _cmd_agent, "whoami": _cmd_whoami, "contact": _cmd_contact, "send": _cmd_send,
+    "outbox": _cmd_outbox, "inbox": _cmd_inbox, "read": _cmd_read, "delete": _cmd_delete,
+}

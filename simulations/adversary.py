@@ -16,7 +16,8 @@ the target. The target starts with probability 1 on the packet its sender emits.
   than a real observer knows, so the entropy here is a lower bound (and linking an upper one).
 * The mass on a packet leaving the last mix layer is final: that is the distribution the
   entropy is taken over. Mass on a mix's own loop that ends at that mix (seen to end) is
-  conditioned away; shares below ``EPSILON`` are dropped (reported as ``truncated``).
+  conditioned away; a pool's mass of a target is dropped once it is below ``k * EPSILON``
+  (reported as ``truncated``).
 
 Per target this yields:
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 
 __all__ = ["Adversary", "TargetResult", "EPSILON"]
 
-#: Shares of probability below this are dropped (cost grows only with log(1/EPSILON)).
+#: A pool drops a target's mass below k * EPSILON (cost grows only with log(1/EPSILON)).
 EPSILON = 1e-7
 #: A target is finished once this little of its mass is still inside the network.
 _DONE = 1e-4

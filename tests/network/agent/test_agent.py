@@ -39,8 +39,9 @@ FAST = dict(lambda_payload=10.0, lambda_loop=1.0, fetch_interval=1.0, delay_mean
 async def start_user(stack, net, tg, name, provider, seed, **settings):
     identity = IdentityKey.generate()
     router = net.client_router(name)
+    extra = {"key_lifetime": settings["key_lifetime"]} if "key_lifetime" in settings else {}
     store, address = await enroll(net.data_dir / "users" / name, identity, provider, router,
-                                  net.provider_address(provider), now=int(wall_clock()), threads=False)
+                                  net.provider_address(provider), now=int(wall_clock()), threads=False, **extra)
     stack.callback(store.close)
     directory = DirectoryClient(router, net.pins, net.threshold, production=False, wall_clock=wall_clock,
                                 epoch_seconds=EPOCH)
@@ -100,7 +101,8 @@ async def test_mail_arrives_once_and_is_acknowledged(tmp_path):
 @pytest.mark.anyio
 async def test_lost_packets_are_retransmitted_and_never_delivered_twice(tmp_path):
     async with AsyncExitStack() as stack:
-        net, tg = await network(stack, tmp_path, loss=0.15)
+        net, tg = await network(stack, tmp_path, loss=0.15, mix_overrides={"lambda_loop": 0.0},
+                                provider_overrides={"lambda_loop": 0.0})
         alice = await start_user(stack, net, tg, "alice", "alpha", 1, link_loss=0.15, ack_timeout=8.0)
         bob = await start_user(stack, net, tg, "bob", "beta", 2, link_loss=0.15, ack_timeout=8.0)
         alice.store.add_contact("bob", str(bob.address), now=wall_clock())
@@ -122,10 +124,11 @@ async def test_traffic_shape_does_not_depend_on_what_the_user_sends(tmp_path):
     counts = {}
     gaps = {}
     async with AsyncExitStack() as stack:
-        net, tg = await network(stack, tmp_path)
+        net, tg = await network(stack, tmp_path, mix_overrides={"lambda_loop": 0.0},
+                                provider_overrides={"lambda_loop": 0.0})
         idle = await start_user(stack, net, tg, "idle", "alpha", 11, lambda_payload=rate, lambda_loop=0.0)
         busy = await start_user(stack, net, tg, "busy", "alpha", 12, lambda_payload=rate, lambda_loop=0.0)
-        bob = await start_user(stack, net, tg, "bob", "beta", 13)
+        bob = await start_user(stack, net, tg, "bob", "beta", 13, lambda_payload=1.0, lambda_loop=0.0)
         busy.store.add_contact("bob", str(bob.address), now=wall_clock())
         for i in range(20):
             queue_mail(busy.store, to="bob", subject=f"m{i}", body=bytes(3000), now=wall_clock())
@@ -148,3 +151,76 @@ async def test_traffic_shape_does_not_depend_on_what_the_user_sends(tmp_path):
         assert d < 1.63 / math.sqrt(n), (name, d)  # KS critical value at α = 0.01
     # And the two streams are alike: counts within what two Poisson draws differ by.
     assert abs(counts["idle"] - counts["busy"]) < 4 * math.sqrt(2 * expected)
+
+
+@pytest.mark.anyio
+async def test_mail_waits_for_an_offline_user_and_survives_a_provider_crash(tmp_path):
+    """Bob is offline; Alice's mail is stored (and ACKed) at beta; beta crashes and restarts; Bob
+    comes back and gets every message once. The provider holds no plaintext and no sender."""
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path)
+        alice = await start_user(stack, net, tg, "alice", "alpha", 1)
+        bob = await start_user(stack, net, tg, "bob", "beta", 2)
+        alice.store.add_contact("bob", str(bob.address), now=wall_clock())
+        await wait_until(lambda: alice.stats.loops_returned > 0)
+        bob.scope.cancel()  # Bob goes offline
+        secret = b"the meeting is at noon, bring the documents " * 20
+        for i in range(3):
+            queue_mail(alice.store, to="bob", subject=f"offline {i}", body=secret + bytes([i]), now=wall_clock())
+        # ACKs come back only once beta has stored the fragments durably.
+        await wait_until(lambda: all(m.state == "acknowledged" for m in alice.store.outbox()))
+        beta = net.providers["beta"]
+        assert beta.status()["stored_entries"] >= 3
+        # The egress provider's files hold neither the plaintext nor who sent it.
+        raw = b"".join(p.read_bytes() for p in (net.data_dir / "beta").glob("*.sqlite*"))
+        assert secret[:40] not in raw
+        assert str(alice.address).encode() not in raw and alice.identity.public not in raw
+        await net.kill_provider("beta")
+        await anyio.sleep(5)
+        await net.restart_provider("beta")
+        bob_again = await restart_user(stack, net, tg, bob, "beta")
+        await wait_until(lambda: len(bob_again.store.inbox()) == 3)
+        await anyio.sleep(10)
+        assert sorted(m.subject for m in bob_again.store.inbox()) == ["offline 0", "offline 1", "offline 2"]
+        assert all(m.body.startswith(secret) for m in bob_again.store.inbox())
+
+
+async def restart_user(stack, net, tg, old, provider):
+    """Start a new agent process for a user with the same identity and store."""
+    directory = DirectoryClient(old.router, net.pins, net.threshold, production=False, wall_clock=wall_clock,
+                                epoch_seconds=EPOCH)
+    agent = Agent(identity=old.identity, store=old.store, router=old.router, directory=directory,
+                  settings=old.settings, rng=random.Random(99), wall_clock=wall_clock)
+    await tg.start(agent.run)
+    return agent
+
+
+@pytest.mark.anyio
+async def test_key_rotation_is_announced_and_the_new_key_is_used(tmp_path):
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path, mix_overrides={"lambda_loop": 0.0},
+                                provider_overrides={"lambda_loop": 0.0})
+        # Bob's keys live 600 s and rotate at half: within this test he rotates at least once.
+        quiet = dict(lambda_payload=1.0, lambda_loop=0.0)
+        alice = await start_user(stack, net, tg, "alice", "alpha", 1, **quiet)
+        bob = await start_user(stack, net, tg, "bob", "beta", 2, key_lifetime=600, **quiet)
+        alice.store.add_contact("bob", str(bob.address), now=wall_clock())
+        bob.store.add_contact("alice", str(alice.address), now=wall_clock())
+        queue_mail(alice.store, to="bob", subject="before", body=b"1", now=wall_clock())
+        await wait_until(lambda: len(bob.store.inbox()) == 1)
+        first_key = bob.store.my_keys()[0][0]
+        await anyio.sleep(400)  # past half the lifetime: Bob rotates and announces to Alice
+        assert bob.store.my_keys()[0][0] != first_key
+        new_key = bob.store.my_keys()[0][0]
+        from anonmail.agent.account import contact_key
+
+        await wait_until(lambda: contact_key(alice.store, bob.address.fingerprint, now=int(wall_clock()))
+                         .encryption_public == new_key)
+        queue_mail(alice.store, to="bob", subject="after", body=b"2", now=wall_clock())
+        await wait_until(lambda: len(bob.store.inbox()) == 2)
+        # The announcement travelled as a message but is not shown in Alice's inbox.
+        assert [m.subject for m in alice.store.inbox()] == []
+        # Much later Bob's first key has expired: Bob deleted it, and Alice no longer uses it.
+        await anyio.sleep(700)
+        assert first_key not in [k[0] for k in bob.store.my_keys()]
+        assert contact_key(alice.store, bob.address.fingerprint, now=int(wall_clock())).encryption_public != first_key

@@ -288,7 +288,6 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                         s = agent.stats
                         log.info("packets: %d real, %d cover; %d ACKs, %d received, %d loops back",
                                  s.packets_real, s.packets_cover, s.acks, s.fragments_received, s.loops_returned)
-                        store.bump(packets_real=0)
 
                 tg.start_soon(stop_on_signal)
                 print(f"agent for {agent.address}: connecting to provider {config.settings.provider}...",

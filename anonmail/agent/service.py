@@ -155,6 +155,7 @@ class Agent:
         self._loops: dict[bytes, float] = {}
         self._loop_surbs: set[bytes] = set()
         self._lookups: dict[bytes, float] = {}
+        self._expired_since: dict[bytes, float] = {}
         self._client = None
         self._client_lock = anyio.Lock()
         self._session_lost = anyio.Event()
@@ -340,9 +341,12 @@ class Agent:
         try:
             cert = account.contact_key(self.store, recipient.fingerprint, now=now)
         except KeyExpiredError as exc:
+            # Ask their provider once more; give up (visibly, in the outbox) if nothing newer comes.
             self._want_keys(recipient)
-            if now - self._lookups.get(recipient.fingerprint, now) > 3 * self.settings.fetch_interval + 30:
+            since = self._expired_since.setdefault(recipient.fingerprint, now)
+            if now - since > 90:
                 self.store.fail_message(message_id, f"{exc}")
+                log.warning("a contact's encryption keys have all expired; a message is marked failed")
             return None
         if cert is None:
             self._want_keys(recipient)

@@ -14,7 +14,6 @@ import base64
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -209,23 +208,19 @@ async def serve(config: AuthorityConfig) -> None:
     """Run the authority on its configured transports until SIGINT/SIGTERM."""
     import contextlib
 
-    import anyio
-
+    from anonmail.lifecycle import serve_until_signal
     from anonmail.net.router import Router
 
     async with contextlib.AsyncExitStack() as stack:
         transports = [await stack.enter_async_context(t) for t in build_transports(config)]
         router = Router(transports, production=config.production)
         authority = Authority(config, router)
-        async with anyio.create_task_group() as tg:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                addresses = await tg.start(authority.run)
-                public = base64.b64encode(authority.identity.public).decode()
-                print(f"authority {config.name} serving on {', '.join(addresses)}; public key {public}", flush=True)
-                async for signum in signals:
-                    log.info("authority %s: %s received, stopping", config.name, signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
-                    break
+
+        def started(addresses, _tg) -> None:
+            public = base64.b64encode(authority.identity.public).decode()
+            print(f"authority {config.name} serving on {', '.join(addresses)}; public key {public}", flush=True)
+
+        await serve_until_signal(authority.run, log=log, on_started=started)
 
 
 def _run(args: argparse.Namespace) -> int:

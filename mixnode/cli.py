@@ -11,7 +11,6 @@ import base64
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,19 +107,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_mix_config(args.config)
 
     async def main() -> None:
+        from anonmail.lifecycle import serve_until_signal
+
         node = MixNode(config, build_transports(config))
-        async with anyio.create_task_group() as tg:
-
-            async def stop_on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        logging.getLogger("mixnode").info("signal %s: stopping", signal.Signals(signum).name)
-                        tg.cancel_scope.cancel()
-                        return
-
-            tg.start_soon(stop_on_signal)
-            await tg.start(node.run)
-            print(json.dumps({"name": config.name, "addresses": node.addresses}), flush=True)
+        await serve_until_signal(
+            node.run, log=logging.getLogger("mixnode"),
+            on_started=lambda _node, _tg: print(json.dumps({"name": config.name, "addresses": node.addresses}),
+                                                flush=True))
 
     anyio.run(main)
     return 0

@@ -94,6 +94,35 @@ def parse_authorities(table: Table, *, production: bool) -> tuple[tuple[Authorit
     return tuple(pins), threshold
 
 
+def parse_node_transports(root: Table, *, production: bool, mode_key: str):
+    """A serving node's transports: ([tcp] listen address or None, TorSettings, I2PSettings).
+
+    Shared by mix nodes and providers; ``mode_key`` names the test-mode switch in errors.
+    """
+    tcp_listen = None
+    if root.has("tcp"):
+        tcp = root.table("tcp")
+        if production:
+            raise tcp.error("listen", f"the tcp transport is for tests only; set {mode_key} = true")
+        listen = tcp.addresses("listen", production=False, listen=True, default=["tcp://127.0.0.1:0"])
+        if len(listen) != 1 or not listen[0].startswith("tcp://"):
+            raise tcp.error("listen", "give exactly one tcp://127.0.0.1:PORT address")
+        tcp_listen = listen[0]
+    tor = tor_settings_from_table(root.table("tor")) if root.has("tor") else None
+    i2p = i2p_settings_from_table(root.table("i2p")) if root.has("i2p") else None
+    if tcp_listen is None and tor is None and i2p is None:
+        raise root.error("tor", "configure at least one transport: [tor] or [i2p] (or [tcp] in test mode)")
+    return tcp_listen, tor, i2p
+
+
+def parse_directory(root: Table, *, production: bool) -> tuple[tuple[AuthorityPin, ...], int, int]:
+    """The required [directory] table: pinned authorities, threshold, epoch length."""
+    directory = root.table("directory", required=True)
+    authorities, threshold = parse_authorities(directory, production=production)
+    epoch_seconds = directory.int("epoch_seconds", default=DEFAULTS["epoch_seconds"], minimum=10)
+    return authorities, threshold, epoch_seconds
+
+
 def load_mix_config(path: str | Path) -> MixConfig:
     """Read and validate a mix node config file (ConfigError names file and key)."""
     root = load_toml(path)
@@ -105,23 +134,8 @@ def load_mix_config(path: str | Path) -> MixConfig:
     test_mode = node.bool("test_mode", default=False)
     production = not test_mode
 
-    tcp_listen = None
-    if root.has("tcp"):
-        tcp = root.table("tcp")
-        if production:
-            raise tcp.error("listen", "the tcp transport is for tests only; set node.test_mode = true")
-        listen = tcp.addresses("listen", production=False, listen=True, default=["tcp://127.0.0.1:0"])
-        if len(listen) != 1 or not listen[0].startswith("tcp://"):
-            raise tcp.error("listen", "give exactly one tcp://127.0.0.1:PORT address")
-        tcp_listen = listen[0]
-    tor = tor_settings_from_table(root.table("tor")) if root.has("tor") else None
-    i2p = i2p_settings_from_table(root.table("i2p")) if root.has("i2p") else None
-    if tcp_listen is None and tor is None and i2p is None:
-        raise root.error("tor", "configure at least one transport: [tor] or [i2p] (or [tcp] in test mode)")
-
-    directory = root.table("directory", required=True)
-    authorities, threshold = parse_authorities(directory, production=production)
-    epoch_seconds = directory.int("epoch_seconds", default=DEFAULTS["epoch_seconds"], minimum=10)
+    tcp_listen, tor, i2p = parse_node_transports(root, production=production, mode_key="node.test_mode")
+    authorities, threshold, epoch_seconds = parse_directory(root, production=production)
 
     mixing = root.table("mixing")
     cover = root.table("cover")

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -250,6 +249,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from anonmail.agent.service import Agent
     from anonmail.core.keys import load_identity
     from anonmail.directory import DirectoryClient
+    from anonmail.lifecycle import serve_until_signal
     from anonmail.net.router import Router
     from anonmail.net.settings import build_transports
 
@@ -274,27 +274,21 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                                         config.threshold, production=config.production,
                                         epoch_seconds=config.epoch_seconds)
             agent = Agent(identity=identity, store=store, router=router, directory=directory, settings=config.settings)
-            async with anyio.create_task_group() as tg:
-                async def stop_on_signal() -> None:
-                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                        async for signum in signals:
-                            log.info("signal %s: stopping", signal.Signals(signum).name)
-                            tg.cancel_scope.cancel()
-                            return
 
-                async def report() -> None:
-                    while True:
-                        await anyio.sleep(30)
-                        s = agent.stats
-                        log.info("packets: %d real, %d cover; %d ACKs, %d received, %d loops back",
-                                 s.packets_real, s.packets_cover, s.acks, s.fragments_received, s.loops_returned)
+            async def report() -> None:
+                while True:
+                    await anyio.sleep(30)
+                    s = agent.stats
+                    log.info("packets: %d real, %d cover; %d ACKs, %d received, %d loops back",
+                             s.packets_real, s.packets_cover, s.acks, s.fragments_received, s.loops_returned)
 
-                tg.start_soon(stop_on_signal)
-                print(f"agent for {agent.address}: connecting to provider {config.settings.provider}...",
-                      file=sys.stderr, flush=True)
-                await tg.start(agent.run)
+            def started(_agent, tg) -> None:
                 print("agent running; ^C to stop", file=sys.stderr, flush=True)
                 tg.start_soon(report)
+
+            print(f"agent for {agent.address}: connecting to provider {config.settings.provider}...",
+                  file=sys.stderr, flush=True)
+            await serve_until_signal(agent.run, log=log, on_started=started)
 
     try:
         anyio.run(main)

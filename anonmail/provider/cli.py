@@ -16,7 +16,6 @@ import base64
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -136,19 +135,13 @@ def cmd_provider_run(args: argparse.Namespace) -> int:
     config = load_provider_config(_config_path(args))
 
     async def main() -> None:
+        from anonmail.lifecycle import serve_until_signal
+
         provider = Provider(config, build_transports(config))  # type: ignore[arg-type]
-        async with anyio.create_task_group() as tg:
-
-            async def stop_on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        logging.getLogger("anonmail.provider").info("signal %s: stopping", signal.Signals(signum).name)
-                        tg.cancel_scope.cancel()
-                        return
-
-            tg.start_soon(stop_on_signal)
-            await tg.start(provider.run)
-            print(json.dumps({"name": config.name, "addresses": provider.addresses}), flush=True)
+        await serve_until_signal(
+            provider.run, log=logging.getLogger("anonmail.provider"),
+            on_started=lambda _p, _tg: print(json.dumps({"name": config.name, "addresses": provider.addresses}),
+                                             flush=True))
 
     anyio.run(main)
     return 0

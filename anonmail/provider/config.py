@@ -2,8 +2,8 @@
 
 The provider is a mix node at layer 0 (it reuses :class:`mixnode.node.MixNode`), so its config
 carries every field a :class:`mixnode.config.MixConfig` has (same tables, same checks: the
-``[directory]`` table is read by :func:`mixnode.config.parse_authorities`, ``[tor]``/``[i2p]``
-by :mod:`anonmail.net.settings`) plus the mailbox settings. Unknown keys are errors; every
+transports and the ``[directory]`` table are read by :func:`mixnode.config.parse_node_transports`
+and :func:`mixnode.config.parse_directory`, as for a mix) plus the mailbox settings. Unknown keys are errors; every
 error names the file and the key. ``test_mode = true`` is needed for ``tcp``/``mem`` peers.
 """
 
@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 from anonmail.config import SCHEMA_VERSION, load_toml
 from anonmail.core.address import validate_provider_name
 from anonmail.errors import AddressError
-from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
 from mixnode.config import DEFAULTS as MIX_DEFAULTS
-from mixnode.config import AuthorityPin, parse_authorities
+from mixnode.config import AuthorityPin, parse_directory, parse_node_transports
 
 if TYPE_CHECKING:
     from anonmail.net.i2p import I2PSettings
@@ -122,23 +121,8 @@ def load_provider_config(path: str | Path) -> ProviderConfig:
     test_mode = node.bool("test_mode", default=False)
     production = not test_mode
 
-    tcp_listen = None
-    if root.has("tcp"):
-        tcp = root.table("tcp")
-        if production:
-            raise tcp.error("listen", "the tcp transport is for tests only; set provider.test_mode = true")
-        listen = tcp.addresses("listen", production=False, listen=True, default=["tcp://127.0.0.1:0"])
-        if len(listen) != 1 or not listen[0].startswith("tcp://"):
-            raise tcp.error("listen", "give exactly one tcp://127.0.0.1:PORT address")
-        tcp_listen = listen[0]
-    tor = tor_settings_from_table(root.table("tor")) if root.has("tor") else None
-    i2p = i2p_settings_from_table(root.table("i2p")) if root.has("i2p") else None
-    if tcp_listen is None and tor is None and i2p is None:
-        raise root.error("tor", "configure at least one transport: [tor] or [i2p] (or [tcp] in test mode)")
-
-    directory = root.table("directory", required=True)
-    authorities, threshold = parse_authorities(directory, production=production)
-    epoch_seconds = directory.int("epoch_seconds", default=MIX_DEFAULTS["epoch_seconds"], minimum=10)
+    tcp_listen, tor, i2p = parse_node_transports(root, production=production, mode_key="provider.test_mode")
+    authorities, threshold, epoch_seconds = parse_directory(root, production=production)
 
     mailboxes = root.table("mailboxes")
     ingress = root.table("ingress")

@@ -29,6 +29,18 @@ T = TypeVar("T")
 _MISSING: Any = object()
 
 
+def install_config(path: Path, text: str, load: Callable[[Path], object]) -> None:
+    """Write a generated config only if ``load`` accepts it (what ``init`` writes must load)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    try:
+        load(tmp)
+    except ConfigError:
+        tmp.unlink()
+        raise
+    os.replace(tmp, path)
+
+
 def load_toml(path: str | os.PathLike[str]) -> Table:
     """Read a TOML file into a :class:`Table`; ConfigError with the line on a syntax error."""
     target = Path(path)

@@ -10,13 +10,13 @@ import argparse
 import base64
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from anonmail.core.pki import MIX_LAYERS
 from anonmail.cli import run_command
+from anonmail.config import install_config
 from anonmail.errors import ConfigError
 from mixnode import __version__
 from mixnode.status import NOT_RUNNING
@@ -82,12 +82,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         name=args.name, layer=args.layer, authorities=args.authority, threshold=threshold,
         epoch_seconds=args.epoch_seconds, test_mode=test_mode, tcp_listen=args.tcp_listen, tor=args.tor, i2p=args.i2p,
     )
-    tmp = config_path.with_suffix(".tmp")
-    tmp.write_text(text)
-    try:
-        load_mix_config(tmp)  # what we write must load
-    finally:
-        os.replace(tmp, config_path)
+    install_config(config_path, text, load_mix_config)
     identity = load_or_create_identity(directory)
     print(f"config:       {config_path}")
     print(f"identity key: {directory / 'identity.key'} (0600)")

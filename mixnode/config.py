@@ -164,6 +164,41 @@ def load_mix_config(path: str | Path) -> MixConfig:
     return config
 
 
+def render_transport_sections(*, tcp_listen: str | None, tor: bool, i2p: bool) -> list[str]:
+    """Commented [tcp]/[tor]/[i2p] tables of a serving node's config (mix or provider)."""
+    lines: list[str] = []
+    if tcp_listen is not None:
+        lines += ["[tcp]                    # TEST ONLY transport, loopback", f'listen = ["{tcp_listen}"]', ""]
+    if tor:
+        lines += [
+            "[tor]                    # serve as an onion service through a running tor (see torrc.example)",
+            "control_port = 9051      # or control_socket = \"/run/tor/control\"; or launch = true for a private tor",
+            "# socks_port = 9050      # default: ask tor",
+            "",
+        ]
+    if i2p:
+        lines += [
+            "[i2p]                    # serve as an I2P destination through i2pd's SAM bridge",
+            'sam_host = "127.0.0.1"',
+            "sam_port = 7656",
+            "# inbound_length = 3     # tunnel hops; 3 is the I2P default",
+            "",
+        ]
+    return lines
+
+
+def render_directory_section(authorities: list[tuple[str, str]], threshold: int, epoch_seconds: int) -> list[str]:
+    """The commented [directory] table with its pinned authorities (every config has one)."""
+    lines = [
+        "[directory]",
+        f"threshold = {threshold}            # consensus needs this many authority signatures",
+        f"epoch_seconds = {epoch_seconds}     # must match the authorities",
+    ]
+    for address, key in authorities:
+        lines += ["", "[[directory.authority]]", f'address = "{address}"', f'public_key = "{key}"']
+    return lines
+
+
 def render_mix_config(
     *,
     name: str,
@@ -189,30 +224,8 @@ def render_mix_config(
         f"test_mode = {'true' if test_mode else 'false'}        # true only on private test networks: allows tcp:// peers",
         "",
     ]
-    if tcp_listen is not None:
-        lines += ["[tcp]                    # TEST ONLY transport, loopback", f'listen = ["{tcp_listen}"]', ""]
-    if tor:
-        lines += [
-            "[tor]                    # serve as an onion service through a running tor (see torrc.example)",
-            "control_port = 9051      # or control_socket = \"/run/tor/control\"; or launch = true for a private tor",
-            "# socks_port = 9050      # default: ask tor",
-            "",
-        ]
-    if i2p:
-        lines += [
-            "[i2p]                    # serve as an I2P destination through i2pd's SAM bridge",
-            'sam_host = "127.0.0.1"',
-            "sam_port = 7656",
-            "# inbound_length = 3     # tunnel hops; 3 is the I2P default",
-            "",
-        ]
-    lines += [
-        "[directory]",
-        f"threshold = {threshold}            # consensus needs this many authority signatures",
-        f"epoch_seconds = {epoch_seconds}     # must match the authorities",
-    ]
-    for address, key in authorities:
-        lines += ["", "[[directory.authority]]", f'address = "{address}"', f'public_key = "{key}"']
+    lines += render_transport_sections(tcp_listen=tcp_listen, tor=tor, i2p=i2p)
+    lines += render_directory_section(authorities, threshold, epoch_seconds)
     lines += [
         "",
         "[mixing]",

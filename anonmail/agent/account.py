@@ -13,8 +13,6 @@ seed, so the database alone opens nothing, and only one passphrase derivation is
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
-
 import nacl.exceptions
 import nacl.secret
 
@@ -26,7 +24,7 @@ from anonmail.core.keys import (
     certify_encryption_key,
     newest_valid,
 )
-from anonmail.errors import KeyExpiredError, KeyFileError, SignatureError
+from anonmail.errors import KeyFileError, SignatureError
 
 __all__ = [
     "IDENTITY_FILE",
@@ -95,11 +93,3 @@ def contact_key(store: AgentStore, fingerprint: bytes, *, now: int) -> Encryptio
         except SignatureError:
             continue
     return newest_valid(certs, now=now)
-
-
-def identity_path(home: Path) -> Path:
-    """Where a user's sealed identity key lives."""
-    return home / IDENTITY_FILE
-
-
-__all__ += ["identity_path", "KeyExpiredError"]

@@ -18,7 +18,7 @@ from anonmail.config import SCHEMA_VERSION, load_toml
 from anonmail.core.address import validate_provider_name
 from anonmail.errors import AddressError
 from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
-from mixnode.config import AuthorityPin, parse_authorities
+from mixnode.config import AuthorityPin, parse_authorities, render_directory_section
 
 __all__ = ["AgentConfig", "load_agent_config", "render_agent_config", "DEFAULTS"]
 
@@ -115,12 +115,6 @@ def render_agent_config(*, provider: str, authorities: list[tuple[str, str]], th
         lines += ["[tor]                    # reach peers through tor (see torrc.example)", *tor_lines, ""]
     if i2p_lines is not None:
         lines += ["[i2p]                    # reach peers through i2pd's SAM bridge", *i2p_lines, ""]
-    lines += [
-        "[directory]",
-        f"threshold = {threshold}            # consensus needs this many authority signatures",
-        f"epoch_seconds = {epoch_seconds}     # must match the authorities",
-    ]
-    for address, key in authorities:
-        lines += ["", "[[directory.authority]]", f'address = "{address}"', f'public_key = "{key}"']
+    lines += render_directory_section(authorities, threshold, epoch_seconds)
     lines.append("")
     return "\n".join(lines)

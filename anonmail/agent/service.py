@@ -372,8 +372,10 @@ class Agent:
             return
         self._lookups[recipient.fingerprint] = now
         assert self._tg is not None
-        anyio.from_thread.run_sync(self._tg.start_soon, self._lookup, recipient) if self.settings.threads \
-            else self._tg.start_soon(self._lookup, recipient)
+        if self.settings.threads:  # called from a worker thread
+            anyio.from_thread.run_sync(self._tg.start_soon, self._lookup, recipient)
+        else:
+            self._tg.start_soon(self._lookup, recipient)
 
     async def _lookup(self, recipient: Address) -> None:
         from anonmail.net.provider_client import lookup_keys

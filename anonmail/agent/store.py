@@ -26,8 +26,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
 from anonmail.errors import StoreError
 
 __all__ = ["AgentStore", "OutboxMessage", "InboxMessage", "SCHEMA_VERSION", "STATES"]
@@ -68,7 +66,6 @@ CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, sender TEXT NOT NULL, message_id BLOB NOT NULL,
     subject TEXT NOT NULL, body BLOB NOT NULL, sent_at INTEGER NOT NULL, received_at REAL NOT NULL,
     read INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -159,11 +156,6 @@ class AgentStore:
         except sqlite3.Error as exc:
             raise StoreError(f"agent store {self.path}: {exc}") from exc
 
-    @property
-    def db(self) -> sqlite_utils.Database:
-        """A sqlite-utils view of this thread's connection (for inspection and tests)."""
-        return sqlite_utils.Database(self._conn())
-
     def close(self) -> None:
         """Close every connection (call once, when done)."""
         with self._lock:
@@ -172,7 +164,7 @@ class AgentStore:
             conn.close()
         self._local = threading.local()
 
-    # ------------------------------------------------------------------ meta and counters
+    # ------------------------------------------------------------------ meta
 
     def meta(self, key: str) -> str | None:
         """A settings value (address, provider, ...), or None."""
@@ -183,17 +175,6 @@ class AgentStore:
         """Set settings values."""
         with self._tx() as c:
             c.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
-
-    def bump(self, **deltas: int) -> None:
-        """Add to named counters (packets_real, packets_cover, ...)."""
-        with self._tx() as c:
-            for name, delta in deltas.items():
-                c.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
-                          "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", [name, delta])
-
-    def counters(self) -> dict[str, int]:
-        """All counters."""
-        return dict(self._query("SELECT name, value FROM counters ORDER BY name"))
 
     # ------------------------------------------------------------------ contacts
 

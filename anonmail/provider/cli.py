@@ -15,11 +15,12 @@ import argparse
 import base64
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
+from anonmail.config import install_config
 from anonmail.errors import ConfigError, StoreError
+from mixnode.status import NOT_RUNNING
 
 __all__ = [
     "CONFIG_NAME",
@@ -31,8 +32,6 @@ __all__ = [
 ]
 
 CONFIG_NAME = "provider.toml"
-#: Exit code of ``status`` when the provider is not running (as ``mixnode status``).
-NOT_RUNNING = 3
 
 
 def add_provider_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -106,14 +105,7 @@ def cmd_provider_init(args: argparse.Namespace) -> int:
         name=args.name, authorities=args.authority, threshold=threshold, epoch_seconds=args.epoch_seconds,
         test_mode=test_mode, tcp_listen=args.tcp_listen, tor=args.tor, i2p=args.i2p, registration=args.registration,
     )
-    tmp = config_path.with_suffix(".tmp")
-    tmp.write_text(text)
-    try:
-        load_provider_config(tmp)  # what we write must load
-    except ConfigError:
-        tmp.unlink()
-        raise
-    os.replace(tmp, config_path)
+    install_config(config_path, text, load_provider_config)
     identity = load_or_create_identity(directory)
     print(f"config:       {config_path}")
     print(f"identity key: {directory / IDENTITY_FILE} (0600)")

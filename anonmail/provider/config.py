@@ -17,7 +17,13 @@ from anonmail.config import SCHEMA_VERSION, load_toml
 from anonmail.core.address import validate_provider_name
 from anonmail.errors import AddressError
 from mixnode.config import DEFAULTS as MIX_DEFAULTS
-from mixnode.config import AuthorityPin, parse_directory, parse_node_transports
+from mixnode.config import (
+    AuthorityPin,
+    parse_directory,
+    parse_node_transports,
+    render_directory_section,
+    render_transport_sections,
+)
 
 if TYPE_CHECKING:
     from anonmail.net.i2p import I2PSettings
@@ -186,29 +192,8 @@ def render_provider_config(
         f"test_mode = {'true' if test_mode else 'false'}        # true only on private test networks: allows tcp:// peers",
         "",
     ]
-    if tcp_listen is not None:
-        lines += ["[tcp]                    # TEST ONLY transport, loopback", f'listen = ["{tcp_listen}"]', ""]
-    if tor:
-        lines += [
-            "[tor]                    # serve as an onion service through a running tor (see torrc.example)",
-            "control_port = 9051      # or control_socket = \"/run/tor/control\"; or launch = true for a private tor",
-            "# socks_port = 9050      # default: ask tor",
-            "",
-        ]
-    if i2p:
-        lines += [
-            "[i2p]                    # serve as an I2P destination through i2pd's SAM bridge",
-            'sam_host = "127.0.0.1"',
-            "sam_port = 7656",
-            "",
-        ]
-    lines += [
-        "[directory]",
-        f"threshold = {threshold}            # consensus needs this many authority signatures",
-        f"epoch_seconds = {epoch_seconds}     # must match the authorities",
-    ]
-    for address, key in authorities:
-        lines += ["", "[[directory.authority]]", f'address = "{address}"', f'public_key = "{key}"']
+    lines += render_transport_sections(tcp_listen=tcp_listen, tor=tor, i2p=i2p)
+    lines += render_directory_section(authorities, threshold, epoch_seconds)
     lines += [
         "",
         "[mailboxes]",

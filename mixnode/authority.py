@@ -242,6 +242,7 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     round_seconds = table.int("round_seconds", default=DEFAULT_ROUND_SECONDS, minimum=1)
     sync_delay = table.int("sync_delay", default=DEFAULT_SYNC_DELAY, minimum=0, maximum=round_seconds - 1)
     gossip_seconds = table.int("gossip_seconds", default=DEFAULT_GOSSIP_SECONDS, minimum=1)
+    bootstrap_nodes = table.int("bootstrap_nodes", default=0, minimum=0)
     table.finish()
     config = AuthorityConfig(
         name=name,
@@ -256,6 +257,7 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
         round_seconds=round_seconds,
         sync_delay=sync_delay,
         gossip_seconds=gossip_seconds,
+        bootstrap_nodes=bootstrap_nodes,
         tor=tor,
         i2p=i2p,
         config_path=Path(path),

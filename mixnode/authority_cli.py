@@ -134,6 +134,7 @@ def render_config(
         line("# round_seconds = 5", "later build attempts (bootstrap) this often"),
         line("# sync_delay = 2", "wait after a cutoff before asking peers (clock skew)"),
         line("# gossip_seconds = 30", "background copy of peers' descriptors"),
+        line("# bootstrap_nodes = 0", "test networks: first consensus waits for this many nodes"),
     ]
     if tor:
         lines += ["", line("[tor]", "serve as an onion service through a running tor"),

@@ -39,6 +39,12 @@ class Transport(abc.ABC):
     #: URI schemes this transport can connect to.
     schemes: frozenset[str] = frozenset()
 
+    @property
+    def serves(self) -> bool:
+        """Whether a node's Router listens on this transport (False: connect only)."""
+        settings = getattr(self, "settings", None)
+        return bool(getattr(settings, "serve", True))
+
     def __init__(self) -> None:
         self._tg: anyio.abc.TaskGroup | None = None
         self._entered = False

@@ -147,6 +147,8 @@ class I2PSettings:
     """
 
     sam_host: str = DEFAULT_SAM_HOST
+    #: Serve the node's listener on an I2P destination; False: connect only (reachable elsewhere).
+    serve: bool = True
     sam_port: int = DEFAULT_SAM_PORT
     inbound_length: int = DEFAULT_TUNNEL_LENGTH
     outbound_length: int = DEFAULT_TUNNEL_LENGTH

@@ -38,9 +38,11 @@ class Router:
         return parsed.scheme in self._by_scheme
 
     async def listen(self, handler: Handler) -> list[str]:
-        """Listen on every transport; return all addresses served."""
+        """Listen on every serving transport (not connect-only ones); return all addresses served."""
         addresses: list[str] = []
         for transport in self.transports:
+            if not transport.serves:
+                continue
             addresses.extend(await transport.listen(handler))
         return addresses
 

@@ -3,10 +3,10 @@
 Mix nodes, authorities and (later) providers share these readers, so every service accepts the
 same keys with the same checks; an invalid value is a ConfigError naming the file and the key.
 
-``[tor]`` keys: ``launch`` (start a tor for this node instead of attaching), ``control_port``,
+``[tor]`` keys: ``serve`` (false: connect only, publish no onion service), ``launch`` (start a tor for this node instead of attaching), ``control_port``,
 ``control_socket``, ``password``, ``socks_port``, ``tor_binary``, ``torrc_lines``,
 ``virtual_port``, ``bootstrap_timeout``, ``connect_timeout``, ``health_interval``.
-``[i2p]`` keys: ``sam_host``, ``sam_port``, ``inbound_length``, ``outbound_length``,
+``[i2p]`` keys: ``serve`` (false: connect only), ``sam_host``, ``sam_port``, ``inbound_length``, ``outbound_length``,
 ``inbound_quantity``, ``outbound_quantity``, ``session_timeout``, ``lookup_timeout``,
 ``connect_timeout``, ``health_interval``.
 """
@@ -52,8 +52,9 @@ def tor_settings_from_table(table: Table) -> TorSettings:
     from anonmail.net.tor import TorSettings
 
     values = _collect(table, _TOR_INTS, _TOR_FLOATS, ("control_socket", "password", "tor_binary"))
-    if table.has("launch"):
-        values["launch"] = table.bool("launch")
+    for key in ("launch", "serve"):
+        if table.has(key):
+            values[key] = table.bool(key)
     if table.has("torrc_lines"):
         values["torrc_lines"] = tuple(table.str_list("torrc_lines"))
     table.finish()
@@ -68,6 +69,8 @@ def i2p_settings_from_table(table: Table) -> I2PSettings:
     from anonmail.net.i2p import I2PSettings
 
     values = _collect(table, _I2P_INTS, _I2P_FLOATS, ("sam_host",))
+    if table.has("serve"):
+        values["serve"] = table.bool("serve")
     table.finish()
     try:
         return I2PSettings(**values)

@@ -195,6 +195,8 @@ class TorSettings:
     """
 
     launch: bool = False
+    #: Publish an onion service for the node's listener; False: connect only (reachable elsewhere).
+    serve: bool = True
     control_port: int | None = 9051
     control_socket: str | None = None
     password: str | None = field(default=None, repr=False)

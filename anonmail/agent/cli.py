@@ -1,16 +1,19 @@
-"""The user's commands: ``init``, ``agent``, ``whoami``, ``contact``, ``send``, ``outbox``, ``inbox``,
-``read``, ``delete``.
+"""The user's commands: ``init``, ``agent``, ``status``, ``whoami``, ``contact``, ``send``, ``outbox``,
+``inbox``, ``read``, ``delete``.
 
 Everything a user does goes through the SQLite store in their home directory (``--home``, else
 ``$ANONMAIL_HOME``, else the platform's user data directory), so the commands work whether or
 not ``anonmail agent`` runs: ``send`` queues, the agent delivers. Only ``init`` and ``agent``
 need the passphrase (``--passphrase-file``, ``$ANONMAIL_PASSPHRASE`` or a prompt) and the
-network. Every refusal is one line on stderr and a non-zero exit; nothing is stored then.
+network. ``status`` reads the ``status.json`` a running agent rewrites every second
+(:mod:`anonmail.agent.status`) and exits 3 when no agent runs. Every refusal is one line on
+stderr and a non-zero exit; nothing is stored then.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import logging
@@ -73,6 +76,9 @@ def add_user_parsers(sub: argparse._SubParsersAction) -> None:
     agent = home(sub.add_parser("agent", help="run your agent: send, receive, cover traffic (until ^C)"))
     agent.add_argument("--passphrase-file", type=Path, default=None, help="read the passphrase from this file")
     agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    status = home(sub.add_parser("status", help="show what your running agent is doing (exit 3 if it is not running)"))
+    status.add_argument("--json", action="store_true", help="print one JSON object")
 
     home(sub.add_parser("whoami", help="print your address"))
 
@@ -247,6 +253,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
     from anonmail.agent.config import load_agent_config
     from anonmail.agent.service import Agent
+    from anonmail.agent.status import keep_status, write_agent_status
     from anonmail.core.keys import load_identity
     from anonmail.directory import DirectoryClient
     from anonmail.lifecycle import serve_until_signal
@@ -254,6 +261,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from anonmail.net.settings import build_transports
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    started_at = time.time()
     home = _home(args)
     store = _open_store(args)
     config = load_agent_config(home)
@@ -283,17 +291,77 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                              s.packets_real, s.packets_cover, s.acks, s.fragments_received, s.loops_returned)
 
             def started(_agent, tg) -> None:
-                print("agent running; ^C to stop", file=sys.stderr, flush=True)
+                print("agent running; ^C to stop (`anonmail status` shows what it does)", file=sys.stderr, flush=True)
                 tg.start_soon(report)
 
-            print(f"agent for {agent.address}: connecting to provider {config.settings.provider}...",
-                  file=sys.stderr, flush=True)
-            await serve_until_signal(agent.run, log=log, on_started=started)
+            # No address here: what a daemon prints ends up in logs (docs/agent.md, "Logs").
+            print(f"agent: connecting to provider {config.settings.provider}...", file=sys.stderr, flush=True)
+            async with anyio.create_task_group() as status_tg:
+                await status_tg.start(functools.partial(keep_status, agent, home, started=started_at))
+                await serve_until_signal(agent.run, log=log, on_started=started)
+                status_tg.cancel_scope.cancel()
+            write_agent_status(agent, home, started=started_at, running=False)
 
     try:
         anyio.run(main)
     finally:
         store.close()
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Print the running agent's status (table or JSON); exit 3 when no agent runs for this home."""
+    from anonmail.errors import StoreError
+    from mixnode.status import NOT_RUNNING, STATUS_FILE, liveness, pid_alive
+    from mixnode.status import read_status as read_status_file
+
+    home = _home(args)
+    try:
+        status = read_status_file(home)
+    except StoreError:
+        why = "no status file" if not (home / STATUS_FILE).exists() else "its status file is unreadable"
+        print(f"no agent is running for {home} ({why}); start one with `anonmail agent`", file=sys.stderr)
+        return NOT_RUNNING
+    alive, age = liveness(status)
+    stopped_cleanly = not status.get("running")
+    status["running"] = bool(alive)
+    status["age_s"] = round(age, 1)
+    if not alive:
+        why = ("it stopped" if stopped_cleanly else "its process is gone" if not pid_alive(status.get("pid"))
+               else f"no update for {age:.0f} s")
+        print(f"no agent is running for {home} ({why}); start one with `anonmail agent`", file=sys.stderr)
+    if args.json:
+        print(json.dumps(status, sort_keys=True))
+        return 0 if alive else NOT_RUNNING
+    if not alive:
+        return NOT_RUNNING
+    from rich.console import Console
+    from rich.table import Table
+
+    def n(key: str) -> int:
+        return int(status.get(key) or 0)
+
+    table = Table(title=f"agent at provider {status.get('provider')}", show_header=False)
+    errors = str(n("errors"))
+    if status.get("last_error"):
+        errors += f" (last: {status['last_error']}, {_when(status.get('last_error_at'))})"
+    rows = [
+        ("state", "[green]running[/], " + ("connected" if status.get("connected") else "[yellow]connecting[/]")
+         + f" (pid {status.get('pid')}, since {_when(status.get('started'))})"),
+        ("packets", f"{n('packets_sent')} sent: {n('packets_real')} real, {n('packets_cover')} cover "
+                    f"({n('packets_drop')} drop, {n('packets_loop')} loop); {n('slots_missed')} slots missed"),
+        ("retransmissions", str(n("retransmissions"))),
+        ("loops", f"{n('loops_sent')} sent, {n('loops_returned')} back"),
+        ("fetches", f"{n('fetches')}, {n('entries_fetched')} entries: {n('acks')} new ACKs, "
+                    f"{n('fragments_received')} mail fragments"),
+        ("outbox", f"{n('outbox_queued')} waiting for ACKs, {n('outbox_acknowledged')} acknowledged, "
+                   f"{n('outbox_failed')} failed"),
+        ("inbox", f"{n('inbox')} messages ({n('delivered')} since start)"),
+        ("errors", errors),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
     return 0
 
 
@@ -435,6 +503,6 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 
 USER_COMMANDS = {
-    "init": _cmd_init, "agent": _cmd_agent, "whoami": _cmd_whoami, "contact": _cmd_contact, "send": _cmd_send,
+    "init": _cmd_init, "agent": _cmd_agent, "status": _cmd_status, "whoami": _cmd_whoami, "contact": _cmd_contact, "send": _cmd_send,
     "outbox": _cmd_outbox, "inbox": _cmd_inbox, "read": _cmd_read, "delete": _cmd_delete,
 }

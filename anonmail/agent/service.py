@@ -18,8 +18,9 @@ Traffic shape: the payload stream's schedule never depends on what the user does
 fragment only *replaces* the drop cover of a slot that happens anyway (tested statistically).
 
 What the agent reveals: to its provider, that it is a user and when it fetches; to everyone
-else nothing beyond a Poisson stream of constant-size packets. Logs carry counts, never
-addresses, subjects or message ids at INFO.
+else nothing beyond a Poisson stream of constant-size packets. Logs carry counts and reasons,
+never addresses, fingerprints, mailbox or message ids, contact names or subjects. The counters in
+:class:`AgentStats` feed ``status.json`` (:mod:`anonmail.agent.status`).
 """
 
 from __future__ import annotations
@@ -106,10 +107,17 @@ class AgentStats:
     loops_returned: int = 0
     acks: int = 0
     fetches: int = 0
+    #: Real entries fetched from our mailbox (fragments and ACKs; the padding dummies not counted).
+    entries_fetched: int = 0
     fragments_received: int = 0
     duplicates_merged: int = 0
     delivered: int = 0
     bad_entries: int = 0
+    #: Failed logins, broken sessions (a send, fetch or key publication that failed) and failed key lookups.
+    errors: int = 0
+    #: The latest of those, as ``"what: ErrorType: reason"`` (never an address), or None.
+    last_error: str | None = None
+    last_error_at: float | None = None
     emissions: list[float] = field(default_factory=list)
 
     @property
@@ -117,9 +125,20 @@ class AgentStats:
         """Drop plus loop cover."""
         return self.packets_drop + self.packets_loop
 
+    @property
+    def packets_sent(self) -> int:
+        """Every packet handed to our provider: real fragments (first sends and retransmissions) and cover."""
+        return self.packets_real + self.packets_cover
+
+    @property
+    def loops_sent(self) -> int:
+        """Loop cover packets sent (the same as ``packets_loop``)."""
+        return self.packets_loop
+
     def as_dict(self) -> dict:
         """JSON-ready counters."""
-        return {k: v for k, v in self.__dict__.items() if k != "emissions"} | {"packets_cover": self.packets_cover}
+        return {k: v for k, v in self.__dict__.items() if k != "emissions"} | {
+            "packets_cover": self.packets_cover, "packets_sent": self.packets_sent, "loops_sent": self.loops_sent}
 
 
 class Agent:
@@ -227,6 +246,7 @@ class Agent:
                 client = await ProviderClient.connect(self.router, address, self.identity, self.settings.provider,
                                                       op="login", certs=certs, timeout=60.0)
             except (TransportError, ProtocolError, TimeoutError, OSError) as exc:
+                self._error("login", exc)
                 log.info("session with our provider failed (%s); retrying in %.1f s", _why(exc), backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -241,8 +261,15 @@ class Agent:
             with anyio.move_on_after(2):
                 await client.aclose()
 
-    def _drop_session(self, exc: BaseException) -> None:
+    def _error(self, what: str, exc: BaseException) -> None:
+        """Count a connection or fetch error for the status file (no addresses: see ``_why``)."""
+        self.stats.errors += 1
+        self.stats.last_error = f"{what}: {_why(exc)}"[:200]
+        self.stats.last_error_at = self.wall_clock()
+
+    def _drop_session(self, exc: BaseException, what: str = "session") -> None:
         if self._client is not None:
+            self._error(what, exc)
             log.info("session with our provider broke (%s)", _why(exc))
             self._client = None
             self._session_lost.set()
@@ -260,7 +287,7 @@ class Agent:
                     await client.send_packets([packet])
         except (TransportError, ProtocolError, TimeoutError, OSError, anyio.BrokenResourceError,
                 anyio.ClosedResourceError, anyio.EndOfStream) as exc:
-            self._drop_session(exc)
+            self._drop_session(exc, "send")
             return False
         return True
 
@@ -394,6 +421,7 @@ class Agent:
             log.warning("key lookup failed: %s", exc.reason)
             return
         except (TransportError, TimeoutError, AnonmailError) as exc:
+            self._error("key lookup", exc)
             log.warning("key lookup failed (%s); will retry", _why(exc))
             self._lookups.pop(recipient.fingerprint, None)
             return
@@ -482,9 +510,10 @@ class Agent:
                     await client.confirm(handled)
         except (TransportError, ProtocolError, TimeoutError, OSError, anyio.BrokenResourceError,
                 anyio.ClosedResourceError, anyio.EndOfStream) as exc:
-            self._drop_session(exc)
+            self._drop_session(exc, "fetch")
             return 0
         self.stats.fetches += 1
+        self.stats.entries_fetched += len(result.entries)
         return len(result.entries)
 
     def _handle_entries(self, entries) -> list[int]:
@@ -586,7 +615,7 @@ class Agent:
                     with anyio.fail_after(60):
                         await client.publish_keys(await self._blocking(account.my_certs, self.store, now=now))
             except (TransportError, ProtocolError, TimeoutError, OSError, anyio.BrokenResourceError) as exc:
-                self._drop_session(exc)  # the next login publishes them
+                self._drop_session(exc, "publish keys")  # the next login publishes them
         await self._blocking(self._announce, cert, now)
         log.info("rotated our encryption key; announced it to contacts")
 

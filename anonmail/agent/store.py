@@ -361,6 +361,16 @@ class AgentStore:
                            " ORDER BY id")
         return [InboxMessage(r[0], r[1], bytes(r[2]), r[3], bytes(r[4]), r[5], r[6], bool(r[7])) for r in rows]
 
+    def counts(self) -> dict[str, int]:
+        """Mail in the outbox by state (``outbox_queued`` is queued or sending; key announcements not
+        counted, as in ``anonmail outbox``) and messages in the inbox: ``outbox_queued``,
+        ``outbox_acknowledged``, ``outbox_failed``, ``inbox``."""
+        by_state = dict(self._query("SELECT state, COUNT(*) FROM outbox WHERE kind = 'mail' GROUP BY state"))
+        ((inbox,),) = self._query("SELECT COUNT(*) FROM inbox")
+        return {"outbox_queued": by_state.get("queued", 0) + by_state.get("sending", 0),
+                "outbox_acknowledged": by_state.get("acknowledged", 0),
+                "outbox_failed": by_state.get("failed", 0), "inbox": inbox}
+
     def inbox_message(self, ident: int) -> InboxMessage | None:
         """One inbox message by its local id."""
         found = [m for m in self.inbox() if m.id == ident]

@@ -224,3 +224,28 @@ async def test_key_rotation_is_announced_and_the_new_key_is_used(tmp_path):
         await anyio.sleep(700)
         assert first_key not in [k[0] for k in bob.store.my_keys()]
         assert contact_key(alice.store, bob.address.fingerprint, now=int(wall_clock())).encryption_public != first_key
+
+
+@pytest.mark.anyio
+async def test_status_file_is_rewritten_every_second_while_the_agent_runs(tmp_path):
+    import json
+
+    from anonmail.agent.status import keep_status, write_agent_status
+
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path)
+        alice = await start_user(stack, net, tg, "alice", "alpha", 1)
+        home = tmp_path / "alice-home"
+        home.mkdir()
+        started = wall_clock()
+        await tg.start(lambda task_status: keep_status(alice, home, started=started, task_status=task_status))
+        first = json.loads((home / "status.json").read_text())
+        assert first["role"] == "agent" and first["running"] and first["provider"] == "alpha"
+        await anyio.sleep(10.5)
+        later = json.loads((home / "status.json").read_text())
+        assert later["packets_sent"] > first["packets_sent"] and later["loops_sent"] > first["loops_sent"]
+        assert later["updated"] - first["updated"] == pytest.approx(10, abs=0.01)  # rewritten every second
+        assert later["packets_sent"] <= alice.stats.packets_sent and later["fetches"] >= 9
+        assert str(alice.address).split("@")[0] not in (home / "status.json").read_text()
+        assert write_agent_status(alice, home, started=started, running=False)
+        assert json.loads((home / "status.json").read_text())["running"] is False

@@ -2,7 +2,8 @@
 
 An authority runs in-process; 3 mix nodes (`mixnode run`), 2 providers (`anonmail provider run`)
 and 2 agents (`anonmail agent`) are separate processes configured only through their own
-`init` commands; users talk to their agents through `anonmail send` / `inbox` / `read`.
+`init` commands; users talk to their agents through `anonmail send` / `inbox` / `read` and watch
+them with `anonmail status`. No process logs a user address.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from anonmail.core.fragments import fragment_count
 from anonmail.core.keys import IdentityKey, write_key_file
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 from mixnode.authority import Authority, AuthorityConfig
+from mixnode.status import NOT_RUNNING
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -121,7 +124,7 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
                 return len(status) == 2 and all(s.get("in_consensus") for s in status)
 
             await wait_for(listed, 60, "the consensus")
-            homes = {}
+            homes, agents = {}, {}
             for user, provider in (("alice", "alpha"), ("bob", "beta")):
                 home = tmp_path / "users" / user
                 proc = await arun("anonmail.cli", "init", "--test-mode", "--authority", pin, "--provider", provider,
@@ -129,7 +132,8 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
                 homes[user] = home
                 assert f"@{provider}" in proc.stdout.decode()
                 fast_agent(home)
-                start(stack, "anonmail.cli", "agent", home=home, log=tmp_path / f"{user}.log")
+                agents[user] = start(stack, "anonmail.cli", "agent", home=home, log=tmp_path / f"{user}.log")
+            alice_address = (await arun("anonmail.cli", "whoami", home=homes["alice"])).stdout.decode().strip()
             bob_address = (await arun("anonmail.cli", "whoami", home=homes["bob"])).stdout.decode().strip()
             await arun("anonmail.cli", "contact", "add", "bob", bob_address, home=homes["alice"])
             body = os.urandom(20_000).hex().encode()  # 40 KB: several packets
@@ -153,4 +157,46 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
             status = json.loads((await arun("anonmail.cli", "provider", "status", "--dir", str(tmp_path / "beta"),
                                            "--json")).stdout)
             assert status["running"] and status["acks_sent"] >= 1
+
+            # `anonmail status`: the agents' status files, while they run and after a clean stop.
+            def agent_status(user: str) -> tuple[int, dict, str]:
+                proc = run("anonmail.cli", "status", "--json", home=homes[user], check=False)
+                return proc.returncode, json.loads(proc.stdout or b"null"), proc.stderr.decode()
+
+            packets = fragment_count(len(body))
+            code, alice, err = await anyio.to_thread.run_sync(agent_status, "alice")
+            assert code == 0, err
+            assert alice["role"] == "agent" and alice["running"] and alice["connected"] and alice["provider"] == "alpha"
+            assert alice["pid"] == agents["alice"].pid and alice["started"] <= alice["updated"]
+            assert alice["packets_real"] >= packets and alice["packets_cover"] > 0
+            assert alice["packets_sent"] == alice["packets_real"] + alice["packets_cover"]
+            assert alice["loops_sent"] > 0 and alice["fetches"] > 0 and alice["acks"] >= packets
+            assert alice["entries_fetched"] >= alice["acks"]
+            assert (alice["outbox_queued"], alice["outbox_acknowledged"], alice["outbox_failed"]) == (0, 1, 0)
+            code, bob, err = await anyio.to_thread.run_sync(agent_status, "bob")
+            assert code == 0, err
+            assert bob["provider"] == "beta" and bob["inbox"] == 1 and bob["fragments_received"] >= packets
+            assert bob["outbox_queued"] == bob["outbox_acknowledged"] == 0
+            for user in ("alice", "bob"):
+                text = (homes[user] / "status.json").read_text()
+                assert alice_address.split("@")[0] not in text and bob_address.split("@")[0] not in text
+
+            def grew() -> bool:
+                now = json.loads((homes["alice"] / "status.json").read_text())
+                return (now["updated"] > alice["updated"] and now["packets_sent"] > alice["packets_sent"]
+                        and now["loops_returned"] >= alice["loops_returned"])
+
+            await wait_for(grew, 10, "alice's counters to grow")
+            agents["alice"].send_signal(signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(functools.partial(agents["alice"].wait, timeout=20)) == 0
+            stopped = json.loads((homes["alice"] / "status.json").read_text())
+            assert stopped["running"] is False and stopped["packets_sent"] > alice["packets_sent"]
+            code, _, err = await anyio.to_thread.run_sync(agent_status, "alice")
+            assert code == NOT_RUNNING and "no agent is running" in err and "it stopped" in err
+
+            # No user address in any process's log (agents, providers, mixes).
+            for log in sorted(tmp_path.glob("*.log")):
+                text = log.read_text(errors="replace")
+                for address in (alice_address, bob_address):
+                    assert address.split("@")[0] not in text, (log.name, address)
             tg.cancel_scope.cancel()

@@ -1,0 +1,123 @@
+"""`anonmail status`: the agent's status file, read back as a table or JSON; exit 3 when no agent runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from anonmail.agent.service import AgentSettings, AgentStats
+from anonmail.agent.status import agent_status
+from anonmail.agent.store import AgentStore
+from anonmail.cli import main
+from mixnode.status import NOT_RUNNING, write_status
+
+REQUIRED = {
+    "role", "pid", "updated", "started", "running", "provider", "packets_sent", "packets_real", "packets_cover",
+    "loops_sent", "loops_returned", "retransmissions", "fetches", "entries_fetched", "outbox_queued",
+    "outbox_acknowledged", "outbox_failed", "inbox", "errors", "last_error",
+}
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = AgentStore(tmp_path / "agent.sqlite")
+    yield s
+    s.close()
+
+
+def fake_agent(store: AgentStore) -> SimpleNamespace:
+    stats = AgentStats(packets_real=5, packets_drop=30, packets_loop=7, retransmissions=2, loops_returned=6,
+                       fetches=11, entries_fetched=9, errors=1, last_error="fetch: TransportError: timeout")
+    return SimpleNamespace(stats=stats, store=store, connected=True, wall_clock=time.time,
+                           settings=AgentSettings(provider="alpha", threads=False))
+
+
+def queue(store: AgentStore, n: int, kind: str = "mail") -> bytes:
+    mid = os.urandom(16)
+    store.queue_message(message_id=mid, recipient=f"{'a' * 56}@beta", kind=kind, subject=f"s{n}", body=b"x",
+                        size=1, fragments=1, now=time.time())
+    return mid
+
+
+def test_status_document_has_the_counters_and_no_address(store):
+    acked, failed = queue(store, 1), queue(store, 2)
+    queue(store, 3)
+    queue(store, 4, kind="keys")  # key announcements are not the user's mail
+    store.record_transmission(acked, 0, os.urandom(16), b"k", time.time())
+    store.acknowledge(acked, 0, time.time())
+    store.fail_message(failed, "no such user")
+    store.finish_message(sender_fpr=os.urandom(32), sender=f"{'b' * 56}@beta", message_id=os.urandom(16),
+                         subject="hi", body=b"hello", sent_at=1, now=time.time())
+    status = agent_status(fake_agent(store), started=1000.0, running=True, now=1234.5)
+    assert REQUIRED <= set(status)
+    assert status["role"] == "agent" and status["pid"] == os.getpid() and status["provider"] == "alpha"
+    assert status["updated"] == status["updated_at"] == 1234.5 and status["started"] == 1000.0
+    assert status["running"] is True and status["connected"] is True
+    assert (status["packets_sent"], status["packets_real"], status["packets_cover"]) == (42, 5, 37)
+    assert (status["loops_sent"], status["loops_returned"], status["retransmissions"]) == (7, 6, 2)
+    assert (status["fetches"], status["entries_fetched"]) == (11, 9)
+    assert (status["outbox_queued"], status["outbox_acknowledged"], status["outbox_failed"], status["inbox"]) \
+        == (1, 1, 1, 1)
+    assert (status["errors"], status["last_error"]) == (1, "fetch: TransportError: timeout")
+    assert "address" not in status and "@" not in json.dumps(status)
+    assert agent_status(fake_agent(store), started=1000.0, running=False)["connected"] is False
+
+
+def test_status_without_an_agent_exits_3_with_a_message(tmp_path, capsys):
+    code, out, err = cli(capsys, "status", "--home", str(tmp_path / "nobody"))
+    assert code == NOT_RUNNING and out == ""
+    assert "no agent is running" in err and "no status file" in err and "anonmail agent" in err
+    code, out, err = cli(capsys, "status", "--json", "--home", str(tmp_path / "nobody"))
+    assert code == NOT_RUNNING and "no agent is running" in err
+
+
+def live(**extra) -> dict:
+    now = time.time()
+    return {"role": "agent", "pid": os.getpid(), "started": now - 60, "updated": now, "updated_at": now,
+            "running": True, "connected": True, "provider": "alpha", "packets_sent": 1234, "packets_real": 34,
+            "packets_cover": 1200, "packets_drop": 1000, "packets_loop": 200, "loops_sent": 200,
+            "loops_returned": 190, "retransmissions": 3, "fetches": 12, "entries_fetched": 40, "outbox_queued": 2,
+            "outbox_acknowledged": 5, "outbox_failed": 0, "inbox": 4, "errors": 0, "last_error": None} | extra
+
+
+def test_status_of_a_running_agent_as_table_and_json(tmp_path, capsys):
+    write_status(tmp_path, live())
+    code, out, err = cli(capsys, "status", "--home", str(tmp_path))
+    assert code == 0, err
+    assert "agent at provider alpha" in out and "running" in out
+    assert "1234 sent: 34 real, 1200 cover" in out and "200 sent, 190 back" in out
+    assert "2 waiting for ACKs, 5 acknowledged, 0 failed" in out
+    code, out, err = cli(capsys, "status", "--json", "--home", str(tmp_path))
+    assert code == 0 and err == ""
+    status = json.loads(out)
+    assert status["running"] is True and status["packets_sent"] == 1234 and status["inbox"] == 4
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"running": False}, "it stopped"),
+    ({"pid": None}, "its process is gone"),
+    ({"updated_at": time.time() - 600}, "no update for"),
+])
+def test_a_stopped_crashed_or_stale_agent_is_not_running(tmp_path, capsys, change, why):
+    status = live(**change)
+    if change.get("pid", 0) is None:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        status["pid"] = dead.pid
+    write_status(tmp_path, status)
+    code, out, err = cli(capsys, "status", "--home", str(tmp_path))
+    assert code == NOT_RUNNING and out == "" and why in err
+    code, out, err = cli(capsys, "status", "--json", "--home", str(tmp_path))
+    assert code == NOT_RUNNING and json.loads(out)["running"] is False

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from anonmail import __version__
 from anonmail.errors import AnonmailError
@@ -36,11 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-mix", action="store_true", help="skip the mix node throughput (mix_pps is null)")
 
     demo = sub.add_parser("demo", help="run a whole network and send mail through every layer")
-    demo.add_argument("--network", choices=["memory"], default="memory", help="which network (default memory)")
+    demo.add_argument("--network", choices=["memory", "tor", "i2p", "both"], default="memory",
+                      help="memory: one process, in-memory links (default); tor/i2p/both: separate processes "
+                           "serving only onion services and/or I2P destinations on private networks")
     demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     demo.add_argument("--messages", type=_positive_int, default=20, help="mails alice sends bob (default 20)")
     demo.add_argument(
-        "--delay-mean", type=_non_negative_float, default=0.05, help="mean per-hop mix delay in seconds (default 0.05)"
+        "--delay-mean", type=_non_negative_float, default=None,
+        help="mean per-hop mix delay in seconds (default 0.05 in memory; the agents' default 0.5 otherwise)"
     )
     demo.add_argument("--loss", type=_probability, default=0.0, help="each link drops packets with this probability")
     demo.add_argument("--kill-mix", type=_non_negative_int, default=0, help="mixes stopped mid-run and restarted later")
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=_non_negative_int, default=200 * 1024, help="bytes of the first (big) message (default 204800)"
     )
     demo.add_argument("--timeout", type=_positive_float, default=900.0, help="give up after this many seconds")
+    demo.add_argument("--dir", type=Path, default=None,
+                      help="tor/i2p/both: keep every node's files and logs here (default: a temporary directory)")
 
     from anonmail.agent.cli import add_user_parsers
     from anonmail.provider.cli import add_provider_parser
@@ -56,18 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_user_parsers(sub)
     add_provider_parser(sub)
 
-    testnet = sub.add_parser("testnet", help="private Tor and I2P networks on this machine (for tests and demos)")
-    tsub = testnet.add_subparsers(dest="testnet_command", metavar="TESTNET_COMMAND")
-    tor_check = tsub.add_parser(
-        "tor-check", help="bring up a private Tor network, do an onion round trip, tear it down"
-    )
-    tor_check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    tor_check.add_argument("--relays", type=_non_negative_int, default=4, help="relays besides the authority (default 4, at least 4)")
-    i2p_check = tsub.add_parser(
-        "i2p-check", help="bring up a private I2P network, do an I2P round trip, tear it down"
-    )
-    i2p_check.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    i2p_check.add_argument("--routers", type=_non_negative_int, default=3, help="i2pd routers (default 3, at least 2)")
+    from anonmail.testnet.cli import add_testnet_parser
+
+    add_testnet_parser(sub)
     return parser
 
 
@@ -149,62 +146,100 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.network != "memory":
+        return _cmd_network_demo(args)
     from anonmail.demo import run_memory_demo
 
-    options = dict(messages=args.messages, delay_mean=args.delay_mean, loss=args.loss, kill_mix=args.kill_mix,
+    delay_mean = 0.05 if args.delay_mean is None else args.delay_mean
+    options = dict(messages=args.messages, delay_mean=delay_mean, loss=args.loss, kill_mix=args.kill_mix,
                    seed=args.seed, big_bytes=args.size, timeout=args.timeout)
     if args.json:
         result = run_memory_demo(**options)
         print(json.dumps(result))
         return 0 if result["ok"] else 1
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     console.rule("[bold]anonmail demo: a whole network in memory")
-    with Progress(TextColumn("delivered to bob"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("delivered", total=args.messages)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with _delivery_bar(console, args.messages) as progress:
         result = run_memory_demo(**options, say=lambda text: console.print(f"- {text}"), progress=progress)
     verdict = "[green]every message delivered once and acknowledged[/]" if result["ok"] else "[red]FAILED[/]"
     console.rule(verdict)
     console.print(
         f"{result['delivered']}/{result['sent']} delivered, {result['duplicates']} duplicates; latency mean "
-        f"{result['latency_mean_s']} s, p95 {result['latency_p95_s']} s at {args.delay_mean} s mean delay per mix; "
+        f"{result['latency_mean_s']} s, p95 {result['latency_p95_s']} s at {delay_mean} s mean delay per mix; "
         f"{result['packets_real']} real and {result['packets_cover']} cover packets, "
         f"{result['retransmissions']} retransmissions"
     )
     return 0 if result["ok"] else 1
 
 
-def _cmd_testnet(args: argparse.Namespace) -> int:
-    """Run a private-network check; progress goes to stderr, the result to stdout."""
-    if args.testnet_command is None:
-        print("anonmail testnet: choose tor-check or i2p-check (see --help)", file=sys.stderr)
-        return 2
-    if args.testnet_command == "tor-check":
-        from anonmail.testnet.tor import run_tor_check as check
+class _delivery_bar:
+    """A rich progress bar of messages delivered to Bob; the instance is the progress callback."""
 
-        options = {"relays": args.relays}
-    else:
-        from anonmail.testnet.i2p import run_i2p_check as check
+    def __init__(self, console, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        options = {"routers": args.routers}
+        self.bar = Progress(TextColumn("delivered to bob"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, transient=True)
+        self.task = self.bar.add_task("delivered", total=total)
 
-    def progress(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
 
-    result = check(progress=None if args.json else progress, **options)
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+
+
+def _cmd_network_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from anonmail.testnet.demo import run_network_demo
+
+    if args.loss or args.kill_mix or args.seed is not None:
+        raise AnonmailError("--loss, --kill-mix and --seed apply to --network memory only "
+                            "(on real networks, the fault tests in tests/integration kill real processes)")
+    options = dict(messages=args.messages, big_bytes=args.size, timeout=args.timeout, directory=args.dir,
+                   keep=args.dir is not None,
+                   agent_settings={} if args.delay_mean is None else {"delay_mean": args.delay_mean})
     if args.json:
+        result = run_network_demo(args.network, **options)
         print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
-    return 0 if result.get("ok") else 1
+        return 0 if result["ok"] else 1
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    over = {"tor": "a private Tor network", "i2p": "a private I2P network", "both": "private Tor and I2P networks"}
+    console.rule(f"[bold]anonmail demo: mail through three mix layers over {over[args.network]}")
+    console.print("Every node below is its own process and serves only onion services / I2P destinations on "
+                  "127.0.0.1; they are set up with the same commands an operator uses (see README).")
+    start = time.monotonic()
+
+    def say(text: str) -> None:
+        console.print(f"[dim]{time.monotonic() - start:6.1f} s[/]  {text}")
+
+    with _delivery_bar(console, args.messages) as progress:
+        result = run_network_demo(args.network, **options, say=say, progress=progress)
+    verdict = "[green]every message delivered once and acknowledged[/]" if result["ok"] else "[red]FAILED[/]"
+    console.rule(verdict)
+    console.print(
+        f"{result.get('delivered')}/{result.get('sent')} delivered to bob, {result.get('duplicates')} duplicates, "
+        f"reply {'arrived' if result.get('reply_delivered') else 'missing'}; latency mean "
+        f"{result.get('latency_mean_s')} s (p95 {result.get('latency_p95_s')} s; the "
+        f"{(result.get('big_bytes') or 0) // 1024} KiB message {result.get('latency_big_s')} s); "
+        f"of that, {result.get('mixing_delay_expected_s')} s is mixing delay chosen by alice and "
+        f"{result.get('fetch_wait_expected_s')} s the wait for bob's next fetch (expected)"
+    )
+    console.print(f"{result.get('packets_real')} real and {result.get('packets_cover')} cover packets, "
+                  f"{result.get('retransmissions')} retransmissions; network up in {result.get('bring_up_s')} s, "
+                  f"whole demo {result.get('wall_s')} s")
+    if result.get("directory"):
+        console.print(f"files and logs kept in {result['directory']}")
+    return 0 if result["ok"] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,8 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from anonmail.agent.cli import USER_COMMANDS
     from anonmail.provider.cli import run_provider_command
+    from anonmail.testnet.cli import run_testnet_command
 
-    handlers = {"bench": _cmd_bench, "demo": _cmd_demo, "testnet": _cmd_testnet, "provider": run_provider_command,
+    handlers = {"bench": _cmd_bench, "demo": _cmd_demo, "testnet": run_testnet_command, "provider": run_provider_command,
                 **USER_COMMANDS}
     handler = handlers[args.command]
     return run_command("anonmail", handler, args)

@@ -36,8 +36,9 @@ __all__ = ["REQUEST_TIMEOUT", "RETRY_SECONDS", "request_authority", "upload_desc
 
 log = logging.getLogger("anonmail.directory")
 
-#: Bound on one request to an authority (connect, HELLO, request, reply).
-REQUEST_TIMEOUT = 10.0
+#: Bound on one request to an authority (connect, HELLO, request, reply). A first connection to
+#: an onion service can take 10-20 s on a small network (RECIPES §1), so this is generous.
+REQUEST_TIMEOUT = 30.0
 #: Seconds between attempts while a wanted consensus is missing.
 RETRY_SECONDS = 5.0
 

@@ -12,7 +12,7 @@ help:
 	@echo "anonmail make targets:"
 	@echo "  make bootstrap   install tor + i2pd (apt, if missing) and the .venv (if stale)"
 	@echo "  make test        bootstrap, then run pytest (extra args: PYTEST_ARGS='-k foo')"
-	@echo "  make demo        bootstrap, then run 'anonmail demo'"
+	@echo "  make demo        bootstrap, then run 'anonmail demo --network tor' (mail over a private Tor network)"
 	@echo "  make bench       bootstrap, then run 'anonmail bench'"
 	@echo "  make clean       remove .venv, caches and build artefacts"
 
@@ -23,7 +23,7 @@ test: bootstrap
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 demo: bootstrap
-	$(VENV)/bin/anonmail demo
+	$(VENV)/bin/anonmail demo --network tor
 
 bench: bootstrap
 	$(VENV)/bin/anonmail bench

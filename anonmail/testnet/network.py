@@ -233,6 +233,8 @@ def read_state(directory: Path) -> dict | None:
 class Testnet:
     """A whole anonmail network as separate processes over private Tor/I2P networks."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     directory: Path
     tor: bool = True
     i2p: bool = False
@@ -406,7 +408,7 @@ class Testnet:
 
             t0 = time.monotonic()
             self._i2p_net = I2PNetwork(3, base_dir=self.directory / "i2p",
-                                       progress=lambda text: self._say(f"i2p: {text}"))
+                                       progress=self._say)
             self._i2p_net.start()
             self.timings["i2p_s"] = round(time.monotonic() - t0, 1)
             self._say(f"i2p: 3 routers ready in {self.timings['i2p_s']:.1f} s")
@@ -543,6 +545,21 @@ class Testnet:
                 tails = "\n".join(f"  {n}: {_log_tail(self._procs[n].log, 3)}" for n in pending[:3])
                 raise TestnetError(f"not {what} after {timeout:.0f} s: {', '.join(pending)}\n{tails}")
             time.sleep(0.25)
+
+    @property
+    def pins(self) -> list[tuple[str, bytes]]:
+        """The authorities as every node pins them: (address, public key)."""
+        import base64
+
+        return [(address, base64.b64decode(key)) for address, key in self._pins]
+
+    def client_transports(self, data_dir: Path) -> list:
+        """Connect-only transports for code outside the testnet (tests): the users' tor and/or i2pd."""
+        from anonmail.net.settings import build_transports
+
+        tor = self._tor_clients["users"].settings(serve=False, connect_timeout=90.0) if self.tor else None
+        i2p = self._i2p_net.settings(len(self._i2p_net.routers) - 1, serve=False) if self.i2p else None
+        return build_transports(Path(data_dir), tor=tor, i2p=i2p)
 
     def addresses(self, name: str) -> list[str]:
         """The onion/I2P addresses a node serves (from its status file)."""

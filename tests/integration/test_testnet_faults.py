@@ -1,0 +1,279 @@
+"""Fault tests on a whole anonmail network of real processes over a private Tor network.
+
+One :class:`~anonmail.testnet.network.Testnet` per module (3 authorities, 3 layers × 2 mixes,
+providers alpha and beta, users alice@alpha and bob@beta, every node an onion service only).
+Faults are real: SIGKILL of a mix or provider, an agent stopped for a while, a node restarted
+with the same keys, a flood of garbage and replayed packets over Tor at a mix. Mail is sent
+and read with the ``anonmail`` commands a user runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+import pytest
+
+from anonmail.core import sphinx
+from anonmail.core.fragments import KIND_DROP, encode_cover_payload
+from anonmail.core.pki import epoch_at
+from anonmail.core.sizes import MAILBOX_ID_BYTES, PACKET_BYTES
+from anonmail.core.wire import Hello, Packet, Role, encode_frame
+from anonmail.directory import DirectoryClient
+from anonmail.net.router import Router
+from anonmail.testnet.network import Testnet
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.tor,
+    pytest.mark.filterwarnings("ignore:setDaemon\\(\\) is deprecated:DeprecationWarning"),
+]
+
+EPOCH = 3600
+#: Agent settings for the tests: quick fetches and short mixing delays (the demo uses defaults).
+AGENT = {"fetch_interval": 1.0, "delay_mean": 0.1, "lambda_payload": 4.0}
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory):
+    """The module's running network (torn down, every process by PID, after the last test)."""
+    for binary in ("tor", "tor-gencert"):
+        if shutil.which(binary) is None:
+            pytest.skip(f"{binary} is not installed (scripts/bootstrap.sh installs it)")
+    testnet = Testnet(tmp_path_factory.mktemp("testnet"), tor=True, i2p=False, mixes_per_layer=2, providers=2,
+                      users=2, epoch_seconds=EPOCH, agent_settings=AGENT,
+                      progress=lambda text: print(f"testnet: {text}", flush=True))
+    try:
+        testnet.up()
+        yield testnet
+    finally:
+        testnet.down()
+        assert all(testnet.pid(name) is None for name in testnet.names)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _inbox(net: Testnet, user: str) -> list[dict]:
+    return _lines(net.anonmail(user, "inbox", "--json"))
+
+
+def _outbox(net: Testnet, user: str) -> list[dict]:
+    return _lines(net.anonmail(user, "outbox", "--json"))
+
+
+def _send(net: Testnet, sender: str, to: str, subject: str) -> None:
+    net.anonmail(sender, "send", "--to", to, "--subject", subject, input_text=f"body of {subject}\n")
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s: {what()}")
+        time.sleep(1.0)
+
+
+async def _await(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s: {what()}")
+        await anyio.sleep(0.5)
+
+
+def _arrived(net: Testnet, user: str, subjects: list[str]) -> Counter:
+    return Counter(m["subject"] for m in _inbox(net, user) if m["subject"] in subjects)
+
+
+def _acknowledged(net: Testnet, user: str, subjects: list[str]) -> bool:
+    states = {m["subject"]: m["state"] for m in _outbox(net, user)}
+    return all(states.get(s) == "acknowledged" for s in subjects)
+
+
+def _deliver_and_check(net: Testnet, subjects: list[str], timeout: float = 240.0) -> None:
+    """Wait until bob has every subject and alice has every ACK; then exactly once each."""
+    _wait(lambda: len(_arrived(net, "bob", subjects)) == len(subjects) and _acknowledged(net, "alice", subjects),
+          timeout, lambda: f"bob has {dict(_arrived(net, 'bob', subjects))} of {subjects}; alice's outbox: "
+                           f"{[(m['subject'], m['state'], m['acknowledged'], m['packets']) for m in _outbox(net, 'alice')]}")
+    time.sleep(3.0)  # give a late duplicate (a retransmission in flight) the chance to show up
+    assert _arrived(net, "bob", subjects) == Counter({s: 1 for s in subjects})
+
+
+def _dropped(net: Testnet, name: str, reason: str) -> int:
+    return int(((net.node_status(name) or {}).get("dropped") or {}).get(reason, 0))
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class _Injector:
+    """A stranger on the network: builds Sphinx packets from the consensus, sends frames to a mix over Tor."""
+
+    def __init__(self, net: Testnet, data_dir: Path) -> None:
+        self.net = net
+        self.data_dir = data_dir
+
+    async def __aenter__(self) -> _Injector:
+        self.stack = AsyncExitStack()
+        transports = [await self.stack.enter_async_context(t) for t in self.net.client_transports(self.data_dir)]
+        self.router = Router(transports, production=True)
+        directory = DirectoryClient(self.router, self.net.pins, 2, production=True, epoch_seconds=EPOCH)
+        with anyio.fail_after(120):
+            self.consensus = await directory.fetch(epoch_at(time.time(), EPOCH))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stack.aclose()
+
+    def drop_packet(self, entry: str) -> bytes:
+        """A valid packet entering at mix ``entry`` (layer 1), through layers 2 and 3 to provider alpha."""
+        names = [entry, "mix2a", "mix3a", "alpha"]
+        hops = []
+        for name in names:
+            node = self.consensus.by_name(name)
+            assert node is not None, f"{name} is not in the consensus"
+            hops.append(sphinx.Hop(node.node_id, node.sphinx_key, 0))
+        return sphinx.build_forward(hops, os.urandom(MAILBOX_ID_BYTES), encode_cover_payload(KIND_DROP))
+
+    async def send(self, address: str, frames: list[bytes]) -> None:
+        """One connection (as a provider would open it): HELLO, then the frames."""
+        with anyio.fail_after(180):
+            stream = await self.router.connect(address)
+            async with stream:
+                await stream.send(encode_frame(Hello(1, Role.PROVIDER)))
+                for i in range(0, len(frames), 50):
+                    await stream.send(b"".join(frames[i:i + 50]))
+                await anyio.sleep(1.0)
+
+
+def _onion(net: Testnet, name: str) -> str:
+    return next(a for a in net.addresses(name) if a.startswith("onion://"))
+
+
+# ------------------------------------------------------------------------------- tests
+
+def test_network_serves_only_onion_addresses_and_lists_every_node(net: Testnet):
+    for name in net.names:
+        spec = net.spec(name)
+        if spec.role != "agent":
+            addresses = net.addresses(name)
+            assert addresses and all(a.startswith("onion://") for a in addresses), (name, addresses)
+        assert net.pid(name) is not None, f"{name} is not running"
+    for name in ("mix1a", "mix2b", "mix3a", "alpha", "beta"):
+        assert net.node_status(name)["in_consensus"] is True
+
+
+def test_mix_killed_mid_run_and_restarted_loses_and_duplicates_nothing(net: Testnet):
+    subjects = [f"kill-mix {i}" for i in range(8)]
+    for subject in subjects:
+        _send(net, "alice", "bob", subject)
+    time.sleep(1.0)
+    net.kill("mix2a")  # SIGKILL: packets it held are gone
+    assert net.pid("mix2a") is None
+    time.sleep(8.0)
+    net.restart("mix2a")
+    _deliver_and_check(net, subjects)
+    _wait(lambda: (net.node_status("mix2a") or {}).get("forwarded", 0) > 0, 120,
+          lambda: f"restarted mix2a forwards nothing: {net.node_status('mix2a')}")
+
+
+def test_provider_killed_after_storing_mail_before_the_owner_fetched_it_loses_nothing(net: Testnet):
+    net.kill("bob", signal.SIGTERM)  # bob is offline: his mail waits at beta
+    subjects = [f"provider-crash {i}" for i in range(3)]
+    for subject in subjects:
+        _send(net, "alice", "bob", subject)
+    # An ACK leaves beta only after the fragment is committed to its mailbox store.
+    _wait(lambda: _acknowledged(net, "alice", subjects), 180,
+          lambda: f"alice's outbox: {[(m['subject'], m['state']) for m in _outbox(net, 'alice')]}")
+    assert (net.node_status("beta") or {}).get("stored_entries", 0) >= len(subjects)
+    net.kill("beta")  # SIGKILL with the mail stored and not fetched
+    net.restart("beta")
+    assert (net.node_status("beta") or {}).get("stored_entries", 0) >= len(subjects)
+    net.restart("bob")
+    _deliver_and_check(net, subjects)
+
+
+def test_agent_offline_for_a_while_gets_its_mail_when_it_returns(net: Testnet):
+    net.kill("bob", signal.SIGTERM)
+    offline_since = time.monotonic()
+    subjects = [f"offline {i}" for i in range(2)]
+    for subject in subjects:
+        _send(net, "alice", "bob", subject)
+    _wait(lambda: _acknowledged(net, "alice", subjects), 180, lambda: "alice's mail was not stored at beta")
+    assert not _arrived(net, "bob", subjects)  # nothing can arrive while bob's agent is down
+    time.sleep(max(0.0, 20.0 - (time.monotonic() - offline_since)))
+    net.restart("bob")
+    _deliver_and_check(net, subjects, timeout=120)
+
+
+def test_restart_keeps_the_onion_address_and_the_replay_window_closed(net: Testnet, tmp_path: Path):
+    before = net.addresses("mix1a")
+
+    async def scenario() -> None:
+        async with _Injector(net, tmp_path / "injector") as injector:
+            packet = encode_frame(Packet(injector.drop_packet("mix1a")))
+            await injector.send(_onion(net, "mix1a"), [packet])
+            await _await(lambda: net.node_status("mix1a").get("received", 0) > 0, 60, lambda: "mix1a received nothing")
+            replays = _dropped(net, "mix1a", "replay")
+            await injector.send(_onion(net, "mix1a"), [packet])
+            await _await(lambda: _dropped(net, "mix1a", "replay") == replays + 1, 60,
+                  lambda: f"the replay was not dropped: {net.node_status('mix1a')['dropped']}")
+
+            await anyio.to_thread.run_sync(lambda: net.kill("mix1a"))
+            await anyio.to_thread.run_sync(net.restart, "mix1a")
+            assert net.addresses("mix1a") == before  # same onion key, same address
+            assert _dropped(net, "mix1a", "replay") == 0  # a new process: counters start at zero
+            await injector.send(_onion(net, "mix1a"), [packet])
+            await _await(lambda: _dropped(net, "mix1a", "replay") == 1, 120,
+                  lambda: f"replay after restart not dropped: {net.node_status('mix1a')}")
+
+    anyio.run(scenario)
+
+
+def test_flood_of_garbage_and_replays_is_dropped_and_counted_while_mail_flows(net: Testnet, tmp_path: Path):
+    pid = net.pid("mix1b")
+    rss_before = _rss_kib(pid)
+    garbage_count, replay_count = 400, 200
+
+    async def scenario() -> None:
+        async with _Injector(net, tmp_path / "injector") as injector:
+            packet = encode_frame(Packet(injector.drop_packet("mix1b")))
+            garbage = [encode_frame(Packet(os.urandom(PACKET_BYTES))) for _ in range(garbage_count)]
+            def bad() -> int:  # random bytes fail the group-element check or the header MAC
+                return _dropped(net, "mix1b", "bad_alpha") + _dropped(net, "mix1b", "bad_mac")
+
+            bad_before = bad()
+            await injector.send(_onion(net, "mix1b"), [packet] + [packet] * replay_count + garbage)
+            await _await(lambda: bad() - bad_before >= garbage_count
+                  and _dropped(net, "mix1b", "replay") >= replay_count, 120,
+                  lambda: f"mix1b dropped {net.node_status('mix1b')['dropped']}")
+            # A stream that is not our protocol at all: the connection is refused, the node stays.
+            stream = await injector.router.connect(_onion(net, "mix1b"))
+            async with stream:
+                await stream.send(os.urandom(20_000))
+                await anyio.sleep(1.0)
+
+    _send(net, "alice", "bob", "during the flood")
+    anyio.run(scenario)
+    assert net.pid("mix1b") == pid, "the flooded mix died"
+    assert _dropped(net, "mix1b", "bad_frame") + _dropped(net, "mix1b", "no_hello") >= 1
+    growth_mib = (_rss_kib(pid) - rss_before) / 1024
+    print(f"mix1b RSS grew by {growth_mib:.1f} MiB under the flood")
+    assert growth_mib < 64, f"mix1b grew by {growth_mib:.1f} MiB"
+    _deliver_and_check(net, ["during the flood"])

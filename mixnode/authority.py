@@ -231,6 +231,8 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     i2p = i2p_settings_from_table(table.table("i2p")) if table.has("i2p") else None
     if not listen and tor is None and i2p is None:
         raise table.error("listen", "configure a transport: [tor] or [i2p] (or listen = [\"tcp://...\"] in test mode)")
+    if not listen and not any(t is not None and t.serve for t in (tor, i2p)):
+        raise table.error("tor", "no transport serves: set serve = true in [tor] or [i2p] (nodes connect to the authority)")
     peers = []
     for peer in table.tables("peers"):
         address = peer.address("address", production=production)

@@ -112,6 +112,8 @@ def parse_node_transports(root: Table, *, production: bool, mode_key: str):
     i2p = i2p_settings_from_table(root.table("i2p")) if root.has("i2p") else None
     if tcp_listen is None and tor is None and i2p is None:
         raise root.error("tor", "configure at least one transport: [tor] or [i2p] (or [tcp] in test mode)")
+    if tcp_listen is None and not any(t is not None and t.serve for t in (tor, i2p)):
+        raise root.error("tor", "no transport serves: set serve = true in [tor] or [i2p] (others connect to this node)")
     return tcp_listen, tor, i2p
 
 

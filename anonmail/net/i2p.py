@@ -648,6 +648,13 @@ class I2PTransport(Transport):
                 pass
         self._sessions.clear()
 
+    async def create_destination(self) -> str:
+        """Create (or load) the node's persistent destination now; its ``i2p://`` address.
+
+        Lets an operator (or a testnet) know the address before the node first serves.
+        """
+        return f"i2p://{b32_address(await self._own_destination(), private=True)}"
+
     async def _own_destination(self) -> str:
         """The node's private destination from ``data_dir``; generated (and saved) if missing."""
         if self.data_dir is None:

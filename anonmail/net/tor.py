@@ -67,6 +67,7 @@ from anonmail.net.base import Handler, Transport
 __all__ = [
     "DEFAULT_VIRTUAL_PORT",
     "ONION_KEY_FILE",
+    "create_onion_key",
     "SocksReply",
     "describe_socks_reply",
     "socks_reply_code",
@@ -436,6 +437,42 @@ async def _in_thread(func: Callable[[], T], timeout: float, what: str) -> T:
 
 class _TorUnreachable(TorError):
     """The control connection is gone (tor stopped or restarted); the watchdog is on it."""
+
+
+def onion_host(public_key: bytes) -> str:
+    """The v3 onion host (56 base32 characters + ``.onion``) of an Ed25519 public key (rend-spec-v3)."""
+    import base64
+    import hashlib
+
+    version = b"\x03"
+    checksum = hashlib.sha3_256(b".onion checksum" + public_key + version).digest()[:2]
+    return base64.b32encode(public_key + checksum + version).decode("ascii").lower() + ".onion"
+
+
+def create_onion_key(data_dir: str | os.PathLike[str], virtual_port: int = DEFAULT_VIRTUAL_PORT) -> str:
+    """Create the node's onion key offline (0600) and return the ``onion://`` address it will serve.
+
+    Lets an operator (or a testnet) know a node's address before its first run. Tor's
+    ED25519-V3 key blob is the expanded secret key: the clamped SHA-512 of a random seed.
+    Refuses to replace an existing key (the address would change).
+    """
+    import base64
+    import hashlib
+
+    from nacl.bindings import crypto_scalarmult_ed25519_base_noclamp
+
+    path = Path(data_dir) / ONION_KEY_FILE
+    if path.exists():
+        raise KeyFileError(f"{path} already exists; keeping it (its onion address must not change)")
+    expanded = bytearray(hashlib.sha512(os.urandom(32)).digest())
+    expanded[0] &= 248
+    expanded[31] &= 127
+    expanded[31] |= 64
+    public = crypto_scalarmult_ed25519_base_noclamp(bytes(expanded[:32]))
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    write_key_file(path, b"ED25519-V3:" + base64.b64encode(bytes(expanded)) + b"\n")
+    return f"onion://{onion_host(public)}:{virtual_port}"
+
 
 
 class OnionTransport(Transport):

@@ -307,13 +307,19 @@ def _status(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- down
 
-def _expected(pid: int, names: tuple[str, ...]) -> bool:
-    """Whether ``pid`` still runs one of our programs (not a recycled PID)."""
+_OURS = frozenset({"tor", "i2pd", "anonmail", "mixnode"})
+
+
+def _expected(pid: int, names: frozenset[str] = _OURS) -> bool:
+    """Whether ``pid`` still runs one of our programs (not a recycled PID): judged by program name."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(name in cmdline for name in names)
+    words = [a.decode(errors="replace") for a in argv[:3]]
+    if any(Path(w).name in names for w in words):
+        return True
+    return "-m" in words and any(w.split(".")[0] in names for w in words)  # python -m anonmail.cli
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -323,7 +329,7 @@ def _down(args: argparse.Namespace) -> int:
         print(f"anonmail testnet: no testnet in {directory}", file=sys.stderr)
         return 1
     supervisor = state.get("supervisor_pid")
-    if process_alive(supervisor) and _expected(supervisor, ("anonmail",)):
+    if process_alive(supervisor) and _expected(supervisor, frozenset({"anonmail"})):
         print(f"stopping the testnet supervisor (pid {supervisor})…", file=sys.stderr)
         os.kill(supervisor, signal.SIGTERM)
         deadline = time.monotonic() + 90
@@ -332,10 +338,10 @@ def _down(args: argparse.Namespace) -> int:
         state = read_state(directory) or state
     pids = [p["pid"] for p in state.get("processes") or [] if p.get("pid")]
     pids += [pid for group in (state.get("daemons") or {}).values() for pid in group]
-    leftovers = [pid for pid in pids if process_alive(pid) and _expected(pid, ("anonmail", "mixnode", "tor", "i2pd"))]
+    leftovers = [pid for pid in pids if process_alive(pid) and _expected(pid)]
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
-    if process_alive(supervisor) and _expected(supervisor, ("anonmail",)):
+    if process_alive(supervisor) and _expected(supervisor, frozenset({"anonmail"})):
         os.kill(supervisor, signal.SIGKILL)
         leftovers.append(supervisor)
     if leftovers:

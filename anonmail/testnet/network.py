@@ -71,8 +71,18 @@ SERVE_TIMEOUT = 180.0
 CONSENSUS_TIMEOUT = 180.0
 #: Seconds for one init/contact command (registration goes over Tor/I2P).
 COMMAND_TIMEOUT = 180.0
-#: The stratified topology's transport mix when both networks run: (serves tor, serves i2p).
-_SERVE_CYCLE = (("tor",), ("i2p",), ("tor", "i2p"))
+#: Who serves what when both networks run, as cycles per role (index i takes entry i mod 3).
+#: Path selection only joins nodes that *serve* a common transport, so layers 1 and 3 start with
+#: a node on both and layer 2 with one on Tor: then every provider reaches layer 1, layer 1
+#: reaches layer 2, layer 2 reaches layer 3 and layer 3 every provider, however few mixes run.
+_TOR, _I2P, _BOTH = ("tor",), ("i2p",), ("tor", "i2p")
+_SERVE_CYCLES = {
+    "authority": (_BOTH, _TOR, _I2P),
+    "provider": (_TOR, _I2P, _BOTH),
+    1: (_BOTH, _I2P, _TOR),
+    2: (_TOR, _I2P, _BOTH),
+    3: (_BOTH, _TOR, _I2P),
+}
 
 Progress = Callable[[str], None] | None
 
@@ -94,10 +104,10 @@ class NodeSpec:
             + "/" + self.name
 
 
-def _serves(index: int, offset: int, tor: bool, i2p: bool) -> tuple[str, ...]:
+def _serves(index: int, cycle: str | int, tor: bool, i2p: bool) -> tuple[str, ...]:
     if tor and i2p:
-        return _SERVE_CYCLE[(index + offset) % len(_SERVE_CYCLE)]
-    return ("tor",) if tor else ("i2p",)
+        return _SERVE_CYCLES[cycle][index % 3]
+    return _TOR if tor else _I2P
 
 
 def plan_nodes(*, tor: bool, i2p: bool, mixes_per_layer: int = 2, providers: int = 2, users: int = 2) -> list[NodeSpec]:
@@ -110,11 +120,11 @@ def plan_nodes(*, tor: bool, i2p: bool, mixes_per_layer: int = 2, providers: int
         raise TestnetError(f"--providers must be 1..{len(PROVIDER_NAMES)}, got {providers}")
     if not 0 <= users <= len(USER_NAMES):
         raise TestnetError(f"--users must be 0..{len(USER_NAMES)}, got {users}")
-    nodes = [NodeSpec(f"auth{i + 1}", "authority", _serves(i, 2, tor, i2p)) for i in range(AUTHORITIES)]
+    nodes = [NodeSpec(f"auth{i + 1}", "authority", _serves(i, "authority", tor, i2p)) for i in range(AUTHORITIES)]
     for layer in range(1, LAYERS + 1):
         nodes += [NodeSpec(f"mix{layer}{chr(ord('a') + i)}", "mix", _serves(i, layer, tor, i2p), layer=layer)
                   for i in range(mixes_per_layer)]
-    nodes += [NodeSpec(PROVIDER_NAMES[i], "provider", _serves(i, 0, tor, i2p)) for i in range(providers)]
+    nodes += [NodeSpec(PROVIDER_NAMES[i], "provider", _serves(i, "provider", tor, i2p)) for i in range(providers)]
     nodes += [NodeSpec(USER_NAMES[i], "agent", (), provider=PROVIDER_NAMES[i % providers]) for i in range(users)]
     return nodes
 
@@ -152,13 +162,27 @@ def set_toml_keys(path: Path, table: str | None, values: dict[str, Any]) -> None
             lines += ["", f"[{table}]"]
             start = len(lines) - 1
         end = next((i for i in range(start + 1, len(lines)) if _HEADER.match(lines[i])), len(lines))
-    body = []
+    body: list[str] = []
+    depth = 0  # open brackets of a multi-line array being removed
     for line in lines[start + 1:end]:
+        value = line.split("#", 1)[0]
+        if depth > 0:
+            depth += value.count("[") - value.count("]")
+            continue
         match = _KEY_LINE.match(line)
         if match is None or match.group(1) not in values:
             body.append(line)
+            continue
+        if '"""' in value or "'''" in value:
+            raise TestnetError(f"{path}: {match.group(1)} is a multi-line string; edit it by hand")
+        depth = value.count("[") - value.count("]")
     new = [f"{key} = {_toml_value(value)}" for key, value in values.items()]
-    lines[start + 1:end] = new + body
+    if table is None:  # after the file's own top-level lines, before the first table
+        while body and not body[-1].strip():
+            body.pop()
+        lines[start + 1:end] = body + new + [""]
+    else:
+        lines[start + 1:end] = new + body
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.chmod(tmp, 0o600)
@@ -428,14 +452,18 @@ class Testnet:
             if spec.role != "agent":
                 tables["tor"]["serve"] = "tor" in spec.serves
         if self.i2p:
-            routers = len(self._i2p_net.routers)
-            router = self._i2p_net.routers[routers - 1 if spec.role == "agent" else index % (routers - 1)]
+            router = self._i2p_net.routers[self._i2p_router(spec, index)]
             tables["i2p"] = {"sam_port": router.sam_port, "inbound_length": 1, "outbound_length": 1,
                              "inbound_quantity": 2, "outbound_quantity": 2, "session_timeout": 120.0,
                              "lookup_timeout": 30.0, "connect_timeout": 60.0}
             if spec.role != "agent":
                 tables["i2p"]["serve"] = "i2p" in spec.serves
         return tables
+
+    def _i2p_router(self, spec: NodeSpec, index: int) -> int:
+        """Nodes share the first routers, users the last (their traffic enters elsewhere)."""
+        routers = len(self._i2p_net.routers)
+        return routers - 1 if spec.role == "agent" else index % (routers - 1)
 
     def _transport_flags(self) -> list[str]:
         return (["--tor"] if self.tor else []) + (["--i2p"] if self.i2p else [])
@@ -587,31 +615,53 @@ class Testnet:
             raise TestnetError(f"mixnode authority init ({spec.name}) printed no public key")
         return match.group(1)
 
+    def _create_addresses(self, spec: NodeSpec, index: int) -> list[str]:
+        """Create a node's onion key and/or I2P destination before its first run; its addresses.
+
+        So the authorities can pin each other from the start (no restart to learn addresses).
+        """
+        import anyio
+
+        from anonmail.net.i2p import I2PTransport, load_destination
+        from anonmail.net.tor import ONION_KEY_FILE, create_onion_key
+
+        directory = self._proc(spec).dir
+        addresses = []
+        if "tor" in spec.serves:
+            if (directory / "tor" / ONION_KEY_FILE).exists():
+                raise TestnetError(f"{directory} already holds an onion key: use a fresh testnet directory")
+            addresses.append(create_onion_key(directory / "tor"))
+        if "i2p" in spec.serves:
+            if load_destination(directory / "i2p") is not None:
+                raise TestnetError(f"{directory} already holds an I2P destination: use a fresh testnet directory")
+            settings = self._i2p_net.settings(self._i2p_router(spec, index))
+
+            async def create() -> str:
+                async with I2PTransport(directory / "i2p", settings) as transport:
+                    return await transport.create_destination()
+
+            addresses.append(anyio.run(create))
+        return addresses
+
     def _start_authorities(self) -> None:
         t0 = time.monotonic()
         specs = [s for s in self.specs if s.role == "authority"]
         keys = {s.name: self._authority_init(s, i, []) for i, s in enumerate(specs)}
-        for spec in specs:
-            self.start(spec.name)
-        self._say(f"authorities: {len(specs)} initialised; publishing their onion/I2P addresses")
-        self.wait_ready([s.name for s in specs])
-        served = {s.name: self.addresses(s.name) for s in specs}
-        for spec in specs:
-            self.kill(spec.name, signal.SIGTERM)
-        # Every authority pins the others at one address each (the first it serves).
-        self._pins = [(served[s.name][0], keys[s.name]) for s in specs]
+        planned = {s.name: self._create_addresses(s, i) for i, s in enumerate(specs)}
+        # Every authority pins the others at one address each (the first it serves: onion if any).
+        self._pins = [(planned[s.name][0], keys[s.name]) for s in specs]
         for i, spec in enumerate(specs):
             self._authority_init(spec, i, [pin for other, pin in zip(specs, self._pins) if other is not spec])
             self.start(spec.name)
+        self._say(f"authorities: {len(specs)} initialised with each other pinned; publishing their addresses")
         self.wait_ready([s.name for s in specs])
         for spec in specs:
-            if self.addresses(spec.name) != served[spec.name]:
-                raise TestnetError(f"{spec.name} came back on other addresses: {served[spec.name]} → "
-                                   f"{self.addresses(spec.name)}")
+            if self.addresses(spec.name) != planned[spec.name]:
+                raise TestnetError(f"{spec.name} serves {self.addresses(spec.name)}, not the addresses created "
+                                   f"for it: {planned[spec.name]}")
         self.timings["authorities_s"] = round(time.monotonic() - t0, 1)
-        self._say(f"authorities: {len(specs)} serving with their peers pinned "
-                  f"({self.timings['authorities_s']:.1f} s): " + ", ".join(
-                      f"{s.name} on {'+'.join(s.serves)}" for s in specs))
+        self._say(f"authorities: {len(specs)} serving ({self.timings['authorities_s']:.1f} s): " + ", ".join(
+            f"{s.name} on {'+'.join(s.serves)}" for s in specs))
 
     def _pin_args(self) -> list[str]:
         args = ["--threshold", str(THRESHOLD), "--epoch-seconds", str(self.epoch_seconds)]

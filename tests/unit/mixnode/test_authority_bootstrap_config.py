@@ -66,3 +66,26 @@ def test_authority_commands_refuse_a_negative_value(config, capsys):
     assert main(["authority", "status", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert "bootstrap_nodes" in err and "-3" in err
+
+
+def test_a_node_whose_every_transport_is_connect_only_is_refused(tmp_path, capsys):
+    import base64
+
+    from anonmail.net.tor import create_onion_key
+    from anonmail.testnet.network import set_toml_keys
+    from mixnode.config import load_mix_config
+
+    pin = f"{create_onion_key(tmp_path / 'authority-key')}={base64.b64encode(bytes(32)).decode()}"
+    auth = tmp_path / "auth"
+    assert main(["authority", "init", "--dir", str(auth), "--tor"]) == 0
+    mix = tmp_path / "mix"
+    assert main(["init", "--dir", str(mix), "--name", "m1", "--layer", "1", "--tor", "--authority", pin,
+                 "--threshold", "1"]) == 0
+    load_mix_config(mix / "mixnode.toml")  # serves over tor: fine
+    load_authority_config(auth / "authority.toml")
+    set_toml_keys(mix / "mixnode.toml", "tor", {"serve": False})
+    set_toml_keys(auth / "authority.toml", "tor", {"serve": False})
+    with pytest.raises(ConfigError, match="no transport serves"):
+        load_mix_config(mix / "mixnode.toml")
+    with pytest.raises(ConfigError, match="no transport serves"):
+        load_authority_config(auth / "authority.toml")

@@ -333,3 +333,20 @@ def test_constructing_a_testnet_checks_the_plan(tmp_path):
     with pytest.raises(TestnetError, match="--mixes-per-layer"):
         Testnet(tmp_path / "net", mixes_per_layer=0)
     assert not (tmp_path / "net").exists()
+
+
+def test_set_keys_replaces_a_multi_line_array_whole(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[tor]\ntorrc_lines = [\n  "A 1",\n  "B 2",\n]\ncontrol_port = 9051\n\n[i2p]\nsam_port = 7656\n')
+    set_toml_keys(path, "tor", {"torrc_lines": "x", "control_port": 9999})
+    assert tomllib.loads(path.read_text()) == {"tor": {"torrc_lines": "x", "control_port": 9999},
+                                               "i2p": {"sam_port": 7656}}
+
+
+def test_set_keys_refuses_to_replace_a_multi_line_string(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[agent]\nnote = """\nline\n"""\n')
+    before = path.read_text()
+    with pytest.raises(TestnetError, match="multi-line string"):
+        set_toml_keys(path, "agent", {"note": "x"})
+    assert path.read_text() == before

@@ -211,3 +211,17 @@ def test_status_table_names_every_process(fake_testnet, capsys, monkeypatch):
     for text in ("auth1", "mix1a", "mix2a", "alpha", "alice", "stopped", "(client)", "tor+i2p",
                  "5 dropped", "not in consensus", "2 accounts, 6 stored", "4 real / 26 cover", "0/1 up"):
         assert text in out, text
+
+
+def test_down_recognises_its_programs_by_name_not_by_substring(tmp_path):
+    from anonmail.testnet.cli import _expected
+
+    for argv, ours in ((["sleep", "30", "--", "directory-monitor-tor"], False),
+                       (["python3", "-c", "import time; time.sleep(30)", "anonmail"], False)):
+        proc = subprocess.Popen(argv)
+        try:
+            assert _expected(proc.pid) is ours, argv
+        finally:
+            proc.kill()
+            proc.wait()
+    assert _expected(os.getpid()) is False  # pytest itself is not one of ours

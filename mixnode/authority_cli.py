@@ -227,7 +227,9 @@ async def serve(config: AuthorityConfig) -> None:
 def _run(args: argparse.Namespace) -> int:
     import anyio
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from anonmail.daemonlog import configure_daemon_logging
+
+    configure_daemon_logging(args.log_level)
     config = load_authority_config(args.config)
     anyio.run(serve, config)
     return 0

@@ -98,7 +98,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mixnode.node import MixNode
     from mixnode.transports import build_transports
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    from anonmail.daemonlog import configure_daemon_logging
+
+    configure_daemon_logging(args.log_level)
     config = load_mix_config(args.config)
 
     async def main() -> None:

@@ -260,7 +260,9 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from anonmail.net.router import Router
     from anonmail.net.settings import build_transports
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    from anonmail.daemonlog import configure_daemon_logging
+
+    configure_daemon_logging(args.log_level)
     started_at = time.time()
     home = _home(args)
     store = _open_store(args)

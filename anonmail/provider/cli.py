@@ -123,7 +123,9 @@ def cmd_provider_run(args: argparse.Namespace) -> int:
     from anonmail.provider.node import Provider
     from mixnode.transports import build_transports
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    from anonmail.daemonlog import configure_daemon_logging
+
+    configure_daemon_logging(args.log_level)
     config = load_provider_config(_config_path(args))
 
     async def main() -> None:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from anonmail.errors import TestnetError
-from anonmail.testnet.network import STATE_FILE, Testnet, process_alive, read_state
+from anonmail.testnet.network import STATE_FILE, Testnet, check_fresh_directory, process_alive, read_state
 
 __all__ = ["add_testnet_parser", "run_testnet_command"]
 
@@ -121,6 +121,7 @@ def _up(args: argparse.Namespace) -> int:
     if state and state.get("phase") in ("starting", "ready") and process_alive(state.get("supervisor_pid")):
         raise TestnetError(f"a testnet is already running in {directory} "
                            f"(`anonmail testnet down --dir {directory}` stops it)")
+    check_fresh_directory(directory)
     if args.foreground:
         return _up_foreground(args, directory)
     return _up_background(args, directory)
@@ -128,13 +129,21 @@ def _up(args: argparse.Namespace) -> int:
 
 def _up_foreground(args: argparse.Namespace, directory: Path) -> int:
     stop = threading.Event()
+    ready = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        if not ready.is_set():  # abort the bring-up; up() stops whatever it started
+            raise KeyboardInterrupt
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     net = Testnet(directory, tor=args.tor, i2p=args.i2p, mixes_per_layer=args.mixes_per_layer,
                   providers=args.providers, users=args.users, epoch_seconds=args.epoch_seconds,
                   progress=lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True))
     try:
         net.up()
+        ready.set()
         print(f"[{time.strftime('%H:%M:%S')}] running; SIGINT/SIGTERM (or `anonmail testnet down --dir "
               f"{directory}`) stops it", flush=True)
         while not stop.wait(1.0):

@@ -52,6 +52,7 @@ __all__ = [
     "Testnet",
     "plan_nodes",
     "read_state",
+    "check_fresh_directory",
     "set_toml_keys",
     "process_alive",
 ]
@@ -248,6 +249,15 @@ class _Proc:
         return _read_json(self.dir / "status.json")
 
 
+def check_fresh_directory(directory: Path) -> None:
+    """Refuse a directory that holds an earlier testnet's nodes (their keys would clash)."""
+    used = [name for name in ("authorities", "mixes", "providers", "users", "tor", "i2p")
+            if (Path(directory) / name).exists()]
+    if used:
+        raise TestnetError(f"{directory} holds an earlier testnet ({', '.join(used)}/): remove it or choose "
+                           f"another --dir")
+
+
 def read_state(directory: Path) -> dict | None:
     """The testnet record in ``directory`` (None if there is none)."""
     return _read_json(Path(directory) / STATE_FILE)
@@ -315,6 +325,7 @@ class Testnet:
             if old.get("phase") in ("starting", "ready") and process_alive(old.get("supervisor_pid")):
                 raise TestnetError(f"a testnet is already running in {self.directory}: "
                                    f"`anonmail testnet down --dir {self.directory}` first")
+        check_fresh_directory(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
         self._phase = "starting"
@@ -323,7 +334,10 @@ class Testnet:
         try:
             self._up()
         except BaseException as exc:
-            self._error = str(exc) if isinstance(exc, TestnetError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt):
+                self._error = "interrupted (SIGINT/SIGTERM) while coming up"
+            else:
+                self._error = str(exc) if isinstance(exc, TestnetError) else f"{type(exc).__name__}: {exc}"
             self._phase = "failed"
             self._save_state()
             self.down(final_phase="failed")

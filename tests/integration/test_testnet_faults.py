@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -177,6 +178,27 @@ def test_network_serves_only_onion_addresses_and_lists_every_node(net: Testnet):
         assert net.pid(name) is not None, f"{name} is not running"
     for name in ("mix1a", "mix2b", "mix3a", "alpha", "beta"):
         assert net.node_status(name)["in_consensus"] is True
+
+
+def test_status_commands_work_against_the_running_nodes(net: Testnet):
+    from anonmail.testnet.network import _executable
+
+    commands = {
+        "mix1a": [_executable("mixnode"), "status", "--config", str(net.dir_of("mix1a") / "mixnode.toml"), "--json"],
+        "alpha": [_executable("anonmail"), "provider", "status", "--dir", str(net.dir_of("alpha")), "--json"],
+        "alice": [_executable("anonmail"), "status", "--home", str(net.home("alice")), "--json"],
+        "auth1": [_executable("mixnode"), "authority", "status", "--config",
+                  str(net.dir_of("auth1") / "authority.toml"), "--json"],
+    }
+    for name, argv in commands.items():
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (name, done.stderr)
+        status = json.loads(done.stdout)
+        assert status["pid"] == net.pid(name) and status["running"] is True, (name, status)
+    logs = "".join((net.directory / "logs" / f"{n}.log").read_text() for n in net.names)
+    for user in ("alice", "bob"):  # no user address in any process's log
+        assert net.address(user) not in logs and net.address(user).split("@")[0][:12] not in logs
+    assert "level=INFO" in logs and "logger=" in logs  # logfmt lines
 
 
 def test_mix_killed_mid_run_and_restarted_loses_and_duplicates_nothing(net: Testnet):

@@ -225,3 +225,11 @@ def test_down_recognises_its_programs_by_name_not_by_substring(tmp_path):
             proc.kill()
             proc.wait()
     assert _expected(os.getpid()) is False  # pytest itself is not one of ours
+
+
+def test_up_refuses_a_directory_holding_an_earlier_testnet(tmp_path, capsys):
+    (tmp_path / "mixes" / "mix1a").mkdir(parents=True)
+    assert main(["testnet", "up", "--tor", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "holds an earlier testnet (mixes/)" in err and "another --dir" in err
+    assert not (tmp_path / STATE_FILE).exists()

@@ -1,0 +1,55 @@
+"""The daemons' logfmt lines: one line per record, parseable, stem kept quiet."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+
+import pytest
+
+from anonmail.daemonlog import LogfmtFormatter, configure_daemon_logging
+
+pytestmark = pytest.mark.unit
+
+
+def _record(msg: str, *args, exc_info=None) -> logging.LogRecord:
+    return logging.LogRecord("mixnode.node", logging.WARNING, __file__, 1, msg, args, exc_info)
+
+
+def test_a_record_is_one_logfmt_line_that_parses_back():
+    line = LogfmtFormatter().format(_record('link to %s failed: "%s"\nnext', "mix2a", "timeout"))
+    assert "\n" not in line
+    fields = dict(part.split("=", 1) for part in shlex.split(line.replace("\\n", "\n")))
+    assert fields["level"] == "WARNING" and fields["logger"] == "mixnode.node"
+    assert fields["msg"] == 'link to mix2a failed: "timeout"\nnext'
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fields["ts"])
+    assert fields["pid"].isdigit()
+
+
+def test_plain_values_stay_unquoted_and_exceptions_give_their_type_only():
+    try:
+        raise TimeoutError("secret detail")
+    except TimeoutError:
+        import sys
+
+        line = LogfmtFormatter().format(_record("ok", exc_info=sys.exc_info()))
+    assert " msg=ok" in line and " err=TimeoutError" in line
+    assert "secret detail" not in line  # no traceback text above DEBUG
+
+
+def test_configure_replaces_handlers_and_quiets_stem(capsys):
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogger("stem").level)
+    try:
+        configure_daemon_logging("INFO")
+        logging.getLogger("stem").info("GETINFO onions/current")
+        logging.getLogger("anonmail.agent").info("fetched %d entries", 3)
+        err = capsys.readouterr().err
+        assert "GETINFO" not in err
+        assert re.search(r'level=INFO pid=\d+ logger=anonmail.agent msg="fetched 3 entries"', err)
+        assert len(root.handlers) == 1
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("stem").setLevel(saved[2])

@@ -25,7 +25,7 @@ __all__ = ["AgentConfig", "load_agent_config", "render_agent_config", "DEFAULTS"
 DEFAULTS = {
     "lambda_payload": 2.0,
     "lambda_loop": 0.5,
-    "fetch_interval": 10.0,
+    "fetch_interval": 5.0,
     "delay_mean": 0.5,
     "ack_timeout": 0.0,
     "key_lifetime": DEFAULT_KEY_LIFETIME,
@@ -103,7 +103,8 @@ def render_agent_config(*, provider: str, authorities: list[tuple[str, str]], th
         f'provider = "{provider}"      # your provider (the part after @ in your address)',
         f"lambda_payload = {d['lambda_payload']}     # packets per second you always send (mail or cover)",
         f"lambda_loop = {d['lambda_loop']}        # loop cover packets per second",
-        f"fetch_interval = {d['fetch_interval']}    # seconds between mailbox fetches",
+        f"fetch_interval = {d['fetch_interval']}     # seconds between mailbox fetches (fixed size: keep "
+        "fetch_batch / fetch_interval above lambda_payload + 2 * lambda_loop)",
         f"delay_mean = {d['delay_mean']}         # mean delay per mix hop, seconds (more = more anonymous, slower)",
         f"ack_timeout = {d['ack_timeout']}        # seconds before a fragment is resent; 0 = automatic",
         f"key_lifetime = {d['key_lifetime']}  # seconds an encryption key is valid; rotated at half",

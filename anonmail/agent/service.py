@@ -514,7 +514,23 @@ class Agent:
             return 0
         self.stats.fetches += 1
         self.stats.entries_fetched += len(result.entries)
+        if self.stats.fetches == 1:
+            self._check_fetch_capacity(client.fetch_batch)
         return len(result.entries)
+
+    def _check_fetch_capacity(self, fetch_batch: int) -> None:
+        """Warn once if fixed-size fetches cannot keep up with what our own traffic brings back.
+
+        Every real packet we send returns one ACK to our mailbox and every loop returns twice
+        (the loop and its ACK), before anyone writes to us: beyond that, mail backs up at the
+        provider and ACKs arrive late enough to cause needless retransmissions.
+        """
+        capacity = fetch_batch / self.settings.fetch_interval
+        own = self.settings.lambda_payload + 2 * self.settings.lambda_loop
+        if capacity < 1.5 * own:
+            log.warning("mailbox fetch capacity %.1f entries/s (%d per %.3g s) is below 1.5x the %.1f/s that "
+                        "ACKs of our own stream and loops can bring; mail will back up: lower fetch_interval",
+                        capacity, fetch_batch, self.settings.fetch_interval, own)
 
     def _handle_entries(self, entries) -> list[int]:
         """(Thread.) Act on fetched entries; return the ids that may be confirmed (all handled)."""

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: Entries per fetch (always exactly this many go on the wire, padded with dummies).
-DEFAULT_FETCH_BATCH = 16
+DEFAULT_FETCH_BATCH = 32
 #: Data bytes one mailbox may hold; beyond it deliveries are dropped unacknowledged.
 DEFAULT_QUOTA_BYTES = 64 * 1024 * 1024
 #: Entries one mailbox may hold.

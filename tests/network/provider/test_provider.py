@@ -150,7 +150,7 @@ async def test_auth_register_login_and_refusals(tmp_path):
             await alice.connect(net, op="login")
         assert info.value.reason == "unknown_account"
         client = await alice.connect(net, op="register")
-        assert client.mailbox == alice.address.mailbox_id and client.limits["fetch_batch"] == 16
+        assert client.mailbox == alice.address.mailbox_id and client.limits["fetch_batch"] == 32
         await client.aclose()
         client = await alice.connect(net, op="login")
         await client.aclose()

@@ -37,13 +37,13 @@ def test_rendered_config_loads_with_defaults(tmp_path):
     config = load_provider_config(write(tmp_path, rendered()))
     assert config.name == "alpha" and config.layer == 0 and config.test_mode
     assert config.data_dir == tmp_path
-    assert config.fetch_batch == DEFAULT_FETCH_BATCH == 16
+    assert config.fetch_batch == DEFAULT_FETCH_BATCH == 32
     assert config.quota_bytes == DEFAULT_QUOTA_BYTES == 64 * 1024 * 1024
     assert (config.send_rate, config.send_burst) == (DEFAULT_SEND_RATE, DEFAULT_SEND_BURST) == (50.0, 200)
     assert config.registration == "open"
     assert config.tcp_listen == "tcp://127.0.0.1:0"
     assert config.authorities[0].public_key == bytes(range(32))
-    assert config.limits()["fetch_batch"] == 16
+    assert config.limits()["fetch_batch"] == 32
 
 
 def test_production_config_with_tor(tmp_path):

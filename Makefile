@@ -20,7 +20,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 test: bootstrap
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(VENV)/bin/anonmail demo --network tor

@@ -117,13 +117,19 @@ def _exchange(net: Testnet, messages: int, big_bytes: int, deadline: float, say,
             delivered = len(arrived)
             if progress is not None:
                 progress(delivered, messages)
+            if delivered == messages:
+                say(f"all {messages} messages are in bob's inbox ({time.monotonic() - t_send:.1f} s after the first "
+                    f"`send`); waiting for the reply and the last acknowledgements")
         if not replied and subjects[0] in arrived:
             net.anonmail("bob", "send", "--to", "alice", "--subject", reply_subject,
                          input_text="Hi Alice,\n\ngot it, thanks. Replying through the mixnet.\n\nBob\n")
             replied = True
             say("bob read the first message and replied with `anonmail send --to alice`")
         outbox = _lines(net.anonmail("alice", "outbox", "--json"))
+        had_reply = any(m["subject"] == reply_subject for m in alice_inbox)
         alice_inbox = _lines(net.anonmail("alice", "inbox", "--json")) if replied else []
+        if not had_reply and any(m["subject"] == reply_subject for m in alice_inbox):
+            say("bob's reply is in alice's inbox")
         bob_outbox = _lines(net.anonmail("bob", "outbox", "--json")) if replied else []
         done = (
             delivered == messages

@@ -41,13 +41,17 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def configure_daemon_logging(level: str | int = "INFO") -> None:
-    """Send the root logger's records to stderr as logfmt lines at ``level`` (replacing handlers)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
+    """Log the root logger's records to stderr as logfmt lines at ``level``.
+
+    Like ``logging.basicConfig``, it adds its handler only when the root logger has none, so a
+    daemon command run inside another program (tests: pytest's capture) leaves that
+    program's handlers alone and only sets the levels.
+    """
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(LogfmtFormatter())
+        root.addHandler(handler)
     root.setLevel(level)
     quiet = logging.DEBUG if logging.getLevelName(root.level) == "DEBUG" else logging.WARNING
     logging.getLogger("stem").setLevel(quiet)

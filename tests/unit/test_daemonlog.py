@@ -38,18 +38,33 @@ def test_plain_values_stay_unquoted_and_exceptions_give_their_type_only():
     assert "secret detail" not in line  # no traceback text above DEBUG
 
 
-def test_configure_replaces_handlers_and_quiets_stem(capsys):
+def test_configure_installs_one_logfmt_handler_and_quiets_stem(capsys):
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, logging.getLogger("stem").level)
     try:
+        root.handlers[:] = []  # as in a fresh daemon process
         configure_daemon_logging("INFO")
+        configure_daemon_logging("INFO")  # idempotent
         logging.getLogger("stem").info("GETINFO onions/current")
         logging.getLogger("anonmail.agent").info("fetched %d entries", 3)
         err = capsys.readouterr().err
         assert "GETINFO" not in err
-        assert re.search(r'level=INFO pid=\d+ logger=anonmail.agent msg="fetched 3 entries"', err)
+        assert len(re.findall(r'level=INFO pid=\d+ logger=anonmail.agent msg="fetched 3 entries"', err)) == 1
         assert len(root.handlers) == 1
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         logging.getLogger("stem").setLevel(saved[2])
+
+
+def test_configure_leaves_a_host_programs_handlers_alone():
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    marker = logging.NullHandler()
+    try:
+        root.handlers[:] = [marker]
+        configure_daemon_logging("WARNING")
+        assert root.handlers == [marker] and root.level == logging.WARNING
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

@@ -30,6 +30,7 @@ from anonmail.errors import ProtocolError
 from anonmail.memnet import MemoryMixnet
 from anonmail.net.framed import FramedStream
 from anonmail.net.provider_client import ProviderClient, lookup_keys
+from anonmail.provider.config import DEFAULT_FETCH_BATCH
 
 pytestmark = pytest.mark.network
 
@@ -200,18 +201,21 @@ async def test_fetch_is_always_exactly_fetch_batch_entries_and_confirm_deletes(t
             return result
 
         assert (await fetch()).entries == []
-        beta.store.store_many([NewEntry(bob.address.mailbox_id, ENTRY_FRAGMENT, bytes([i]) * 100) for i in range(20)], 0.0)
+        batch = client.fetch_batch
+        assert batch == DEFAULT_FETCH_BATCH
+        beta.store.store_many([NewEntry(bob.address.mailbox_id, ENTRY_FRAGMENT, bytes([i]) * 100)
+                               for i in range(batch + 4)], 0.0)
         beta.store.store_many([NewEntry(os.urandom(16), ENTRY_FRAGMENT, b"other")], 0.0)
         first = await fetch()
-        assert len(first.entries) == 16 and first.remaining == 4
-        assert [e.data[0] for e in first.entries] == list(range(16))  # oldest first
-        assert await client.confirm([e.entry_id for e in first.entries] + [10**9]) == 16
+        assert len(first.entries) == batch and first.remaining == 4
+        assert [e.data[0] for e in first.entries] == list(range(batch))  # oldest first
+        assert await client.confirm([e.entry_id for e in first.entries] + [10**9]) == batch
         second = await fetch()
         assert len(second.entries) == 4 and second.remaining == 0
         assert await client.confirm([e.entry_id for e in second.entries]) == 4
         assert (await fetch()).entries == []
         # The bytes on the wire do not depend on what the mailbox held.
-        assert len(set(sizes)) == 1 and sizes[0] > 16 * PACKET_BYTES
+        assert len(set(sizes)) == 1 and sizes[0] > batch * PACKET_BYTES
         # Another mailbox's entry is never deleted by our confirm.
         assert beta.store.totals().entries == 1
         await client.aclose()

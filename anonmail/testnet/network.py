@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -812,7 +812,3 @@ class Testnet:
     def dir_of(self, name: str) -> Path:
         """The process's data directory (or the user's home)."""
         return self._procs[name].dir
-
-    def asdict(self) -> dict:
-        """The plan as plain data."""
-        return {"specs": [asdict(s) for s in self.specs]}

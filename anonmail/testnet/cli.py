@@ -21,7 +21,16 @@ import time
 from pathlib import Path
 
 from anonmail.errors import TestnetError
-from anonmail.testnet.network import STATE_FILE, Testnet, check_fresh_directory, process_alive, read_state
+from anonmail.testnet.network import (
+    STATE_FILE,
+    Testnet,
+    check_fresh_directory,
+    log_tail,
+    process_alive,
+    read_json,
+    read_state,
+)
+from mixnode.status import STATUS_FILE, liveness
 
 __all__ = ["add_testnet_parser", "run_testnet_command"]
 
@@ -184,7 +193,7 @@ def _up_background(args: argparse.Namespace, directory: Path) -> int:
                 if state.get("phase") == "ready":
                     break
                 if state.get("phase") == "failed" or supervisor.poll() is not None:
-                    error = state.get("error") or _tail(log_path)
+                    error = state.get("error") or log_tail(log_path, 5, sep=" / ")
                     supervisor.wait(timeout=60)
                     raise TestnetError(f"the testnet did not come up: {error}\n(log: {log_path})")
                 if time.monotonic() > deadline:
@@ -207,28 +216,15 @@ def _up_background(args: argparse.Namespace, directory: Path) -> int:
     return 0
 
 
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " / ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 # -------------------------------------------------------------------------------- status
 
 def _process_rows(state: dict) -> list[dict]:
     """One row per process: its plan entry plus what its status file says now."""
     rows = []
-    now = time.time()
     for proc in state.get("processes") or []:
-        status_path = Path(proc["dir"]) / "status.json"
-        try:
-            status = json.loads(status_path.read_text())
-        except (OSError, ValueError):
-            status = {}
-        fresh = now - float(status.get("updated_at") or status.get("updated") or 0) < 10
-        up = process_alive(proc.get("pid")) and status.get("pid") == proc.get("pid") and fresh \
-            and status.get("running", True)
+        status = read_json(Path(proc["dir"]) / STATUS_FILE) or {}
+        running, _age = liveness(status)  # the same test as `mixnode status`
+        up = running and status.get("pid") == proc.get("pid")
         row = {"name": proc["name"], "role": proc["role"], "serves": proc.get("serves") or [],
                "pid": proc.get("pid"), "up": bool(up), "addresses": status.get("addresses") or []}
         if proc["role"] in ("mix", "provider"):

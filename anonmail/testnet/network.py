@@ -55,6 +55,8 @@ __all__ = [
     "check_fresh_directory",
     "set_toml_keys",
     "process_alive",
+    "read_json",
+    "log_tail",
 ]
 
 #: The testnet's own record of its processes, in its directory.
@@ -213,19 +215,21 @@ def _executable(name: str) -> str:
     return found
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A JSON file's object, or None when it is missing or half-written."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def _log_tail(path: Path, lines: int = 6) -> str:
+def log_tail(path: Path, lines: int = 6, sep: str = "\n    ") -> str:
+    """The last lines of a process log, for error messages."""
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "(no log)"
-    return "\n    ".join(text[-lines:]) or "(empty log)"
+    return sep.join(text[-lines:]) or "(empty log)"
 
 
 @dataclass
@@ -246,7 +250,7 @@ class _Proc:
         return self.popen is not None and self.popen.poll() is None
 
     def status(self) -> dict | None:
-        return _read_json(self.dir / "status.json")
+        return read_json(self.dir / "status.json")
 
 
 def check_fresh_directory(directory: Path) -> None:
@@ -260,7 +264,7 @@ def check_fresh_directory(directory: Path) -> None:
 
 def read_state(directory: Path) -> dict | None:
     """The testnet record in ``directory`` (None if there is none)."""
-    return _read_json(Path(directory) / STATE_FILE)
+    return read_json(Path(directory) / STATE_FILE)
 
 
 @dataclass
@@ -579,12 +583,12 @@ class Testnet:
                 if not proc.alive:
                     code = proc.popen.returncode if proc.popen is not None else None
                     raise TestnetError(f"{name} exited (code {code}) before it was ready; its log "
-                                       f"{proc.log}:\n    {_log_tail(proc.log)}")
+                                       f"{proc.log}:\n    {log_tail(proc.log)}")
                 if self._ready(proc, consensus=consensus):
                     pending.remove(name)
             if pending and time.monotonic() > deadline:
                 what = "listed in the consensus" if consensus else "serving"
-                tails = "\n".join(f"  {n}: {_log_tail(self._procs[n].log, 3)}" for n in pending[:3])
+                tails = "\n".join(f"  {n}: {log_tail(self._procs[n].log, 3)}" for n in pending[:3])
                 raise TestnetError(f"not {what} after {timeout:.0f} s: {', '.join(pending)}\n{tails}")
             time.sleep(0.25)
 

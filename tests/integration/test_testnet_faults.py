@@ -21,6 +21,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 
 from anonmail.core import sphinx
@@ -29,8 +30,9 @@ from anonmail.core.pki import epoch_at
 from anonmail.core.sizes import MAILBOX_ID_BYTES, PACKET_BYTES
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
 from anonmail.directory import DirectoryClient
+from anonmail.errors import ConnectError
 from anonmail.net.router import Router
-from anonmail.testnet.network import Testnet
+from anonmail.testnet.network import Testnet, log_tail
 
 pytestmark = [
     pytest.mark.integration,
@@ -152,10 +154,30 @@ class _Injector:
             hops.append(sphinx.Hop(node.node_id, node.sphinx_key, 0))
         return sphinx.build_forward(hops, os.urandom(MAILBOX_ID_BYTES), encode_cover_payload(KIND_DROP))
 
+    async def connect(self, address: str, budget: float = 300.0) -> anyio.abc.ByteStream:
+        """Connect as a node would: retry a failed connect until ``budget`` seconds have passed.
+
+        One connect may exhaust its own 90 s on a small, loaded Tor network (CI once saw three
+        30 s attempts time out in a row); nodes retry with backoff, and so does the injector.
+        """
+        deadline = time.monotonic() + budget
+        failures = []
+        while True:
+            try:
+                return await self.router.connect(address)
+            except ConnectError as exc:
+                failures.append(str(exc))
+                print(f"injector: connect failed, retrying: {exc}", flush=True)
+                if time.monotonic() > deadline:
+                    users_tor = self.net.directory / "tor" / "client-users" / "notice.log"
+                    pytest.fail(f"cannot reach {address} in {budget:.0f} s: {failures}; "
+                                f"the users' tor log ends: {log_tail(users_tor, 15)}")
+                await anyio.sleep(2.0)
+
     async def send(self, address: str, frames: list[bytes]) -> None:
         """One connection (as a provider would open it): HELLO, then the frames."""
+        stream = await self.connect(address)
         with anyio.fail_after(180):
-            stream = await self.router.connect(address)
             async with stream:
                 await stream.send(encode_frame(Hello(1, Role.PROVIDER)))
                 for i in range(0, len(frames), 50):
@@ -286,7 +308,7 @@ def test_flood_of_garbage_and_replays_is_dropped_and_counted_while_mail_flows(ne
                   and _dropped(net, "mix1b", "replay") >= replay_count, 120,
                   lambda: f"mix1b dropped {net.node_status('mix1b')['dropped']}")
             # A stream that is not our protocol at all: the connection is refused, the node stays.
-            stream = await injector.router.connect(_onion(net, "mix1b"))
+            stream = await injector.connect(_onion(net, "mix1b"))
             async with stream:
                 await stream.send(os.urandom(20_000))
                 await anyio.sleep(1.0)

@@ -199,17 +199,20 @@ def _segment(
 
 
 def loop_route(rng: random.Random, topology: Topology, me: NodeRef) -> list[NodeRef]:
-    """The hops of a mix's loop cover packet, ending at the mix itself.
+    """The hops of a node's loop cover packet, ending at the node itself.
 
     From layer ``l`` it goes through the later layers, a provider (which feeds layer 1, as
     for any user packet) when the topology has one, the earlier layers, and back to ``me``;
-    so every link it uses also carries ordinary traffic. Every hop shares a transport with the
-    next; a provider that cannot be chained is passed over. Raises PathError if no route exists.
+    so every link it uses also carries ordinary traffic. A provider (layer 0) sends its loops
+    through every layer straight back to itself: never through another provider (no user
+    packet crosses a provider-to-provider link) nor to itself as a first hop (a node cannot
+    always reach its own address, e.g. over I2P). Every hop shares a transport with the next;
+    a provider that cannot be chained is passed over. Raises PathError if no route exists.
     """
     count = len(topology.layers)
     later = list(range(me.layer + 1, count + 1))
     earlier = list(range(1, me.layer))
-    if not topology.providers:
+    if not topology.providers or me.layer == 0:
         return [*_segment(rng, topology, me, me, later + earlier), me]
     candidates = list(topology.providers)
     problem = ""

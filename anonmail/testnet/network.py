@@ -559,7 +559,7 @@ class Testnet:
         self._save_state()
 
     def restart(self, name: str, *, timeout: float = SERVE_TIMEOUT) -> None:
-        """Start a stopped process again and wait until it serves (nodes) or runs (agents)."""
+        """Start a stopped process again and wait until it serves (nodes) or is connected (agents)."""
         self.start(name)
         self.wait_ready([name], timeout=timeout)
 
@@ -567,8 +567,8 @@ class Testnet:
         status = proc.status()
         if not status or status.get("pid") != proc.pid or not status.get("running", True):
             return False
-        if proc.spec.role == "agent":
-            return True
+        if proc.spec.role == "agent":  # ready for mail once its session with the provider is up
+            return bool(status.get("connected"))
         if len(status.get("addresses") or []) < len(proc.spec.serves):
             return False
         return not consensus or proc.spec.role == "authority" or bool(status.get("in_consensus"))
@@ -776,7 +776,8 @@ class Testnet:
             self.start(spec.name)
         self.wait_ready([s.name for s in specs])
         self.timings["users_s"] = round(time.monotonic() - t0, 1)
-        self._say(f"users: {len(specs)} agents running, sending at a Poisson rate with cover traffic")
+        self._say(f"users: {len(specs)} agents connected to their providers, sending at a Poisson rate "
+                  "with cover traffic")
 
     def add_contact(self, user: str, other: str) -> None:
         """``anonmail contact add`` (the key lookup crosses Tor/I2P; retried)."""

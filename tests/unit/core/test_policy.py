@@ -184,6 +184,27 @@ def test_loop_route_passes_every_later_layer_a_provider_and_earlier_layers(layer
         assert route[-1] is me
 
 
+def test_provider_loop_goes_through_every_layer_straight_back_to_itself():
+    nodes = [node(f"m{layer}{i}", layer) for layer in (1, 2, 3) for i in range(2)]
+    topology = Topology.from_nodes([*nodes, node("alpha", 0), node("beta", 0)])
+    me = next(p for p in topology.providers if p.name == "alpha")
+    for seed in range(50):
+        route = loop_route(random.Random(seed), topology, me)
+        # Never via the other provider (a provider-to-provider link carries only loops),
+        # never to itself as a first hop.
+        assert [n.layer for n in route] == [1, 2, 3, 0] and route[-1] is me
+
+
+def test_provider_loop_respects_transports():
+    topology = Topology.from_nodes(
+        [node("a1", 1, "onion"), node("b1", 1, "i2p"), node("a2", 2, "onion", "i2p"),
+         node("a3", 3, "onion"), node("b3", 3, "i2p"), node("p", 0, "i2p")]
+    )
+    for seed in range(20):
+        route = loop_route(random.Random(seed), topology, topology.providers[0])
+        assert [n.name for n in route] == ["b1", "a2", "b3", "p"]
+
+
 @pytest.mark.parametrize("layer, shape", [(1, [2, 3, 1]), (2, [3, 1, 2]), (3, [1, 2, 3])])
 def test_loop_route_without_providers(layer, shape):
     topology = full_topology(providers=False)

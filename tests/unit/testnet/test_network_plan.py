@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -350,3 +351,23 @@ def test_set_keys_refuses_to_replace_a_multi_line_string(tmp_path):
     with pytest.raises(TestnetError, match="multi-line string"):
         set_toml_keys(path, "agent", {"note": "x"})
     assert path.read_text() == before
+
+
+def test_an_agent_is_ready_only_once_its_provider_session_is_up(tmp_path: Path):
+    from anonmail.testnet.network import _Proc
+
+    popen = subprocess.Popen(["sleep", "30"])
+    try:
+        proc = _Proc(NodeSpec("alice", "agent", (), provider="alpha"), tmp_path, ["sleep"], tmp_path / "log", popen)
+        net = Testnet(tmp_path / "net", tor=True)
+        assert not net._ready(proc, consensus=False)  # no status file yet
+        status = {"role": "agent", "pid": popen.pid, "running": True, "connected": False}
+        (tmp_path / "status.json").write_text(json.dumps(status))
+        assert not net._ready(proc, consensus=False)  # running, still connecting
+        (tmp_path / "status.json").write_text(json.dumps({**status, "connected": True}))
+        assert net._ready(proc, consensus=False)
+        (tmp_path / "status.json").write_text(json.dumps({**status, "connected": True, "pid": popen.pid + 1}))
+        assert not net._ready(proc, consensus=False)  # an earlier run's file
+    finally:
+        popen.kill()
+        popen.wait()

@@ -73,6 +73,8 @@ _IDENTITY_TAG = b"anonmail-node-identity-v1:"
 #: Reconnect backoff of outbound links, seconds.
 BACKOFF_INITIAL, BACKOFF_MAX = 0.2, 10.0
 CONNECT_TIMEOUT = 60.0
+#: Seconds between checks for a new consensus whose next-layer nodes need links.
+LINK_REFRESH = 5.0
 SEND_TIMEOUT = 60.0
 HELLO_TIMEOUT = 30.0
 #: Most inbound connections served at once; more are closed at once.
@@ -106,6 +108,8 @@ class _Link:
     receive: anyio.abc.ObjectReceiveStream
     connected: bool = False
     failures: int = 0
+    #: Connect at once and stay connected, packets or not (links to the next layer).
+    eager: bool = False
 
 
 @dataclass
@@ -229,6 +233,7 @@ class MixNode:
                     tg.start_soon(self._publisher)
                     await tg.start(self.directory.run)
                     tg.start_soon(self._loop_cover)
+                    tg.start_soon(self._link_keeper)
                     tg.start_soon(self._status_writer)
                     task_status.started(self)
         finally:
@@ -444,19 +449,28 @@ class MixNode:
             self._index = (id(consensus), {d.node_id: d for d in consensus.nodes})
         return self._index[1].get(node_id)
 
+    def _open_link(self, node_id: bytes, *, eager: bool = False) -> _Link | None:
+        """The link to ``node_id``, started if new (None if the node is not in the consensus)."""
+        link = self._links.get(node_id)
+        if link is not None:
+            link.eager = link.eager or eager
+            return link
+        descriptor = self._lookup(node_id)
+        if descriptor is None:
+            return None
+        send, receive = anyio.create_memory_object_stream[bytes](self.config.link_queue_limit)
+        link = _Link(node_id, descriptor.name, send, receive, eager=eager)
+        self._links[node_id] = link
+        assert self._tg is not None
+        self._tg.start_soon(self._run_link, link)
+        return link
+
     def _send_to(self, node_id: bytes, packet: bytes) -> None:
         """Queue a packet on the link to ``node_id`` (drop and count when impossible or full)."""
-        link = self._links.get(node_id)
+        link = self._open_link(node_id)
         if link is None:
-            descriptor = self._lookup(node_id)
-            if descriptor is None:
-                self.stats.dropped["unknown_next_hop"] += 1
-                return
-            send, receive = anyio.create_memory_object_stream[bytes](self.config.link_queue_limit)
-            link = _Link(node_id, descriptor.name, send, receive)
-            self._links[node_id] = link
-            assert self._tg is not None
-            self._tg.start_soon(self._run_link, link)
+            self.stats.dropped["unknown_next_hop"] += 1
+            return
         if self.link_loss and self.rng.random() < self.link_loss:
             self.stats.dropped["link_loss"] += 1
             return
@@ -464,6 +478,37 @@ class MixNode:
             link.send.send_nowait(packet)
         except anyio.WouldBlock:
             self.stats.dropped["link_full"] += 1
+
+    def next_layer(self, consensus: Consensus) -> list[bytes]:
+        """Ids of the nodes this one forwards to: the next mix layer; providers after the last."""
+        me = consensus.by_id(self.node_id)
+        if me is None:
+            return []
+        topology = consensus.topology()
+        layer = me.node_ref().layer
+        if layer < len(topology.layers):
+            candidates = topology.layers[layer]  # layer 0 (a provider) feeds layer 1, and so on
+        else:
+            candidates = topology.providers
+        return [n.node_id for n in candidates if n.node_id != self.node_id]
+
+    async def _link_keeper(self) -> None:
+        """Hold a connection open to every reachable node of the next layer, before any packet.
+
+        A link set up on a packet's arrival delays that packet by the connection set-up (seconds
+        over Tor or I2P on first contact) and tells an observer of the link when its first packet
+        came; links opened with each consensus and kept up carry their first packet like any other.
+        """
+        assert self.directory is not None
+        seen = None
+        while True:
+            consensus = self.directory.current()
+            if consensus is not None and consensus is not seen:
+                seen = consensus
+                for node in self.next_layer(consensus):
+                    if self._address_for(node) is not None:
+                        self._open_link(node, eager=True)
+            await anyio.sleep(LINK_REFRESH)
 
     def _address_for(self, node_id: bytes) -> str | None:
         assert self.router is not None
@@ -482,13 +527,15 @@ class MixNode:
         unsent = b""
         unsent_count = 0
         while True:
-            if not unsent:
+            if not unsent and not link.eager:
                 first = await link.receive.receive()
                 unsent, unsent_count = encode_frame(Packet(first)), 1
             address = self._address_for(link.node_id)
             if address is None:
                 self.stats.dropped["unknown_next_hop"] += unsent_count
                 unsent, unsent_count = b"", 0
+                if link.eager:  # it left the consensus (or we cannot reach it): wait, as a lazy link
+                    link.eager = False
                 continue
             try:
                 with anyio.fail_after(CONNECT_TIMEOUT):

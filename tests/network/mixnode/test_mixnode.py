@@ -225,3 +225,26 @@ async def test_packets_wait_out_a_next_hop_outage_and_the_link_reconnects(tmp_pa
                 await net.sink.arrived.wait()
         assert sorted(int.from_bytes(a.mailbox_id, "big") for a in net.sink.arrivals) == list(range(6))
         assert first.status()["links"]["mix-2-0"]["connected"] is True
+
+
+@pytest.mark.anyio
+async def test_links_to_every_next_layer_node_are_up_before_any_packet(tmp_path):
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path)
+        consensus = await net.consensus(nodes=7)
+        await anyio.sleep(12)  # two link-keeper rounds after the consensus
+        by_layer = {layer: sorted(n.name for n in consensus.nodes if n.layer == layer) for layer in (0, 1, 2, 3)}
+        for name, mix in net.mixes.items():
+            layer = mix.config.layer
+            expected = by_layer[layer + 1] if layer < 3 else by_layer[0]
+            links = {link.name: link.connected for link in mix._links.values()}
+            assert links == {n: True for n in expected}, name
+            assert mix.stats.forwarded == 0 and mix.stats.link_failures == 0, name
+        # The first packet rides a link that is already up: no connection set-up in its latency.
+        names = ["mix-1-0", "mix-2-1", "mix-3-0"]
+        sent_at = anyio.current_time()
+        await net.inject(names[0], [build(net, consensus, names, [0, 0, 0], 77)])
+        with anyio.fail_after(30):
+            while not net.sink.arrivals:
+                await net.sink.arrived.wait()
+        assert net.sink.arrivals[0].time - sent_at < 0.01

@@ -479,15 +479,14 @@ class MixNode:
         except anyio.WouldBlock:
             self.stats.dropped["link_full"] += 1
 
-    def next_layer(self, consensus: Consensus) -> list[bytes]:
+    def _next_layer(self, consensus: Consensus) -> list[bytes]:
         """Ids of the nodes this one forwards to: the next mix layer; providers after the last."""
         me = consensus.by_id(self.node_id)
         if me is None:
             return []
         topology = consensus.topology()
-        layer = me.node_ref().layer
-        if layer < len(topology.layers):
-            candidates = topology.layers[layer]  # layer 0 (a provider) feeds layer 1, and so on
+        if me.layer < len(topology.layers):
+            candidates = topology.layers[me.layer]  # layer 0 (a provider) feeds layer 1, and so on
         else:
             candidates = topology.providers
         return [n.node_id for n in candidates if n.node_id != self.node_id]
@@ -505,7 +504,7 @@ class MixNode:
             consensus = self.directory.current()
             if consensus is not None and consensus is not seen:
                 seen = consensus
-                for node in self.next_layer(consensus):
+                for node in self._next_layer(consensus):
                     if self._address_for(node) is not None:
                         self._open_link(node, eager=True)
             await anyio.sleep(LINK_REFRESH)

@@ -1,0 +1,1 @@
+"""Benchmarks behind `anonmail bench`: packet micro-benchmarks and mix throughput."""

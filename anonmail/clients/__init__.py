@@ -1,0 +1,1 @@
+"""Clients of anonmail's own service protocols (directory, provider) over a transport Router."""

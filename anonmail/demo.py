@@ -51,7 +51,7 @@ async def _user(net, stack, tg, name: str, provider: str, settings, seed: int):
     from anonmail.agent.enroll import enroll
     from anonmail.agent.service import Agent
     from anonmail.core.keys import IdentityKey
-    from anonmail.directory import DirectoryClient
+    from anonmail.clients.directory import DirectoryClient
 
     identity = IdentityKey.generate()
     router = net.client_router(name)

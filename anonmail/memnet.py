@@ -33,7 +33,7 @@ import anyio.abc
 
 from anonmail.core.keys import IdentityKey
 from anonmail.core.pki import Consensus, epoch_at
-from anonmail.directory import DirectoryClient
+from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import DirectoryError, TestnetError
 from anonmail.net.memory import MemoryNetwork
 from anonmail.net.router import Router

@@ -29,7 +29,7 @@ from anonmail.core import sphinx
 from anonmail.core.keys import IdentityKey, write_key_file
 from anonmail.core.pki import epoch_at, sign_descriptor
 from anonmail.core.wire import FRAME_HEADER_BYTES, PACKET_BYTES, Hello, Packet, Role, encode_frame
-from anonmail.directory import DirectoryClient, upload_descriptor
+from anonmail.clients.directory import DirectoryClient, upload_descriptor
 from anonmail.errors import AnonmailError
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport

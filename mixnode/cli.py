@@ -28,7 +28,7 @@ CONFIG_NAME = "mixnode.toml"
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mixnode``."""
-    from mixnode.authority_cli import add_authority_parser, address_key_arg
+    from mixnode.authority.cli import add_authority_parser, address_key_arg
 
     parser = argparse.ArgumentParser(prog="mixnode", description="anonmail mix node and directory authority")
     parser.add_argument("--version", action="version", version=f"mixnode {__version__}")
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    from mixnode.authority_cli import run_authority_command
+    from mixnode.authority.cli import run_authority_command
 
     handlers = {"init": _cmd_init, "run": _cmd_run, "status": _cmd_status, "authority": run_authority_command}
     return run_command("mixnode", handlers[args.command], args)

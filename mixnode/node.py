@@ -46,7 +46,7 @@ from anonmail.core.pki import Consensus, epoch_at, epoch_start, sign_descriptor
 from anonmail.core.policy import PoissonSchedule, loop_route, sample_delay_ms
 from anonmail.core.sizes import MAILBOX_ID_BYTES
 from anonmail.core.wire import Close, Hello, Packet, Role, encode_frame
-from anonmail.directory import DirectoryClient, upload_descriptor
+from anonmail.clients.directory import DirectoryClient, upload_descriptor
 from anonmail.errors import (
     DirectoryError,
     HeaderMacError,

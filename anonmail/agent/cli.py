@@ -46,7 +46,7 @@ def default_home() -> Path:
 
 
 def _address_key(text: str) -> tuple[str, str]:
-    from mixnode.authority_cli import address_key_arg
+    from mixnode.authority.cli import address_key_arg
 
     return address_key_arg(text)
 
@@ -160,7 +160,7 @@ async def init_user(home: Path, router, *, pins: list[tuple[str, bytes]], thresh
     from anonmail.agent.enroll import enroll
     from anonmail.core.keys import IdentityKey, save_identity
     from anonmail.core.pki import epoch_at
-    from anonmail.directory import DirectoryClient
+    from anonmail.clients.directory import DirectoryClient
 
     now = time.time()
     progress("fetching the network's consensus from the directory authorities...")
@@ -255,7 +255,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from anonmail.agent.service import Agent
     from anonmail.agent.status import keep_status, write_agent_status
     from anonmail.core.keys import load_identity
-    from anonmail.directory import DirectoryClient
+    from anonmail.clients.directory import DirectoryClient
     from anonmail.lifecycle import serve_until_signal
     from anonmail.net.router import Router
     from anonmail.net.settings import build_transports

@@ -32,7 +32,7 @@ async def enroll(
     its certificates are refreshed. Raises ProtocolError (e.g. ``registration_closed``) or
     TransportError when the provider refuses or cannot be reached; the store stays usable.
     """
-    from anonmail.net.provider_client import ProviderClient
+    from anonmail.clients.provider import ProviderClient
 
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
 

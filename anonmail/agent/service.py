@@ -51,7 +51,7 @@ from anonmail.core.address import Address, parse_address
 from anonmail.core.envelope import decode_envelope, encode_keys
 from anonmail.core.keys import IdentityKey
 from anonmail.core.policy import PoissonSchedule
-from anonmail.directory import DirectoryClient
+from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import (
     AnonmailError,
     FragmentError,
@@ -230,7 +230,7 @@ class Agent:
 
     async def _session_keeper(self) -> None:
         """Keep one authenticated session with our provider, reconnecting with back-off."""
-        from anonmail.net.provider_client import ProviderClient
+        from anonmail.clients.provider import ProviderClient
 
         backoff = 0.5
         while True:
@@ -405,7 +405,7 @@ class Agent:
             self._tg.start_soon(self._lookup, recipient)
 
     async def _lookup(self, recipient: Address) -> None:
-        from anonmail.net.provider_client import lookup_keys
+        from anonmail.clients.provider import lookup_keys
 
         consensus, _ = self._home()
         target = consensus.by_name(recipient.provider) if consensus is not None else None

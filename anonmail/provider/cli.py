@@ -36,7 +36,7 @@ CONFIG_NAME = "provider.toml"
 
 def add_provider_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``provider`` and its subcommands (dest ``provider_command``) to a CLI."""
-    from mixnode.authority_cli import address_key_arg
+    from mixnode.authority.cli import address_key_arg
 
     parser = subparsers.add_parser("provider", help="run a mailbox provider (init, run, status)")
     sub = parser.add_subparsers(dest="provider_command", metavar="SUBCOMMAND", required=True)

@@ -19,7 +19,7 @@ from anonmail.core import sphinx
 from anonmail.core.keys import IdentityKey, write_key_file
 from anonmail.core.pki import epoch_at, sign_descriptor
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
-from anonmail.directory import DirectoryClient, upload_descriptor
+from anonmail.clients.directory import DirectoryClient, upload_descriptor
 from anonmail.net.framed import FramedStream
 from anonmail.net.i2p import I2PTransport
 from anonmail.net.router import Router

@@ -29,7 +29,7 @@ from anonmail.core.fragments import KIND_DROP, encode_cover_payload
 from anonmail.core.pki import epoch_at
 from anonmail.core.sizes import MAILBOX_ID_BYTES, PACKET_BYTES
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
-from anonmail.directory import DirectoryClient
+from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import ConnectError
 from anonmail.net.router import Router
 from anonmail.testnet.network import Testnet, log_tail

@@ -14,7 +14,7 @@ from anonmail.agent.enroll import enroll
 from anonmail.agent.outbox import queue_mail
 from anonmail.agent.service import Agent, AgentSettings
 from anonmail.core.keys import IdentityKey
-from anonmail.directory import DirectoryClient
+from anonmail.clients.directory import DirectoryClient
 from anonmail.memnet import MemoryMixnet
 
 pytestmark = pytest.mark.network

@@ -19,7 +19,7 @@ from anonmail.agent.service import Agent, AgentSettings
 from anonmail.agent.store import AgentStore
 from anonmail.cli import main
 from anonmail.core.keys import IdentityKey, certify_encryption_key, load_identity
-from anonmail.directory import DirectoryClient
+from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import PassphraseError
 from anonmail.memnet import MemoryMixnet
 

@@ -20,7 +20,7 @@ from anonmail.core import sphinx
 from anonmail.core.keys import IdentityKey
 from anonmail.core.pki import Consensus, epoch_at, sign_descriptor
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
-from anonmail.directory import DirectoryClient, upload_descriptor
+from anonmail.clients.directory import DirectoryClient, upload_descriptor
 from anonmail.net.framed import FramedStream
 from anonmail.net.memory import MemoryNetwork
 from anonmail.net.router import Router

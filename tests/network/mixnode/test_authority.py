@@ -21,10 +21,10 @@ import anyio
 import pytest
 import trio.testing
 
-from anonmail.core import pki
+from anonmail.core import dirproto, pki
 from anonmail.core.keys import IdentityKey
 from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Role
-from anonmail.directory import DirectoryClient, request_authority, upload_descriptor
+from anonmail.clients.directory import DirectoryClient, request_authority, upload_descriptor
 from anonmail.errors import DirectoryError
 from anonmail.net.framed import FramedStream
 from anonmail.net.memory import MemoryNetwork
@@ -46,6 +46,16 @@ def anyio_backend():
 
 def wall_clock() -> float:
     return T0 + anyio.current_time()
+
+
+async def consensus_reply(router: Router, address: str, epoch: int = E0) -> dirproto.ConsensusReply | None:
+    """What one authority holds for an epoch, or None while it has no document."""
+    try:
+        return await request_authority(router, address, dirproto.GetConsensus(epoch), dirproto.ConsensusReply)
+    except DirectoryError as exc:
+        if exc.reason != "not_ready":
+            raise
+        return None
 
 
 class Net:
@@ -151,8 +161,8 @@ async def test_bootstrap_two_of_three_and_next_epoch_ahead_of_time(tmp_path):
             # Everybody signed the same document and exchanged signatures.
             with anyio.fail_after(10):
                 while True:
-                    reply = await request_authority(router, net.addresses[0], {"type": "get_consensus", "epoch": E0})
-                    if len(reply["signatures"]) == 3:
+                    reply = await consensus_reply(router, net.addresses[0])
+                    if reply is not None and len(reply.signatures) == 3:
                         break
                     await anyio.sleep(1)
             # Uploads for the epoch whose consensus exists are refused as too late.
@@ -201,8 +211,8 @@ async def test_too_few_signatures_is_a_clear_error(tmp_path):
         async with net.client() as router:
             assert await upload_all(router, net.addresses, E0, count=2) == [1, 1]
             await anyio.sleep(10)
-            reply = await request_authority(router, net.addresses[0], {"type": "get_consensus", "epoch": E0})
-            assert reply["type"] == "consensus" and len(reply["signatures"]) == 1
+            reply = await consensus_reply(router, net.addresses[0])
+            assert reply is not None and len(reply.signatures) == 1
             with pytest.raises(DirectoryError) as info:
                 await net.directory(router).fetch(E0)
             assert info.value.reason == "too_few_signatures"
@@ -267,7 +277,7 @@ async def test_bad_requests_get_errors_and_serving_continues(tmp_path):
                     router, address, message={"type": "upload_descriptor", "descriptor": descriptor(1, epoch).to_dict()}
                 )
                 assert reply["reason"] == reason
-            reply = await raw_request(router, address, message={"type": "get_signature", "epoch": E0, "digest": "00"})
+            reply = await raw_request(router, address, message={"type": "get_signature", "epoch": E0, "digest": "00" * 32})
             assert reply["reason"] == "not_ready"
             # Garbage instead of a frame: the authority drops that connection only.
             assert await raw_request(router, address, payload=b"\xff" * 64) is None
@@ -293,8 +303,8 @@ async def test_restart_keeps_state(tmp_path):
             directory = net.directory(router)
             with anyio.fail_after(20):
                 while True:
-                    reply = await request_authority(router, net.addresses[0], {"type": "get_consensus", "epoch": E0})
-                    if reply["type"] == "consensus" and len(reply["signatures"]) == 3:
+                    reply = await consensus_reply(router, net.addresses[0])
+                    if reply is not None and len(reply.signatures) == 3:
                         break
                     await anyio.sleep(1)
             before = await directory.fetch(E0)
@@ -305,11 +315,11 @@ async def test_restart_keeps_state(tmp_path):
             for i in range(3):
                 await net.start(tg, i)
             # Straight after the restart (no time for a new round) the old state is served.
-            reply = await request_authority(router, net.addresses[1], {"type": "get_consensus", "epoch": E0})
-            assert reply["type"] == "consensus" and len(reply["signatures"]) == 3
+            reply = await consensus_reply(router, net.addresses[1])
+            assert reply is not None and len(reply.signatures) == 3
             assert (await net.directory(router).fetch(E0)).digest() == before.digest()
-            reply = await request_authority(router, net.addresses[2], {"type": "get_descriptors", "epoch": E0 + 1})
-            assert [d["name"] for d in reply["descriptors"]] == ["node-7"]
+            listed = await request_authority(router, net.addresses[2], dirproto.GetDescriptors(E0 + 1), dirproto.DescriptorsReply)
+            assert [d["name"] for d in listed.descriptors] == ["node-7"]
             tg.cancel_scope.cancel()
 
 
@@ -322,18 +332,18 @@ async def test_late_authority_adopts_the_agreed_document(tmp_path):
             await upload_all(router, net.addresses[:2], E0)
             with anyio.fail_after(20):
                 while True:
-                    reply = await request_authority(router, net.addresses[0], {"type": "get_consensus", "epoch": E0})
-                    if reply["type"] == "consensus" and len(reply["signatures"]) == 2:
+                    reply = await consensus_reply(router, net.addresses[0])
+                    if reply is not None and len(reply.signatures) == 2:
                         break
                     await anyio.sleep(1)
             await net.start(tg, 2)  # comes up late, with nothing of its own
             with anyio.fail_after(20):
                 while True:
-                    reply = await request_authority(router, net.addresses[2], {"type": "get_consensus", "epoch": E0})
-                    if reply["type"] == "consensus":
+                    reply = await consensus_reply(router, net.addresses[2])
+                    if reply is not None:
                         break
                     await anyio.sleep(1)
-            assert len(reply["signatures"]) >= 2
+            assert len(reply.signatures) >= 2
             directory = net.directory(router)
             assert len((await directory.fetch(E0)).nodes) == 4
             tg.cancel_scope.cancel()

@@ -29,7 +29,7 @@ from anonmail.core.wire import Packet, Role
 from anonmail.errors import ProtocolError
 from anonmail.memnet import MemoryMixnet
 from anonmail.net.framed import FramedStream
-from anonmail.net.provider_client import ProviderClient, lookup_keys
+from anonmail.clients.provider import ProviderClient, lookup_keys
 from anonmail.provider.config import DEFAULT_FETCH_BATCH
 
 pytestmark = pytest.mark.network

@@ -14,7 +14,7 @@ import pytest
 from anonmail.core.keys import IdentityKey, read_key_file
 from anonmail.errors import ConfigError
 from mixnode.authority import build_points, load_authority_config, next_build_point
-from mixnode.authority_cli import add_authority_parser, run_authority_command
+from mixnode.authority.cli import add_authority_parser, run_authority_command
 
 PEER_KEY = base64.b64encode(IdentityKey.from_seed(b"\x05" * 32).public).decode()
 

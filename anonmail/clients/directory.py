@@ -11,9 +11,11 @@ the current one ends, retrying every ``retry_seconds``. ``epoch_seconds`` must m
 authorities' (a consensus with another epoch length is refused); :meth:`DirectoryClient.wait_for` and the
 ``on_change`` callback let a node react to a new consensus.
 
-Protocol (see :mod:`mixnode.authority`): one connection per request, HELLO both ways, one
-CONTROL request, one CONTROL reply. Every wait is bounded by :data:`REQUEST_TIMEOUT`. Time
-comes from the injected ``wall_clock`` and :func:`anyio.sleep`.
+Protocol (:mod:`anonmail.core.dirproto`): one connection per request, HELLO both ways, one
+CONTROL request, one CONTROL reply. :func:`request_authority` is the one place that asks an
+authority anything; nodes, agents and the authorities themselves (asking their peers) use it.
+Every wait is bounded by :data:`REQUEST_TIMEOUT`. Time comes from the injected ``wall_clock``
+and :func:`anyio.sleep`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable, Sequence
 import anyio
 import anyio.abc
 
-from anonmail.core import pki
+from anonmail.core import dirproto, pki
 from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Role
 from anonmail.errors import AnonmailError, DirectoryError
 from anonmail.net.framed import FramedStream
@@ -34,19 +36,28 @@ from anonmail.net.router import Router
 
 __all__ = ["REQUEST_TIMEOUT", "RETRY_SECONDS", "request_authority", "upload_descriptor", "DirectoryClient"]
 
-log = logging.getLogger("anonmail.directory")
+log = logging.getLogger("anonmail.clients.directory")
 
 #: Bound on one request to an authority (connect, HELLO, request, reply). A first connection to
-#: an onion service can take 10-20 s on a small network (RECIPES §1), so this is generous.
+#: an onion service can take 10-20 s on a small private network, so this is generous.
 REQUEST_TIMEOUT = 30.0
 #: Seconds between attempts while a wanted consensus is missing.
 RETRY_SECONDS = 5.0
 
 
-async def request_authority(router: Router, address: str, request: dict, *, role: Role = Role.CLIENT) -> dict:
-    """One request to one authority; DirectoryError(reason='unreachable') if it cannot be asked.
+async def request_authority(
+    router: Router,
+    address: str,
+    request: dirproto.Request,
+    expect: type[dirproto.R],
+    *,
+    role: Role = Role.CLIENT,
+) -> dirproto.R:
+    """One request to one authority, answered by a reply of type ``expect``.
 
-    The reply is returned as is (it may be an ``error`` reply); cancellation closes the stream.
+    Raises DirectoryError: ``reason='unreachable'`` if it cannot be asked within
+    :data:`REQUEST_TIMEOUT`, ``'bad_reply'`` if the answer does not parse, else the reason the
+    authority refused with (``not_ready``, ``too_late``, ...). Cancellation closes the stream.
     """
     try:
         with anyio.fail_after(REQUEST_TIMEOUT):
@@ -55,17 +66,18 @@ async def request_authority(router: Router, address: str, request: dict, *, role
                 framed = FramedStream(stream, max_control_bytes=MAX_DIRECTORY_CONTROL_BYTES)
                 await framed.hello(role)
                 await framed.expect_hello()
-                return await framed.request(request)
+                message = await framed.request(dirproto.encode(request))
     except TimeoutError:
         raise DirectoryError(f"authority {address} did not answer within {REQUEST_TIMEOUT:g} s", reason="unreachable") from None
-    except (AnonmailError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+    except (AnonmailError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream) as exc:
         raise DirectoryError(f"authority {address} unreachable: {exc}", reason="unreachable") from None
-
-
-def _describe(reply: dict) -> str:
-    if reply.get("type") == "error":
-        return f"{reply.get('reason')}: {reply.get('message')}"
-    return f"unexpected reply {reply.get('type')!r}"
+    try:
+        reply = dirproto.parse_reply(message, expect)
+    except DirectoryError as exc:
+        raise DirectoryError(f"authority {address}: {exc}", reason=exc.reason) from None
+    if isinstance(reply, dirproto.Refused):
+        raise DirectoryError(f"authority {address} refused: {reply.reason}: {reply.message}", reason=reply.reason)
+    return reply
 
 
 async def upload_descriptor(
@@ -83,20 +95,16 @@ async def upload_descriptor(
     answers: dict[str, str] = {}
     reasons: set[str] = set()
     accepted = 0
-    request = {"type": "upload_descriptor", "descriptor": descriptor.to_dict()}
+    request = dirproto.UploadDescriptor(descriptor.to_dict())
 
     async def one(address: str) -> None:
         nonlocal accepted
         try:
-            reply = await request_authority(router, address, request, role=role)
+            await request_authority(router, address, request, dirproto.Accepted, role=role)
         except DirectoryError as exc:
             answers[address], _ = str(exc), reasons.add(exc.reason)
             return
-        if reply.get("type") == "accepted":
-            accepted += 1
-        else:
-            answers[address] = _describe(reply)
-            reasons.add(str(reply.get("reason", "bad_reply")))
+        accepted += 1
 
     async with anyio.create_task_group() as tg:
         for address in authority_addresses:
@@ -195,17 +203,11 @@ class DirectoryClient:
         last: DirectoryError | None = None
         for address, _key in order:
             try:
-                reply = await request_authority(self.router, address, {"type": "get_consensus", "epoch": epoch})
-            except DirectoryError:
-                answers.append(f"{address}: unreachable")
+                reply = await request_authority(self.router, address, dirproto.GetConsensus(epoch), dirproto.ConsensusReply)
+            except DirectoryError as exc:
+                answers.append(f"{address}: {'unreachable' if exc.reason == 'unreachable' else exc}")
                 continue
-            if reply.get("type") != "consensus":
-                answers.append(f"{address}: {_describe(reply)}")
-                continue
-            document, signatures = reply.get("document"), reply.get("signatures")
-            if not isinstance(signatures, dict):
-                answers.append(f"{address}: malformed reply (signatures)")
-                continue
+            document, signatures = reply.document, reply.signatures
             try:
                 parsed = pki.consensus_from_dict(document, production=self.production)
             except DirectoryError as exc:
@@ -226,7 +228,7 @@ class DirectoryClient:
                 continue
             digest = parsed.digest()
             merged = documents.setdefault(digest, (document, {}))[1]
-            merged.update({k: v for k, v in signatures.items() if isinstance(k, str) and isinstance(v, str)})
+            merged.update(signatures)
             try:
                 consensus = pki.verify_consensus(
                     document, merged, authorities=keys, threshold=self.threshold,

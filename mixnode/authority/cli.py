@@ -20,13 +20,13 @@ from pathlib import Path
 from anonmail.core.keys import IdentityKey, read_key_file, write_key_file
 from anonmail.core.uri import parse_transport_address
 from anonmail.errors import AnonmailError, ConfigError
-from mixnode.authority import (
+from mixnode.authority.config import (
     DEFAULT_EPOCH_SECONDS,
-    Authority,
     AuthorityConfig,
     load_authority_config,
     parse_public_key,
 )
+from mixnode.authority.server import Authority
 from mixnode.status import NOT_RUNNING, STATUS_FILE, liveness
 
 __all__ = ["CONFIG_NAME", "KEY_NAME", "add_authority_parser", "run_authority_command", "render_config"]

@@ -1,0 +1,185 @@
+"""An authority's configuration: ``authority.toml`` into a frozen, validated :class:`AuthorityConfig`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from anonmail.config import load_toml
+from anonmail.core import pki
+from anonmail.core.keys import IdentityKey, read_key_file
+from anonmail.errors import AnonmailError, ConfigError
+from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
+
+if TYPE_CHECKING:
+    from anonmail.net.i2p import I2PSettings
+    from anonmail.net.tor import TorSettings
+
+__all__ = [
+    "DEFAULT_EPOCH_SECONDS",
+    "DEFAULT_ROUND_SECONDS",
+    "DEFAULT_SYNC_DELAY",
+    "DEFAULT_GOSSIP_SECONDS",
+    "PeerAuthority",
+    "AuthorityConfig",
+    "load_authority_config",
+    "load_authority_key",
+    "parse_public_key",
+    "peers_from_pairs",
+]
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+DEFAULT_EPOCH_SECONDS = pki.DEFAULT_EPOCH_SECONDS
+#: Seconds between build points once the first one for an epoch has passed (bootstrap rounds).
+DEFAULT_ROUND_SECONDS = 5
+#: Seconds after a build point before peers are asked for their descriptors.
+DEFAULT_SYNC_DELAY = 2
+#: Seconds between background descriptor pulls from peers (before the cutoff).
+DEFAULT_GOSSIP_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class PeerAuthority:
+    """Another authority: where to reach it and the key its signatures verify with."""
+
+    address: str
+    public_key: bytes
+
+    @property
+    def authority_id(self) -> str:
+        """How its signatures are named in consensus replies."""
+        return pki.authority_id(self.public_key)
+
+
+@dataclass(frozen=True)
+class AuthorityConfig:
+    """A validated authority configuration (see :func:`load_authority_config`)."""
+
+    name: str
+    data_dir: Path
+    key_file: Path
+    listen: tuple[str, ...]  # addresses served directly (tcp in test mode; mem in-process)
+    peers: tuple[PeerAuthority, ...] = ()
+    threshold: int = 1
+    epoch_seconds: int = DEFAULT_EPOCH_SECONDS
+    test_mode: bool = False
+    freeze_lead: int | None = None  # default: epoch_seconds // 4
+    round_seconds: int = DEFAULT_ROUND_SECONDS
+    sync_delay: int = DEFAULT_SYNC_DELAY
+    gossip_seconds: int = DEFAULT_GOSSIP_SECONDS
+    #: Test networks that start every node at once: build an epoch whose previous epoch has no
+    #: document only from at least this many nodes (so the first consensus lists them all).
+    bootstrap_nodes: int = 0
+    tor: TorSettings | None = None  # serve as an onion service
+    i2p: I2PSettings | None = None  # serve as an I2P destination
+    config_path: Path | None = field(default=None, compare=False)
+
+    @property
+    def production(self) -> bool:
+        """Whether only onion and I2P addresses are allowed."""
+        return not self.test_mode
+
+    @property
+    def lead(self) -> int:
+        """Seconds before an epoch starts at which its first build point lies."""
+        return self.freeze_lead if self.freeze_lead is not None else self.epoch_seconds // 4
+
+    def check(self) -> None:
+        """Cross-field rules; ValueError names the field."""
+        if not 1 <= self.threshold <= len(self.peers) + 1:
+            raise ValueError(f"threshold must be 1..{len(self.peers) + 1} (peers + this authority), got {self.threshold}")
+        if self.epoch_seconds < 10:
+            raise ValueError("epoch_seconds must be at least 10")
+        if not 0 <= self.lead < self.epoch_seconds:
+            raise ValueError("freeze_lead must be 0..epoch_seconds-1")
+        if self.round_seconds < 1 or self.sync_delay < 0 or self.sync_delay >= self.round_seconds:
+            raise ValueError("need round_seconds >= 1 and 0 <= sync_delay < round_seconds")
+        keys = [p.public_key for p in self.peers]
+        if len(set(keys)) != len(keys):
+            raise ValueError("peers lists the same public key twice")
+
+
+def parse_public_key(text: str) -> bytes:
+    """A 32-byte Ed25519 public key from base64; ValueError saying what is wrong."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("public key is not valid base64") from None
+    if len(key) != 32:
+        raise ValueError(f"public key must be 32 bytes, got {len(key)}")
+    return key
+
+
+def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
+    """Read and validate an authority's TOML config; ConfigError naming the file and key."""
+    table = load_toml(path)
+    base = Path(path).resolve().parent
+    test_mode = table.bool("test_mode", default=False)
+    production = not test_mode
+    name = table.str("name", check=lambda v: None if _NAME.fullmatch(v) else "must be 1-63 characters of a-z, 0-9 and '-'")
+    data_dir = table.path_value("data_dir", base=base, default=".")
+    key_file = table.path_value("key_file", base=data_dir, default="identity.key")
+    listen = table.addresses("listen", production=production, listen=True, default=[])
+    tor = tor_settings_from_table(table.table("tor")) if table.has("tor") else None
+    i2p = i2p_settings_from_table(table.table("i2p")) if table.has("i2p") else None
+    if not listen and tor is None and i2p is None:
+        raise table.error("listen", "configure a transport: [tor] or [i2p] (or listen = [\"tcp://...\"] in test mode)")
+    if not listen and not any(t is not None and t.serve for t in (tor, i2p)):
+        raise table.error("tor", "no transport serves: set serve = true in [tor] or [i2p] (nodes connect to the authority)")
+    peers = []
+    for peer in table.tables("peers"):
+        address = peer.address("address", production=production)
+        key = peer.public_key("public_key")
+        peers.append(PeerAuthority(address, key))
+    threshold = table.int("threshold", default=len(peers) // 2 + 1, minimum=1, maximum=len(peers) + 1)
+    epoch_seconds = table.int("epoch_seconds", default=DEFAULT_EPOCH_SECONDS, minimum=10)
+    freeze_lead = table.int("freeze_lead", default=None, minimum=0, maximum=epoch_seconds - 1)
+    round_seconds = table.int("round_seconds", default=DEFAULT_ROUND_SECONDS, minimum=1)
+    sync_delay = table.int("sync_delay", default=DEFAULT_SYNC_DELAY, minimum=0, maximum=round_seconds - 1)
+    gossip_seconds = table.int("gossip_seconds", default=DEFAULT_GOSSIP_SECONDS, minimum=1)
+    bootstrap_nodes = table.int("bootstrap_nodes", default=0, minimum=0)
+    table.finish()
+    config = AuthorityConfig(
+        name=name,
+        data_dir=data_dir,
+        key_file=key_file,
+        listen=tuple(listen),
+        peers=tuple(peers),
+        threshold=threshold,
+        epoch_seconds=epoch_seconds,
+        test_mode=test_mode,
+        freeze_lead=freeze_lead,
+        round_seconds=round_seconds,
+        sync_delay=sync_delay,
+        gossip_seconds=gossip_seconds,
+        bootstrap_nodes=bootstrap_nodes,
+        tor=tor,
+        i2p=i2p,
+        config_path=Path(path),
+    )
+    try:
+        config.check()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config
+
+
+def load_authority_key(path: Path) -> IdentityKey:
+    """The authority's identity key: a 0600 file holding the 32-byte seed."""
+    data = read_key_file(path)
+    try:
+        return IdentityKey.from_seed(data)
+    except AnonmailError:
+        raise ConfigError(f"{path}: not an authority identity key (expected a 32-byte seed)") from None
+
+
+def peers_from_pairs(pairs: Sequence[tuple[str, bytes]]) -> tuple[PeerAuthority, ...]:
+    """Peer list from (address, public key) pairs."""
+    return tuple(PeerAuthority(a, k) for a, k in pairs)

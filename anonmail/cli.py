@@ -1,8 +1,9 @@
-"""The ``anonmail`` command line.
+"""The ``anonmail`` command line: the user's commands, ``provider``, ``testnet``, ``bench`` and ``demo``.
 
-Commands so far: ``bench`` (packet-layer benchmark, DESIGN.md §8) and ``demo`` (a message
-through every layer of an in-memory network). Errors are one line on stderr with a non-zero
-exit code; ``--debug`` shows the traceback.
+It only builds the parser and dispatches; the commands live with their services (``agent``,
+``provider``) and tools (``testnet``, ``bench``, ``demo``). Nothing imports this module (it is
+the top of the layers in docs/design.md). Errors are one line on stderr; ``--debug`` shows the
+traceback; exit codes are those of :mod:`anonmail.daemon.cli`.
 """
 
 from __future__ import annotations
@@ -10,13 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from anonmail import __version__
+from anonmail.daemon.cli import (
+    dispatch,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from anonmail.errors import AnonmailError
 
-__all__ = ["main", "build_parser", "run_command"]
+__all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmark the packet layer")
     bench.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     bench.add_argument(
-        "--scale", type=_positive_float, default=1.0, help="multiply the number of iterations (default 1.0)"
+        "--scale", type=positive_float, default=1.0, help="multiply the number of iterations (default 1.0)"
     )
     bench.add_argument("--no-reference", action="store_true", help="skip timing unmodified sphinxmix")
     bench.add_argument("--no-mix", action="store_true", help="skip the mix node throughput (mix_pps is null)")
@@ -41,18 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="memory: one process, in-memory links (default); tor/i2p/both: separate processes "
                            "serving only onion services and/or I2P destinations on private networks")
     demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    demo.add_argument("--messages", type=_positive_int, default=20, help="mails alice sends bob (default 20)")
+    demo.add_argument("--messages", type=positive_int, default=20, help="mails alice sends bob (default 20)")
     demo.add_argument(
-        "--delay-mean", type=_non_negative_float, default=None,
+        "--delay-mean", type=non_negative_float, default=None,
         help="mean per-hop mix delay in seconds (default 0.05 in memory; the agents' default 0.5 otherwise)"
     )
-    demo.add_argument("--loss", type=_probability, default=0.0, help="each link drops packets with this probability")
-    demo.add_argument("--kill-mix", type=_non_negative_int, default=0, help="mixes stopped mid-run and restarted later")
+    demo.add_argument("--loss", type=probability, default=0.0, help="each link drops packets with this probability")
+    demo.add_argument("--kill-mix", type=non_negative_int, default=0, help="mixes stopped mid-run and restarted later")
     demo.add_argument("--seed", type=int, default=None, help="seed for paths, delays and which mixes are killed")
     demo.add_argument(
-        "--size", type=_non_negative_int, default=200 * 1024, help="bytes of the first (big) message (default 204800)"
+        "--size", type=non_negative_int, default=200 * 1024, help="bytes of the first (big) message (default 204800)"
     )
-    demo.add_argument("--timeout", type=_positive_float, default=900.0, help="give up after this many seconds")
+    demo.add_argument("--timeout", type=positive_float, default=900.0, help="give up after this many seconds")
     demo.add_argument("--dir", type=Path, default=None,
                       help="tor/i2p/both: keep every node's files and logs here (default: a temporary directory)")
 
@@ -66,45 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_testnet_parser(sub)
     return parser
-
-
-def _parse_number(text: str, kind: type, name: str) -> float | int:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not {name}: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    return float(_parse_number(text, float, "a number"))
-
-
-def _non_negative_int(text: str) -> int:
-    return int(_parse_number(text, int, "an integer"))
-
-
-def _positive_int(text: str) -> int:
-    value = _parse_number(text, int, "an integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return int(value)
-
-
-def _probability(text: str) -> float:
-    value = _parse_number(text, float, "a number")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return float(value)
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
-    return value
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -244,49 +214,13 @@ def _cmd_network_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``anonmail`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
     from anonmail.agent.cli import USER_COMMANDS
     from anonmail.provider.cli import run_provider_command
     from anonmail.testnet.cli import run_testnet_command
 
     handlers = {"bench": _cmd_bench, "demo": _cmd_demo, "testnet": run_testnet_command, "provider": run_provider_command,
                 **USER_COMMANDS}
-    handler = handlers[args.command]
-    return run_command("anonmail", handler, args)
-
-
-def run_command(prog: str, handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a subcommand: errors become one line on stderr (traceback with --debug), ^C exits 130."""
-    try:
-        return handler(args)
-    except AnonmailError as exc:
-        if args.debug:
-            raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BaseExceptionGroup as group:
-        # Errors raised inside task groups arrive wrapped; show ours as plain one-liners.
-        leaves = _leaves(group)
-        if args.debug or not all(isinstance(e, AnonmailError) for e in leaves):
-            raise
-        for error in leaves:
-            print(f"{prog}: error: {error}", file=sys.stderr)
-        return 1
-
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups."""
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
+    return dispatch("anonmail", build_parser(), handlers, argv)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,14 @@ import anyio.abc
 from anonmail.core.keys import IdentityKey
 from anonmail.core.pki import Consensus, epoch_at
 from anonmail.clients.directory import DirectoryClient
+from anonmail.daemon.node_config import AuthorityPin
 from anonmail.errors import DirectoryError, TestnetError
 from anonmail.net.memory import MemoryNetwork
 from anonmail.net.router import Router
 from anonmail.provider.config import ProviderConfig
 from anonmail.provider.node import Provider
 from mixnode.authority import Authority, AuthorityConfig, PeerAuthority
-from mixnode.config import DEFAULTS, AuthorityPin, MixConfig
+from mixnode.config import DEFAULTS, MixConfig
 from mixnode.node import MixNode
 
 __all__ = ["MemoryMixnet", "AUTHORITIES", "THRESHOLD", "START_TIMEOUT"]

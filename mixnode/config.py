@@ -1,204 +1,49 @@
 """Mix node configuration: a commented TOML file, validated once at start.
 
-Unknown keys are errors; every error names the file and the key. ``test_mode = true`` is
-required for the ``tcp``/``mem`` test transports and test peers; a production node serves and
-reaches only onion and I2P addresses (DESIGN.md §3).
+A mix node's config is the :class:`~anonmail.daemon.node_config.NodeConfig` every forwarding
+node has (``[node]``, transports, ``[directory]``, ``[mixing]`` limits, ``[cover]``) with its
+layer (1..MIX_LAYERS) in ``[node]``. Unknown keys are errors; every error names the file and
+the key. ``test_mode = true`` is required for the ``tcp``/``mem`` test transports and test peers;
+a production node serves and reaches only onion and I2P addresses (docs/design.md, "Transports").
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from anonmail.config import SCHEMA_VERSION, Table, load_toml
+from anonmail.config import SCHEMA_VERSION, load_toml
 from anonmail.core.pki import MIX_LAYERS
-from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
+from anonmail.daemon.node_config import DEFAULTS as NODE_DEFAULTS
+from anonmail.daemon.node_config import (
+    NodeConfig,
+    check_node_name,
+    parse_node_config,
+    render_directory_section,
+    render_forwarding_sections,
+    render_transport_sections,
+)
 
-if TYPE_CHECKING:
-    from anonmail.net.i2p import I2PSettings
-    from anonmail.net.tor import TorSettings
+__all__ = ["MixConfig", "load_mix_config", "render_mix_config", "DEFAULTS"]
 
-__all__ = ["AuthorityPin", "MixConfig", "load_mix_config", "render_mix_config", "DEFAULTS"]
-
-#: Named defaults (documented in the generated config file).
-DEFAULTS = {
-    "queue_limit": 20000,  # packets held for their delay
-    "inbound_limit": 4096,  # packets received but not yet unwrapped
-    "link_queue_limit": 4096,  # packets waiting per outbound link
-    "workers": 2,  # threads unwrapping packets (libsodium releases the GIL); 0 = inline
-    "batch": 64,  # packets per unwrap batch (and per replay-store commit)
-    "lambda_loop": 0.2,  # loop cover packets per second
-    "loop_delay_mean": 0.2,  # mean per-hop delay of our own loops, seconds
-    "loop_timeout": 120.0,  # a loop not back after this is counted lost, seconds
-    "epoch_seconds": 3600,
-    "threshold": 2,
-}
+#: Named defaults (documented in the generated config file): the shared node defaults plus the
+#: mix's loop cover rate.
+DEFAULTS = {**NODE_DEFAULTS, "lambda_loop": 0.2}
 
 
-@dataclass(frozen=True)
-class AuthorityPin:
-    """A directory authority we trust: where to reach it and its pinned public key."""
-
-    address: str
-    public_key: bytes
-
-
-@dataclass(frozen=True)
-class MixConfig:
-    """Everything a mix node needs to run."""
-
-    path: Path
-    name: str
-    layer: int
-    data_dir: Path
-    test_mode: bool
-    tcp_listen: str | None
-    tor: TorSettings | None
-    i2p: I2PSettings | None
-    authorities: tuple[AuthorityPin, ...]
-    threshold: int
-    epoch_seconds: int
-    queue_limit: int
-    inbound_limit: int
-    link_queue_limit: int
-    workers: int
-    batch: int
-    lambda_loop: float
-    loop_delay_mean: float
-    loop_timeout: float
-
-    @property
-    def production(self) -> bool:
-        """Whether only onion/I2P peers are allowed."""
-        return not self.test_mode
-
-
-def _name_check(value: str) -> str | None:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
-        return "must be 1-63 characters of a-z, 0-9 and '-'"
-    return None
-
-
-def parse_authorities(table: Table, *, production: bool) -> tuple[tuple[AuthorityPin, ...], int]:
-    """The [directory] table: pinned authorities and the signature threshold."""
-    pins = []
-    for entry in table.tables("authority"):
-        address = entry.address("address", production=production)
-        key = entry.public_key("public_key")
-        pins.append(AuthorityPin(address, key))
-    if not pins:
-        raise table.error("authority", "list at least one [[directory.authority]]")
-    threshold = table.int("threshold", default=min(DEFAULTS["threshold"], len(pins)), minimum=1, maximum=len(pins))
-    return tuple(pins), threshold
-
-
-def parse_node_transports(root: Table, *, production: bool, mode_key: str):
-    """A serving node's transports: ([tcp] listen address or None, TorSettings, I2PSettings).
-
-    Shared by mix nodes and providers; ``mode_key`` names the test-mode switch in errors.
-    """
-    tcp_listen = None
-    if root.has("tcp"):
-        tcp = root.table("tcp")
-        if production:
-            raise tcp.error("listen", f"the tcp transport is for tests only; set {mode_key} = true")
-        listen = tcp.addresses("listen", production=False, listen=True, default=["tcp://127.0.0.1:0"])
-        if len(listen) != 1 or not listen[0].startswith("tcp://"):
-            raise tcp.error("listen", "give exactly one tcp://127.0.0.1:PORT address")
-        tcp_listen = listen[0]
-    tor = tor_settings_from_table(root.table("tor")) if root.has("tor") else None
-    i2p = i2p_settings_from_table(root.table("i2p")) if root.has("i2p") else None
-    if tcp_listen is None and tor is None and i2p is None:
-        raise root.error("tor", "configure at least one transport: [tor] or [i2p] (or [tcp] in test mode)")
-    if tcp_listen is None and not any(t is not None and t.serve for t in (tor, i2p)):
-        raise root.error("tor", "no transport serves: set serve = true in [tor] or [i2p] (others connect to this node)")
-    return tcp_listen, tor, i2p
-
-
-def parse_directory(root: Table, *, production: bool) -> tuple[tuple[AuthorityPin, ...], int, int]:
-    """The required [directory] table: pinned authorities, threshold, epoch length."""
-    directory = root.table("directory", required=True)
-    authorities, threshold = parse_authorities(directory, production=production)
-    epoch_seconds = directory.int("epoch_seconds", default=DEFAULTS["epoch_seconds"], minimum=10)
-    return authorities, threshold, epoch_seconds
+@dataclass(frozen=True, kw_only=True)
+class MixConfig(NodeConfig):
+    """Everything a mix node needs to run (its ``layer`` is 1..MIX_LAYERS)."""
 
 
 def load_mix_config(path: str | Path) -> MixConfig:
     """Read and validate a mix node config file (ConfigError names file and key)."""
     root = load_toml(path)
-    base = Path(path).resolve().parent
-    node = root.table("node", required=True)
-    name = node.str("name", check=_name_check)
-    layer = node.int("layer", minimum=1, maximum=MIX_LAYERS)
-    data_dir = node.path_value("data_dir", base=base, default=".")
-    test_mode = node.bool("test_mode", default=False)
-    production = not test_mode
-
-    tcp_listen, tor, i2p = parse_node_transports(root, production=production, mode_key="node.test_mode")
-    authorities, threshold, epoch_seconds = parse_directory(root, production=production)
-
-    mixing = root.table("mixing")
-    cover = root.table("cover")
-    config = MixConfig(
-        path=Path(path),
-        name=name,
-        layer=layer,
-        data_dir=data_dir,
-        test_mode=test_mode,
-        tcp_listen=tcp_listen,
-        tor=tor,
-        i2p=i2p,
-        authorities=authorities,
-        threshold=threshold,
-        epoch_seconds=epoch_seconds,
-        queue_limit=mixing.int("queue_limit", default=DEFAULTS["queue_limit"], minimum=1),
-        inbound_limit=mixing.int("inbound_limit", default=DEFAULTS["inbound_limit"], minimum=1),
-        link_queue_limit=mixing.int("link_queue_limit", default=DEFAULTS["link_queue_limit"], minimum=1),
-        workers=mixing.int("workers", default=DEFAULTS["workers"], minimum=0, maximum=64),
-        batch=mixing.int("batch", default=DEFAULTS["batch"], minimum=1, maximum=4096),
-        lambda_loop=cover.float("lambda_loop", default=DEFAULTS["lambda_loop"], minimum=0),
-        loop_delay_mean=cover.float("loop_delay_mean", default=DEFAULTS["loop_delay_mean"], minimum=0),
-        loop_timeout=cover.float("loop_timeout", default=DEFAULTS["loop_timeout"], minimum=1),
-    )
+    node, fields = parse_node_config(root, path, node_table="node", forwarding_table="mixing",
+                                     name_check=check_node_name, lambda_loop=DEFAULTS["lambda_loop"])
+    config = MixConfig(layer=node.int("layer", minimum=1, maximum=MIX_LAYERS), **fields)
     root.finish()
     return config
-
-
-def render_transport_sections(*, tcp_listen: str | None, tor: bool, i2p: bool) -> list[str]:
-    """Commented [tcp]/[tor]/[i2p] tables of a serving node's config (mix or provider)."""
-    lines: list[str] = []
-    if tcp_listen is not None:
-        lines += ["[tcp]                    # TEST ONLY transport, loopback", f'listen = ["{tcp_listen}"]', ""]
-    if tor:
-        lines += [
-            "[tor]                    # serve as an onion service through a running tor (see torrc.example)",
-            "control_port = 9051      # or control_socket = \"/run/tor/control\"; or launch = true for a private tor",
-            "# socks_port = 9050      # default: ask tor",
-            "",
-        ]
-    if i2p:
-        lines += [
-            "[i2p]                    # serve as an I2P destination through i2pd's SAM bridge",
-            'sam_host = "127.0.0.1"',
-            "sam_port = 7656",
-            "# inbound_length = 3     # tunnel hops; 3 is the I2P default",
-            "",
-        ]
-    return lines
-
-
-def render_directory_section(authorities: list[tuple[str, str]], threshold: int, epoch_seconds: int) -> list[str]:
-    """The commented [directory] table with its pinned authorities (every config has one)."""
-    lines = [
-        "[directory]",
-        f"threshold = {threshold}            # consensus needs this many authority signatures",
-        f"epoch_seconds = {epoch_seconds}     # must match the authorities",
-    ]
-    for address, key in authorities:
-        lines += ["", "[[directory.authority]]", f'address = "{address}"', f'public_key = "{key}"']
-    return lines
 
 
 def render_mix_config(
@@ -228,19 +73,5 @@ def render_mix_config(
     ]
     lines += render_transport_sections(tcp_listen=tcp_listen, tor=tor, i2p=i2p)
     lines += render_directory_section(authorities, threshold, epoch_seconds)
-    lines += [
-        "",
-        "[mixing]",
-        f"queue_limit = {DEFAULTS['queue_limit']}       # packets held for their delay; more are dropped and counted",
-        f"inbound_limit = {DEFAULTS['inbound_limit']}      # received, not yet unwrapped",
-        f"link_queue_limit = {DEFAULTS['link_queue_limit']}   # waiting per next hop",
-        f"workers = {DEFAULTS['workers']}              # unwrap threads",
-        f"batch = {DEFAULTS['batch']}               # packets per unwrap batch and replay-store commit",
-        "",
-        "[cover]",
-        f"lambda_loop = {lambda_loop}        # loop cover packets per second (lambda_M)",
-        f"loop_delay_mean = {DEFAULTS['loop_delay_mean']}    # mean per-hop delay of loops, seconds",
-        f"loop_timeout = {DEFAULTS['loop_timeout']}     # seconds until a loop counts as lost",
-        "",
-    ]
+    lines += [""] + render_forwarding_sections("mixing", lambda_loop=lambda_loop)
     return "\n".join(lines)

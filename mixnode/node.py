@@ -47,6 +47,9 @@ from anonmail.core.policy import PoissonSchedule, loop_route, sample_delay_ms
 from anonmail.core.sizes import MAILBOX_ID_BYTES
 from anonmail.core.wire import Close, Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
+from anonmail.daemon.identity import load_or_create_identity
+from anonmail.daemon.node_config import NodeConfig
+from anonmail.daemon.status import write_status
 from anonmail.errors import (
     DirectoryError,
     HeaderMacError,
@@ -59,17 +62,13 @@ from anonmail.errors import (
 from anonmail.net.base import Transport
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
-from mixnode.config import MixConfig
 from mixnode.replay import ReplayStore
-from mixnode.status import write_status
 
-__all__ = ["MixNode", "IDENTITY_FILE", "load_or_create_identity"]
+__all__ = ["MixNode"]
 
 log = logging.getLogger("mixnode")
 
-IDENTITY_FILE = "identity.key"
 REPLAY_DB = "replay.sqlite"
-_IDENTITY_TAG = b"anonmail-node-identity-v1:"
 #: Reconnect backoff of outbound links, seconds.
 BACKOFF_INITIAL, BACKOFF_MAX = 0.2, 10.0
 CONNECT_TIMEOUT = 60.0
@@ -83,19 +82,6 @@ MAX_INBOUND_CONNECTIONS = 512
 EPOCH_GRACE_MAX = 60.0
 STATUS_INTERVAL = 1.0
 _HELLO_MIX = encode_frame(Hello(1, Role.MIX))
-
-
-def load_or_create_identity(data_dir: Path) -> IdentityKey:
-    """The node's long-term identity (a 0600 seed file in its data directory)."""
-    path = data_dir / IDENTITY_FILE
-    if path.exists():
-        blob = read_key_file(path)
-        if not blob.startswith(_IDENTITY_TAG) or len(blob) != len(_IDENTITY_TAG) + 32:
-            raise StoreError(f"{path} is not a node identity key file")
-        return IdentityKey.from_seed(blob[len(_IDENTITY_TAG) :])
-    key = IdentityKey.generate()
-    write_key_file(path, _IDENTITY_TAG + key.seed)
-    return key
 
 
 @dataclass
@@ -155,7 +141,7 @@ class MixNode:
 
     def __init__(
         self,
-        config: MixConfig,
+        config: NodeConfig,
         transports: Sequence[Transport],
         *,
         wall_clock: Callable[[], float] = time.time,

@@ -153,7 +153,7 @@ fi
 
 # ------------------------------------------------------------ i2pd step ---
 # Debian 12's i2pd 2.45.1 drops every peer on 127.0.0.0/8, so the private I2P
-# test network needs >= 2.51 (see ../shared/RECIPES.md §2). We fetch trixie's
+# test network needs >= 2.51 (docs/i2p.md). We fetch trixie's
 # source package through a private apt source list and state directory (the
 # machine's apt configuration stays untouched) and build only the binary.
 

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m simulations", description="Simulate an anonmail mix network.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="simulate one network and print its metrics")
-    run.add_argument("--json", action="store_true", help="print one JSON object (DESIGN.md section 8)")
+    run.add_argument("--json", action="store_true", help="print one JSON object (fields: docs/simulator.md)")
     run.add_argument("--crypto", action="store_true", help="carry real Sphinx packets (small networks)")
     for f in fields(SimConfig):
         if f.name == "crypto":

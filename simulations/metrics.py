@@ -1,4 +1,4 @@
-"""The numbers a run reports (DESIGN.md §8), computed from a finished :class:`Simulation`.
+"""The numbers a run reports (docs/design.md, "Outside contracts"), computed from a finished :class:`Simulation`.
 
 Every value is a pure function of the run, except the two wall-clock fields listed in
 :data:`TIMING_FIELDS`; drop those and the same seed gives byte-identical JSON.

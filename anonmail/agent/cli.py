@@ -25,6 +25,7 @@ from pathlib import Path
 
 from anonmail.agent import account
 from anonmail.agent.store import AgentStore
+from anonmail.daemon.cli import address_key_arg
 from anonmail.errors import ConfigError, MailError, PassphraseError
 
 __all__ = ["add_user_parsers", "USER_COMMANDS", "init_user", "default_home"]
@@ -45,12 +46,6 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("anonmail", appauthor=False))
 
 
-def _address_key(text: str) -> tuple[str, str]:
-    from mixnode.authority.cli import address_key_arg
-
-    return address_key_arg(text)
-
-
 def add_user_parsers(sub: argparse._SubParsersAction) -> None:
     """Register the user commands on the ``anonmail`` parser."""
     def home(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -59,7 +54,7 @@ def add_user_parsers(sub: argparse._SubParsersAction) -> None:
         return p
 
     init = home(sub.add_parser("init", help="create your identity and register at a provider"))
-    init.add_argument("--authority", action="append", default=[], type=_address_key, metavar="ADDRESS=PUBKEY",
+    init.add_argument("--authority", action="append", default=[], type=address_key_arg, metavar="ADDRESS=PUBKEY",
                       help="a directory authority to trust (repeat for each; ask the network's operators)")
     init.add_argument("--threshold", type=int, default=None, help="authority signatures required (default 2)")
     init.add_argument("--epoch-seconds", type=int, default=3600, help="epoch length of the network")
@@ -256,13 +251,11 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from anonmail.agent.status import keep_status, write_agent_status
     from anonmail.core.keys import load_identity
     from anonmail.clients.directory import DirectoryClient
-    from anonmail.lifecycle import serve_until_signal
+    from anonmail.daemon.commands import run_daemon
+    from anonmail.daemon.lifecycle import serve_until_signal
     from anonmail.net.router import Router
     from anonmail.net.settings import build_transports
 
-    from anonmail.daemonlog import configure_daemon_logging
-
-    configure_daemon_logging(args.log_level)
     started_at = time.time()
     home = _home(args)
     store = _open_store(args)
@@ -305,51 +298,21 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             write_agent_status(agent, home, started=started_at, running=False)
 
     try:
-        anyio.run(main)
+        return run_daemon(args.log_level, main)
     finally:
         store.close()
-    return 0
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    """Print the running agent's status (table or JSON); exit 3 when no agent runs for this home."""
-    from anonmail.errors import StoreError
-    from mixnode.status import NOT_RUNNING, STATUS_FILE, liveness, pid_alive
-    from mixnode.status import read_status as read_status_file
-
-    home = _home(args)
-    try:
-        status = read_status_file(home)
-    except StoreError:
-        why = "no status file" if not (home / STATUS_FILE).exists() else "its status file is unreadable"
-        print(f"no agent is running for {home} ({why}); start one with `anonmail agent`", file=sys.stderr)
-        return NOT_RUNNING
-    alive, age = liveness(status)
-    stopped_cleanly = not status.get("running")
-    status["running"] = bool(alive)
-    status["age_s"] = round(age, 1)
-    if not alive:
-        why = ("it stopped" if stopped_cleanly else "its process is gone" if not pid_alive(status.get("pid"))
-               else f"no update for {age:.0f} s")
-        print(f"no agent is running for {home} ({why}); start one with `anonmail agent`", file=sys.stderr)
-    if args.json:
-        print(json.dumps(status, sort_keys=True))
-        return 0 if alive else NOT_RUNNING
-    if not alive:
-        return NOT_RUNNING
-    from rich.console import Console
-    from rich.table import Table
-
+def _status_rows(status: dict) -> list[tuple[str, str]]:
     def n(key: str) -> int:
         return int(status.get(key) or 0)
 
-    table = Table(title=f"agent at provider {status.get('provider')}", show_header=False)
     errors = str(n("errors"))
     if status.get("last_error"):
         errors += f" (last: {status['last_error']}, {_when(status.get('last_error_at'))})"
-    rows = [
-        ("state", "[green]running[/], " + ("connected" if status.get("connected") else "[yellow]connecting[/]")
-         + f" (pid {status.get('pid')}, since {_when(status.get('started'))})"),
+    return [
+        ("connection", ("connected" if status.get("connected") else "[yellow]connecting[/]")
+         + f" (since {_when(status.get('started'))})"),
         ("packets", f"{n('packets_sent')} sent: {n('packets_real')} real, {n('packets_cover')} cover "
                     f"({n('packets_drop')} drop, {n('packets_loop')} loop); {n('slots_missed')} slots missed"),
         ("retransmissions", str(n("retransmissions"))),
@@ -361,10 +324,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ("inbox", f"{n('inbox')} messages ({n('delivered')} since start)"),
         ("errors", errors),
     ]
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
-    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Print the running agent's status (table or JSON); exit 3 when no agent runs for this home."""
+    from anonmail.daemon.commands import StatusView, show_status
+
+    home = _home(args)
+    view = StatusView(
+        not_running=f"no agent is running for {home}",
+        start_hint="anonmail agent" + (f" --home {home}" if args.home is not None else ""),
+        title=lambda status: f"agent at provider {status.get('provider')}", rows=_status_rows,
+    )
+    return show_status(home, view, as_json=args.json)
 
 
 # ---------------------------------------------------------------------- mail

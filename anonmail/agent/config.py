@@ -16,9 +16,9 @@ from anonmail.agent.outbox import DEFAULT_OUTBOX_QUOTA
 from anonmail.agent.service import AgentSettings
 from anonmail.config import SCHEMA_VERSION, load_toml
 from anonmail.core.address import validate_provider_name
+from anonmail.daemon.node_config import AuthorityPin, parse_authorities, render_directory_section
 from anonmail.errors import AddressError
 from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
-from mixnode.config import AuthorityPin, parse_authorities, render_directory_section
 
 __all__ = ["AgentConfig", "load_agent_config", "render_agent_config", "DEFAULTS"]
 

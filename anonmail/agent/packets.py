@@ -1,6 +1,6 @@
 """What an agent puts on the wire: real fragments with ACK SURBs, drop cover, loop cover (sans-IO).
 
-Routes (DESIGN.md §1)::
+Routes (docs/design.md, "Roles and the path of a message")::
 
     forward:  my provider → mix L1 → L2 → L3 → recipient's provider      (delays on mixes only)
     ACK SURB: recipient's provider → L1 → L2 → L3 → my provider          (built here, used there)

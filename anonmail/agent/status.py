@@ -1,9 +1,9 @@
 """The agent's status file: what ``anonmail status`` shows while ``anonmail agent`` runs.
 
 ``anonmail agent`` rewrites ``status.json`` in the user's home about once a second, atomically
-(:func:`mixnode.status.write_status`), as mix nodes and providers do in their data directories,
+(:func:`anonmail.daemon.status.write_status`), as mix nodes and providers do in their data directories,
 and writes ``running: false`` when it stops cleanly. A reader decides whether the agent is alive
-from ``running``, ``pid`` and the file's age (:func:`mixnode.status.liveness`).
+from ``running``, ``pid`` and the file's age (:func:`anonmail.daemon.status.liveness`).
 
 The file holds counters and the provider's (public) name, never the user's address, identity,
 contacts or message ids::
@@ -28,7 +28,7 @@ import anyio.to_thread
 
 from anonmail.agent.service import Agent
 from anonmail.errors import StoreError
-from mixnode.status import write_status
+from anonmail.daemon.status import write_status
 
 __all__ = ["STATUS_INTERVAL", "agent_status", "write_agent_status", "keep_status"]
 

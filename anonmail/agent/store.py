@@ -1,6 +1,6 @@
 """The agent's durable state in one SQLite file: contacts, keys, outbox, inbox, ACK bookkeeping.
 
-SQLite is the interface between the CLI and a running agent (DESIGN.md §1): ``anonmail send``
+SQLite is the interface between the CLI and a running agent (docs/design.md, "Roles"): ``anonmail send``
 inserts into the outbox and returns; the agent picks the message up, fragments it, sends the
 fragments in its Poisson payload slots and marks them acknowledged as ACKs return. Both open the
 same file (WAL, ``synchronous=FULL``, ``secure_delete=ON``, a busy timeout), so either may run

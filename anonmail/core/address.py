@@ -1,4 +1,4 @@
-"""User addresses: ``<user>@<provider>``, self-certifying and typo-checked (DESIGN.md §5).
+"""User addresses: ``<user>@<provider>``, self-certifying and typo-checked (docs/design.md, "Addresses").
 
 ``<user>`` is the lower-case RFC 4648 base32 (no padding) of 35 bytes::
 

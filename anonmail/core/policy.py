@@ -8,7 +8,7 @@ simulator measures the very code the nodes run:
 * :func:`sample_delay_ms` — the sender-chosen per-hop delay, Exp(mean);
 * :class:`Topology` and :func:`choose_path` — a stratified route (one node per mix layer,
   weighted uniformly unless the consensus gives weights), chaining only hops that share a
-  transport scheme (DESIGN.md §3); :func:`loop_route` for a mix's own loop cover.
+  transport scheme (docs/design.md, "Transports"); :func:`loop_route` for a mix's own loop cover.
 
 Randomness is a :class:`random.Random` passed in (seed it for reproducible runs); nothing here
 reads the clock or touches the network.

@@ -1,4 +1,4 @@
-"""Transport addresses: the URIs that name where a node listens (DESIGN.md §3, contract).
+"""Transport addresses: the URIs that name where a node listens (docs/design.md, "Transports", a contract).
 
 ::
 

@@ -1,1 +1,1 @@
-"""The mailbox provider service: ingress for its users, durable mailboxes, ACKs (DESIGN.md §1)."""
+"""The mailbox provider service: ingress for its users, durable mailboxes, ACKs (docs/design.md, "Roles")."""

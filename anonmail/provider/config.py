@@ -1,33 +1,28 @@
 """Provider configuration: a commented TOML file, validated once at start.
 
-The provider is a mix node at layer 0 (it reuses :class:`mixnode.node.MixNode`), so its config
-carries every field a :class:`mixnode.config.MixConfig` has (same tables, same checks: the
-transports and the ``[directory]`` table are read by :func:`mixnode.config.parse_node_transports`
-and :func:`mixnode.config.parse_directory`, as for a mix) plus the mailbox settings. Unknown keys are errors; every
-error names the file and the key. ``test_mode = true`` is needed for ``tcp``/``mem`` peers.
+The provider is a forwarding node at layer 0, so its config is the
+:class:`~anonmail.daemon.node_config.NodeConfig` a mix has (``[provider]``, transports,
+``[directory]``, ``[forwarding]`` limits, ``[cover]``; same checks) plus the mailbox and ingress
+settings. Unknown keys are errors; every error names the file and the key. ``test_mode = true``
+is needed for ``tcp``/``mem`` peers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from anonmail.config import SCHEMA_VERSION, load_toml
 from anonmail.core.address import validate_provider_name
-from anonmail.errors import AddressError
-from mixnode.config import DEFAULTS as MIX_DEFAULTS
-from mixnode.config import (
-    AuthorityPin,
-    parse_directory,
-    parse_node_transports,
+from anonmail.daemon.node_config import DEFAULTS as NODE_DEFAULTS
+from anonmail.daemon.node_config import (
+    NodeConfig,
+    parse_node_config,
     render_directory_section,
+    render_forwarding_sections,
     render_transport_sections,
 )
-
-if TYPE_CHECKING:
-    from anonmail.net.i2p import I2PSettings
-    from anonmail.net.tor import TorSettings
+from anonmail.errors import AddressError
 
 __all__ = [
     "ProviderConfig",
@@ -58,28 +53,11 @@ REGISTRATION_MODES = ("open", "closed")
 DEFAULT_PROVIDER_LAMBDA_LOOP = 0.1
 
 
-@dataclass(frozen=True)
-class ProviderConfig:
-    """Everything a provider needs to run (a superset of MixConfig's fields, ``layer`` 0)."""
+@dataclass(frozen=True, kw_only=True)
+class ProviderConfig(NodeConfig):
+    """Everything a provider needs to run: a node at layer 0 with mailboxes."""
 
-    path: Path
-    name: str
-    data_dir: Path
-    test_mode: bool
-    tcp_listen: str | None
-    tor: TorSettings | None
-    i2p: I2PSettings | None
-    authorities: tuple[AuthorityPin, ...]
-    threshold: int
-    epoch_seconds: int
-    queue_limit: int
-    inbound_limit: int
-    link_queue_limit: int
-    workers: int
-    batch: int
-    lambda_loop: float
-    loop_delay_mean: float
-    loop_timeout: float
+    layer: int = field(default=0, init=False)
     fetch_batch: int = DEFAULT_FETCH_BATCH
     quota_bytes: int = DEFAULT_QUOTA_BYTES
     quota_entries: int = DEFAULT_QUOTA_ENTRIES
@@ -87,16 +65,6 @@ class ProviderConfig:
     send_burst: int = DEFAULT_SEND_BURST
     max_accounts: int = DEFAULT_MAX_ACCOUNTS
     registration: str = "open"
-
-    @property
-    def layer(self) -> int:
-        """Providers sit at layer 0 of the topology."""
-        return 0
-
-    @property
-    def production(self) -> bool:
-        """Whether only onion/I2P peers are allowed."""
-        return not self.test_mode
 
     def limits(self) -> dict:
         """The limits a client is told in ``auth_ok``."""
@@ -120,43 +88,16 @@ def _provider_name_check(value: str) -> str | None:
 def load_provider_config(path: str | Path) -> ProviderConfig:
     """Read and validate a provider config file (ConfigError names file and key)."""
     root = load_toml(path)
-    base = Path(path).resolve().parent
-    node = root.table("provider", required=True)
-    name = node.str("name", check=_provider_name_check)
-    data_dir = node.path_value("data_dir", base=base, default=".")
-    test_mode = node.bool("test_mode", default=False)
-    production = not test_mode
-
-    tcp_listen, tor, i2p = parse_node_transports(root, production=production, mode_key="provider.test_mode")
-    authorities, threshold, epoch_seconds = parse_directory(root, production=production)
-
+    _node, fields = parse_node_config(root, path, node_table="provider", forwarding_table="forwarding",
+                                      name_check=_provider_name_check, lambda_loop=DEFAULT_PROVIDER_LAMBDA_LOOP)
     mailboxes = root.table("mailboxes")
     ingress = root.table("ingress")
-    forwarding = root.table("forwarding")
-    cover = root.table("cover")
     registration = mailboxes.str(
         "registration", default="open",
         check=lambda v: None if v in REGISTRATION_MODES else f"must be one of {', '.join(REGISTRATION_MODES)}",
     )
     config = ProviderConfig(
-        path=Path(path),
-        name=name,
-        data_dir=data_dir,
-        test_mode=test_mode,
-        tcp_listen=tcp_listen,
-        tor=tor,
-        i2p=i2p,
-        authorities=authorities,
-        threshold=threshold,
-        epoch_seconds=epoch_seconds,
-        queue_limit=forwarding.int("queue_limit", default=MIX_DEFAULTS["queue_limit"], minimum=1),
-        inbound_limit=forwarding.int("inbound_limit", default=MIX_DEFAULTS["inbound_limit"], minimum=1),
-        link_queue_limit=forwarding.int("link_queue_limit", default=MIX_DEFAULTS["link_queue_limit"], minimum=1),
-        workers=forwarding.int("workers", default=MIX_DEFAULTS["workers"], minimum=0, maximum=64),
-        batch=forwarding.int("batch", default=MIX_DEFAULTS["batch"], minimum=1, maximum=4096),
-        lambda_loop=cover.float("lambda_loop", default=DEFAULT_PROVIDER_LAMBDA_LOOP, minimum=0),
-        loop_delay_mean=cover.float("loop_delay_mean", default=MIX_DEFAULTS["loop_delay_mean"], minimum=0),
-        loop_timeout=cover.float("loop_timeout", default=MIX_DEFAULTS["loop_timeout"], minimum=1),
+        **fields,
         fetch_batch=mailboxes.int("fetch_batch", default=DEFAULT_FETCH_BATCH, minimum=1, maximum=256),
         quota_bytes=mailboxes.int("quota_bytes", default=DEFAULT_QUOTA_BYTES, minimum=4096),
         quota_entries=mailboxes.int("quota_entries", default=DEFAULT_QUOTA_ENTRIES, minimum=1),
@@ -174,7 +115,7 @@ def render_provider_config(
     name: str,
     authorities: list[tuple[str, str]],
     threshold: int,
-    epoch_seconds: int = MIX_DEFAULTS["epoch_seconds"],
+    epoch_seconds: int = NODE_DEFAULTS["epoch_seconds"],
     test_mode: bool = False,
     tcp_listen: str | None = None,
     tor: bool = False,
@@ -207,17 +148,6 @@ def render_provider_config(
         f"send_rate = {DEFAULT_SEND_RATE}        # packets per second per account (token bucket); excess is dropped",
         f"send_burst = {DEFAULT_SEND_BURST}        # bucket size",
         "",
-        "[forwarding]",
-        f"queue_limit = {MIX_DEFAULTS['queue_limit']}       # packets held for a (sender-chosen) delay",
-        f"inbound_limit = {MIX_DEFAULTS['inbound_limit']}      # received, not yet unwrapped",
-        f"link_queue_limit = {MIX_DEFAULTS['link_queue_limit']}   # waiting per next hop",
-        f"workers = {MIX_DEFAULTS['workers']}              # unwrap threads",
-        f"batch = {MIX_DEFAULTS['batch']}               # packets per unwrap batch and store commit",
-        "",
-        "[cover]",
-        f"lambda_loop = {DEFAULT_PROVIDER_LAMBDA_LOOP}        # loop cover packets per second",
-        f"loop_delay_mean = {MIX_DEFAULTS['loop_delay_mean']}    # mean per-hop delay of loops, seconds",
-        f"loop_timeout = {MIX_DEFAULTS['loop_timeout']}     # seconds until a loop counts as lost",
-        "",
     ]
+    lines += render_forwarding_sections("forwarding", lambda_loop=DEFAULT_PROVIDER_LAMBDA_LOOP)
     return "\n".join(lines)

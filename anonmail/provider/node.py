@@ -134,8 +134,8 @@ class Provider(MixNode):
         rng: random.Random | None = None,
         link_loss: float = 0.0,
     ) -> None:
-        super().__init__(config, transports, wall_clock=wall_clock, rng=rng, link_loss=link_loss)  # type: ignore[arg-type]
-        self.config: ProviderConfig = config  # type: ignore[assignment]
+        super().__init__(config, transports, wall_clock=wall_clock, rng=rng, link_loss=link_loss)
+        self.config: ProviderConfig = config
         self.store: MailboxStore | None = None
         #: Provider counters (beside the MixNode ``stats``): stored, acks_sent, fetches, ...
         self.mail: Counter = Counter()

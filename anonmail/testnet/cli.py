@@ -30,12 +30,11 @@ from anonmail.testnet.network import (
     read_json,
     read_state,
 )
-from mixnode.status import STATUS_FILE, liveness
+from anonmail.daemon.cli import EXIT_NOT_RUNNING as NOT_RUNNING
+from anonmail.daemon.status import STATUS_FILE, liveness
 
 __all__ = ["add_testnet_parser", "run_testnet_command"]
 
-#: Exit code of ``status`` when no testnet runs in the directory (as ``mixnode status``).
-NOT_RUNNING = 3
 #: Seconds ``up`` waits for the supervisor to report the network ready.
 UP_TIMEOUT = 900.0
 

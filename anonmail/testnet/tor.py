@@ -1,4 +1,4 @@
-"""A private Tor network on 127.0.0.1, for tests and demos (RECIPES.md §1).
+"""A private Tor network on 127.0.0.1, for tests and demos; docs/tor.md, "The private test network".
 
 :class:`TorNetwork` generates keys with tor's own tools (``tor-gencert`` for directory
 authorities, ``tor --list-fingerprint`` for every relay), writes one torrc per node with fast
@@ -50,7 +50,7 @@ from anonmail.net.tor import (
 
 __all__ = ["MIN_RELAYS", "TorClient", "TorNetwork", "run_tor_check"]
 
-#: Onion-service circuits need four distinct relays; fewer never works (RECIPES §1).
+#: Onion-service circuits need four distinct relays; fewer never works: measured on a private network.
 MIN_RELAYS = 4
 #: Seconds to wait for the consensus to list every relay (normally ~8 s; slow path +17 s).
 CONSENSUS_TIMEOUT = 90.0
@@ -219,7 +219,7 @@ class TorNetwork:
         self._say(f"keys for {len(self._nodes)} tor nodes generated in {time.monotonic() - t0:.1f} s")
 
         t1 = time.monotonic()
-        offset = (int(time.time()) + 8) % 10  # first vote soon after start (RECIPES §1)
+        offset = (int(time.time()) + 8) % 10  # first vote soon after start, not a whole interval later
         for node in self._nodes:
             torrc = node.data_dir / "torrc"
             torrc.write_text("\n".join(self._node_lines(node, offset)) + "\n")

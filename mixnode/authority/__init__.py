@@ -14,7 +14,6 @@ from mixnode.authority.config import (
     AuthorityConfig,
     PeerAuthority,
     load_authority_config,
-    parse_public_key,
 )
 from mixnode.authority.schedule import build_points, next_build_point
 from mixnode.authority.server import STATUS_FILE, Authority
@@ -30,7 +29,6 @@ __all__ = [
     "PeerAuthority",
     "AuthorityConfig",
     "load_authority_config",
-    "parse_public_key",
     "build_points",
     "next_build_point",
     "AuthorityStore",

@@ -4,7 +4,8 @@
 seed: an authority must start unattended) and a commented ``authority.toml``; it prints the
 public key and address that nodes and the other authorities pin. ``run`` serves until SIGINT or
 SIGTERM and exits 0. ``status`` reads the ``status.json`` the running authority rewrites every
-second and says plainly when the authority is not running.
+second and exits 3 when the authority is not running. These are the commands every daemon
+shares (:mod:`anonmail.daemon.commands`), with the authority's own options and rows.
 """
 
 from __future__ import annotations
@@ -13,21 +14,28 @@ import argparse
 import base64
 import json
 import logging
-import os
-import sys
 from pathlib import Path
 
+from anonmail.config import install_config
 from anonmail.core.keys import IdentityKey, read_key_file, write_key_file
-from anonmail.core.uri import parse_transport_address
-from anonmail.errors import AnonmailError, ConfigError
+from anonmail.daemon.cli import address_key_arg
+from anonmail.daemon.commands import (
+    LOG_LEVELS,
+    StatusView,
+    add_config_arguments,
+    config_path,
+    prepare_data_dir,
+    run_daemon,
+    serve_announced,
+    show_status,
+)
+from anonmail.errors import ConfigError
 from mixnode.authority.config import (
     DEFAULT_EPOCH_SECONDS,
     AuthorityConfig,
     load_authority_config,
-    parse_public_key,
 )
 from mixnode.authority.server import Authority
-from mixnode.status import NOT_RUNNING, STATUS_FILE, liveness
 
 __all__ = ["CONFIG_NAME", "KEY_NAME", "add_authority_parser", "run_authority_command", "render_config"]
 
@@ -35,19 +43,6 @@ CONFIG_NAME = "authority.toml"
 KEY_NAME = "identity.key"
 
 log = logging.getLogger("mixnode.authority")
-
-
-def address_key_arg(text: str) -> tuple[str, str]:
-    """Parse ``ADDRESS=PUBKEY`` (argparse type); the base64 key is the last 44 characters (it may end in '=')."""
-    if len(text) < 46 or text[-45] != "=":
-        raise argparse.ArgumentTypeError(f"expected ADDRESS=PUBLIC_KEY (base64, 44 characters), got {text!r}")
-    address, key = text[:-45], text[-44:]
-    try:
-        parse_public_key(key)
-        parse_transport_address(address)
-    except ValueError as exc:  # TransportAddressError is a ValueError too
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
-    return address, key
 
 
 def add_authority_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -71,29 +66,19 @@ def add_authority_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     init.add_argument("--force", action="store_true", help="overwrite an existing config file (the key is kept)")
 
     run = sub.add_parser("run", help="serve until SIGINT/SIGTERM")
-    run.add_argument("--config", required=True, type=Path, help=f"path to {CONFIG_NAME}")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_config_arguments(run, CONFIG_NAME)
+    run.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
 
     status = sub.add_parser("status", help="show epochs, descriptors, signatures and peers of a running authority")
-    status.add_argument("--config", required=True, type=Path, help=f"path to {CONFIG_NAME}")
+    add_config_arguments(status, CONFIG_NAME)
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
     return parser
 
 
 def run_authority_command(args: argparse.Namespace) -> int:
-    """Run the chosen ``authority`` subcommand; errors are one line on stderr, exit code 1."""
-    try:
-        if args.authority_command == "init":
-            return _init(args)
-        if args.authority_command == "run":
-            return _run(args)
-        if args.authority_command == "status":
-            return _status(args)
-    except AnonmailError as exc:
-        print(f"mixnode authority {args.authority_command}: {exc}", file=sys.stderr)
-        return 1
-    print(f"unknown authority command {args.authority_command!r}", file=sys.stderr)
-    return 2
+    """Run the chosen ``authority`` subcommand (inside :func:`anonmail.daemon.cli.run_command`)."""
+    handlers = {"init": _init, "run": _run, "status": _status}
+    return handlers[args.authority_command](args)
 
 
 # --------------------------------------------------------------------------- init
@@ -155,23 +140,12 @@ def _init(args: argparse.Namespace) -> int:
         raise ConfigError("choose a transport: --tor, --i2p, or (test networks) --listen tcp://127.0.0.1:PORT")
     count = len(args.peer) + 1
     threshold = args.threshold if args.threshold is not None else count // 2 + 1
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    config_path = directory / CONFIG_NAME
-    if config_path.exists() and not args.force:
-        raise ConfigError(f"{config_path} already exists; use --force to overwrite it")
+    path = prepare_data_dir(directory, CONFIG_NAME, force=args.force)
     text = render_config(
         name=name, listen=list(args.listen), peers=list(args.peer), threshold=threshold,
         epoch_seconds=args.epoch_seconds, test_mode=test_mode, tor=args.tor, i2p=args.i2p,
     )
-    tmp = config_path.with_name(f".{CONFIG_NAME}.tmp")
-    tmp.write_text(text)
-    try:
-        load_authority_config(tmp)  # what we write must load
-    except ConfigError:
-        tmp.unlink()
-        raise
-    os.replace(tmp, config_path)
+    install_config(path, text, load_authority_config)
     key_path = directory / KEY_NAME
     if key_path.exists():
         identity = IdentityKey.from_seed(read_key_file(key_path))
@@ -180,7 +154,7 @@ def _init(args: argparse.Namespace) -> int:
         write_key_file(key_path, identity.seed)
     public = base64.b64encode(identity.public).decode()
     print(f"authority {name} initialised in {directory}")
-    print(f"  config:     {config_path}")
+    print(f"  config:     {path}")
     print(f"  public key: {public}")
     for address in args.listen:
         print(f"  address:    {address}")
@@ -209,62 +183,45 @@ async def serve(config: AuthorityConfig) -> None:
     """Run the authority on its configured transports until SIGINT/SIGTERM."""
     import contextlib
 
-    from anonmail.lifecycle import serve_until_signal
     from anonmail.net.router import Router
 
     async with contextlib.AsyncExitStack() as stack:
         transports = [await stack.enter_async_context(t) for t in build_transports(config)]
         router = Router(transports, production=config.production)
         authority = Authority(config, router)
-
-        def started(addresses, _tg) -> None:
-            public = base64.b64encode(authority.identity.public).decode()
-            print(f"authority {config.name} serving on {', '.join(addresses)}; public key {public}", flush=True)
-
-        await serve_until_signal(authority.run, log=log, on_started=started)
+        await serve_announced(authority.run, name=config.name, addresses=lambda addresses: addresses, log=log,
+                              public_key=base64.b64encode(authority.identity.public).decode())
 
 
 def _run(args: argparse.Namespace) -> int:
-    import anyio
-
-    from anonmail.daemonlog import configure_daemon_logging
-
-    configure_daemon_logging(args.log_level)
-    config = load_authority_config(args.config)
-    anyio.run(serve, config)
-    return 0
+    config = load_authority_config(config_path(args, CONFIG_NAME))
+    return run_daemon(args.log_level, lambda: serve(config))
 
 
 # --------------------------------------------------------------------------- status
 
 
-def _status(args: argparse.Namespace) -> int:
-    config = load_authority_config(args.config)
-    path = config.data_dir / STATUS_FILE
-    try:
-        status = json.loads(path.read_text())
-    except FileNotFoundError:
-        print(f"authority {config.name} is not running (no {path}; start it with `mixnode authority run`)")
-        return NOT_RUNNING
-    except (OSError, ValueError) as exc:
-        print(f"authority {config.name}: cannot read {path}: {exc}", file=sys.stderr)
-        return 1
-    running, age = liveness(status)
-    if args.json:
-        print(json.dumps({**status, "running": running, "age_seconds": round(age, 1)}, sort_keys=True))
-        return 0 if running else NOT_RUNNING
-    if not running:
-        why = "it stopped" if not status.get("running") else f"its status file is {age:.0f} s old"
-        print(f"authority {config.name} is not running ({why}); last known state:")
-    else:
-        print(f"authority {config.name} running (pid {status.get('pid')})")
-    print(f"  addresses:  {', '.join(status.get('addresses') or []) or '-'}")
-    print(f"  epoch:      {status.get('epoch')} ({status.get('epoch_seconds')} s), threshold {status.get('threshold')}")
+def _status_rows(status: dict) -> list[tuple[str, str]]:
+    rows = [
+        ("addresses", "\n".join(status.get("addresses") or []) or "-"),
+        ("epoch", f"{status.get('epoch')} ({status.get('epoch_seconds')} s), threshold {status.get('threshold')}"),
+    ]
     for epoch, entry in sorted((status.get("epochs") or {}).items()):
-        built = f"consensus {entry.get('digest')} with {entry.get('signatures')} signatures" if entry.get("consensus") else "no consensus yet"
-        print(f"  epoch {epoch}: {entry.get('descriptors')} descriptors, {built}")
+        built = (f"consensus {entry.get('digest')} with {entry.get('signatures')} signatures" if entry.get("consensus")
+                 else "no consensus yet")
+        rows.append((f"epoch {epoch}", f"{entry.get('descriptors')} descriptors, {built}"))
     for address, peer in sorted((status.get("peers") or {}).items()):
         state = {True: "up", False: "down", None: "not contacted yet"}[peer.get("up")]
         extra = f" ({peer.get('last_error')})" if peer.get("last_error") else ""
-        print(f"  peer {address}: {state}{extra}")
-    return 0 if running else NOT_RUNNING
+        rows.append((f"peer {address}", f"{state}{extra}"))
+    return rows
+
+
+def _status(args: argparse.Namespace) -> int:
+    path = config_path(args, CONFIG_NAME)
+    config = load_authority_config(path)
+    view = StatusView(
+        not_running=f"authority {config.name} is not running", start_hint=f"mixnode authority run --config {path}",
+        title=lambda _: f"authority {config.name}", rows=_status_rows,
+    )
+    return show_status(config.data_dir, view, as_json=args.json)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +11,7 @@ from typing import TYPE_CHECKING
 from anonmail.config import load_toml
 from anonmail.core import pki
 from anonmail.core.keys import IdentityKey, read_key_file
+from anonmail.daemon.node_config import check_node_name
 from anonmail.errors import AnonmailError, ConfigError
 from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table
 
@@ -30,11 +28,9 @@ __all__ = [
     "AuthorityConfig",
     "load_authority_config",
     "load_authority_key",
-    "parse_public_key",
     "peers_from_pairs",
 ]
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 DEFAULT_EPOCH_SECONDS = pki.DEFAULT_EPOCH_SECONDS
 #: Seconds between build points once the first one for an epoch has passed (bootstrap rounds).
@@ -106,24 +102,13 @@ class AuthorityConfig:
             raise ValueError("peers lists the same public key twice")
 
 
-def parse_public_key(text: str) -> bytes:
-    """A 32-byte Ed25519 public key from base64; ValueError saying what is wrong."""
-    try:
-        key = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("public key is not valid base64") from None
-    if len(key) != 32:
-        raise ValueError(f"public key must be 32 bytes, got {len(key)}")
-    return key
-
-
 def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     """Read and validate an authority's TOML config; ConfigError naming the file and key."""
     table = load_toml(path)
     base = Path(path).resolve().parent
     test_mode = table.bool("test_mode", default=False)
     production = not test_mode
-    name = table.str("name", check=lambda v: None if _NAME.fullmatch(v) else "must be 1-63 characters of a-z, 0-9 and '-'")
+    name = table.str("name", check=check_node_name)
     data_dir = table.path_value("data_dir", base=base, default=".")
     key_file = table.path_value("key_file", base=data_dir, default="identity.key")
     listen = table.addresses("listen", production=production, listen=True, default=[])

@@ -70,6 +70,7 @@ from anonmail.clients.directory import request_authority
 from anonmail.core import dirproto, pki
 from anonmail.core.keys import IdentityKey
 from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Control, Role
+from anonmail.daemon.status import STATUS_FILE, write_status
 from anonmail.errors import DirectoryError, WireError
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
@@ -77,7 +78,6 @@ from mixnode.authority.answers import MAX_DESCRIPTORS_PER_EPOCH, Answers
 from mixnode.authority.config import AuthorityConfig, PeerAuthority, load_authority_key
 from mixnode.authority.schedule import next_build_point
 from mixnode.authority.store import DATABASE_FILE, AuthorityStore
-from mixnode.status import STATUS_FILE, write_status
 
 __all__ = ["SIGNATURE_POLL_SECONDS", "SERVE_TIMEOUT", "STATUS_FILE", "Authority"]
 

@@ -17,7 +17,7 @@ from anonmail.testnet.i2p import I2PNetwork
 
 __all__ = ["i2p_network", "i2p_routers_alive"]
 
-#: Routers in the session's network (3 all-floodfill routers start reliably; see RECIPES §2).
+#: Routers in the session's network (2 is the minimum; 3, all floodfill, start reliably).
 I2P_TEST_ROUTERS = 3
 
 

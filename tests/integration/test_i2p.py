@@ -266,7 +266,7 @@ async def test_listener_survives_a_router_restart(i2p_network: I2PNetwork, tmp_p
             while not listener.listening_ready:
                 await anyio.sleep(0.2)
         assert listener.address == address
-        # Fresh client sessions: router 1's old one caches the dead leases (RECIPES §2).
+        # Fresh client sessions: router 1's old one still holds the dead destination's leases.
         await round_trip_from_fresh_clients(i2p_network, address)
         elapsed = time.monotonic() - t0
         assert elapsed < 180, elapsed

@@ -27,7 +27,7 @@ from anonmail.core.keys import IdentityKey, write_key_file
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 from mixnode.authority import Authority, AuthorityConfig
-from mixnode.status import NOT_RUNNING
+from anonmail.daemon.cli import EXIT_NOT_RUNNING as NOT_RUNNING
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 

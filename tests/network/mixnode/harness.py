@@ -21,11 +21,12 @@ from anonmail.core.keys import IdentityKey
 from anonmail.core.pki import Consensus, epoch_at, sign_descriptor
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
+from anonmail.daemon.node_config import AuthorityPin
 from anonmail.net.framed import FramedStream
 from anonmail.net.memory import MemoryNetwork
 from anonmail.net.router import Router
 from mixnode.authority import Authority, AuthorityConfig, PeerAuthority
-from mixnode.config import AuthorityPin, MixConfig
+from mixnode.config import MixConfig
 from mixnode.node import MixNode
 
 EPOCH_SECONDS = 3600

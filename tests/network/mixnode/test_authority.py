@@ -388,8 +388,8 @@ async def test_authority_run_process_serves_and_stops_on_sigint(tmp_path, anyio_
     proc = subprocess.Popen([*command, "run", "--config", config], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        line = await anyio.to_thread.run_sync(proc.stdout.readline)
-        assert f"serving on {address}" in line
+        started = json.loads(await anyio.to_thread.run_sync(proc.stdout.readline))  # as every daemon's run
+        assert started == {"name": "auth", "addresses": [address], "public_key": public}
         async with TcpTransport() as transport:
             router = Router([transport], production=False)
             epoch = pki.epoch_at(time.time(), 600)
@@ -418,4 +418,4 @@ async def test_authority_run_process_serves_and_stops_on_sigint(tmp_path, anyio_
         proc.stdout.close()
         proc.stderr.close()
     status = subprocess.run([*command, "status", "--config", config], capture_output=True, text=True, timeout=60)
-    assert status.returncode == 3 and "not running (it stopped)" in status.stdout
+    assert status.returncode == 3 and "not running (it stopped)" in status.stderr

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from anonmail.core.keys import IdentityKey, write_key_file
+from anonmail.daemon.cli import EXIT_NOT_RUNNING
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 from mixnode.authority import Authority, AuthorityConfig
@@ -50,7 +51,7 @@ async def test_run_status_and_clean_stop(tmp_path):
                      "--tcp-listen", "tcp://127.0.0.1:0", "--authority", f"{address}={key}"]) == 0
         mix_config = tmp_path / "mix" / "mixnode.toml"
         code, _ = await anyio.to_thread.run_sync(status, mix_config)
-        assert code == 1  # never ran: no status file, a clear error
+        assert code == EXIT_NOT_RUNNING  # never ran: not running, as for every daemon
         proc = subprocess.Popen(
             [sys.executable, "-m", "mixnode.cli", "run", "--config", str(mix_config)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

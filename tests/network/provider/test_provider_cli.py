@@ -19,7 +19,7 @@ pytestmark = pytest.mark.network
 DRIVER = """
 import argparse, sys
 from anonmail.provider.cli import add_provider_parser, run_provider_command
-from anonmail.cli import run_command
+from anonmail.daemon.cli import run_command
 parser = argparse.ArgumentParser(prog="anonmail")
 parser.add_argument("--debug", action="store_true")
 add_provider_parser(parser.add_subparsers(dest="command"))

@@ -15,7 +15,8 @@ from anonmail.agent.service import AgentSettings, AgentStats
 from anonmail.agent.status import agent_status
 from anonmail.agent.store import AgentStore
 from anonmail.cli import main
-from mixnode.status import NOT_RUNNING, write_status
+from anonmail.daemon.cli import EXIT_NOT_RUNNING as NOT_RUNNING
+from anonmail.daemon.status import write_status
 
 REQUIRED = {
     "role", "pid", "updated", "started", "running", "provider", "packets_sent", "packets_real", "packets_cover",
@@ -118,6 +119,8 @@ def test_a_stopped_crashed_or_stale_agent_is_not_running(tmp_path, capsys, chang
         status["pid"] = dead.pid
     write_status(tmp_path, status)
     code, out, err = cli(capsys, "status", "--home", str(tmp_path))
-    assert code == NOT_RUNNING and out == "" and why in err
+    # Exit 3 and why on stderr, as every daemon's status; the last known state still on stdout.
+    assert code == NOT_RUNNING and why in err and "no agent is running" in err
+    assert "agent at provider alpha" in out and f"not running ({why}" in out
     code, out, err = cli(capsys, "status", "--json", "--home", str(tmp_path))
     assert code == NOT_RUNNING and json.loads(out)["running"] is False

@@ -1,4 +1,4 @@
-"""Tests for anonmail.core.address: the address contract of DESIGN.md §5."""
+"""Tests for anonmail.core.address: the address contract of docs/design.md, "Addresses"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sans-IO core imports no I/O library (STYLE.md principle 12)."""
+"""The sans-IO core imports no I/O library (docs/design.md, "Layers")."""
 
 from __future__ import annotations
 

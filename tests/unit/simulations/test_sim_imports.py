@@ -1,4 +1,4 @@
-"""The simulator drives the sans-IO core only (DESIGN.md §2): no transport or storage library."""
+"""The simulator drives the sans-IO core only (docs/design.md, "Layers"): no transport or storage library."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Status files: how a running node tells ``mixnode status`` what it is doing.
+"""Status files: how a running daemon tells its ``status`` command what it is doing.
 
-A node (mix or authority) rewrites ``status.json`` in its data directory every second, atomically
-(write a temporary file, then rename), with ``running``, ``pid`` and ``updated_at``. A reader
-decides whether the node is alive from all three: a clean stop writes ``running: false``; a
-crash leaves a file that ages and a PID that is gone.
+A daemon (mix node, authority, provider, agent) rewrites ``status.json`` in its data directory
+every second, atomically (write a temporary file, then rename), with ``running``, ``pid`` and
+``updated_at``. A reader decides whether the daemon is alive from all three: a clean stop writes
+``running: false``; a crash leaves a file that ages and a PID that is gone.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from pathlib import Path
 
 from anonmail.errors import StoreError
 
-__all__ = ["STATUS_FILE", "STALE_SECONDS", "NOT_RUNNING", "write_status", "read_status", "pid_alive", "liveness"]
+__all__ = ["STATUS_FILE", "STALE_SECONDS", "write_status", "read_status", "pid_alive", "liveness"]
 
 STATUS_FILE = "status.json"
 #: A status file older than this means the node is not running (it rewrites it every second).
 STALE_SECONDS = 5.0
-#: Exit code of the ``status`` commands when the node is not running.
-NOT_RUNNING = 3
 
 
 def write_status(data_dir: Path, status: dict) -> None:

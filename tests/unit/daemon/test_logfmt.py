@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from anonmail.daemonlog import LogfmtFormatter, configure_daemon_logging
+from anonmail.daemon.logfmt import LogfmtFormatter, configure_daemon_logging
 
 pytestmark = pytest.mark.unit
 

@@ -16,15 +16,12 @@ from anonmail.core.pki import MIX_LAYERS
 from anonmail.daemon.cli import dispatch
 from anonmail.daemon.commands import (
     LOG_LEVELS,
-    StatusView,
     add_config_arguments,
     add_node_init_arguments,
-    config_path,
     init_node,
+    node_status,
     node_status_rows,
-    run_daemon,
-    serve_announced,
-    show_status,
+    run_node,
 )
 from mixnode import __version__
 
@@ -74,41 +71,28 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from anonmail.daemon.node_config import build_node_transports
     from mixnode.config import load_mix_config
     from mixnode.node import MixNode
 
-    config = load_mix_config(config_path(args, CONFIG_NAME))
-
-    async def serve() -> None:
-        node = MixNode(config, build_node_transports(config))
-        await serve_announced(node.run, name=config.name, addresses=lambda _: node.addresses,
-                              log=logging.getLogger("mixnode"))
-
-    return run_daemon(args.log_level, serve)
+    return run_node(args, config_name=CONFIG_NAME, load=load_mix_config, node=MixNode, log=logging.getLogger("mixnode"))
 
 
 def _status_rows(status: dict) -> list[tuple[str, str]]:
-    return node_status_rows(status, [
+    return [("layer", str(status.get("layer"))), *node_status_rows(status, [
         ("received", str(status.get("received", 0))),
         ("forwarded", str(status.get("forwarded", 0))),
         ("queue", f"{status.get('queue_length')} held / {status.get('queue_limit')}, "
                   f"{status.get('inbound_queue')} waiting to unwrap"),
         ("loops", f"{status.get('loops_sent')} sent, {status.get('loops_returned')} back, "
                   f"{status.get('loops_lost')} lost, {status.get('loops_pending')} pending"),
-    ])
+    ])]
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from mixnode.config import load_mix_config
 
-    path = config_path(args, CONFIG_NAME)
-    config = load_mix_config(path)
-    view = StatusView(
-        not_running=f"mix node {config.name} is not running", start_hint=f"mixnode run --config {path}",
-        title=lambda s: f"mix node {config.name} (layer {config.layer})", rows=_status_rows,
-    )
-    return show_status(config.data_dir, view, as_json=args.json)
+    return node_status(args, config_name=CONFIG_NAME, load=load_mix_config, what="mix node",
+                       start="mixnode run --config {config}", rows=_status_rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

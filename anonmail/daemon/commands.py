@@ -42,7 +42,9 @@ __all__ = [
     "prepare_data_dir",
     "init_node",
     "run_daemon",
+    "run_node",
     "serve_announced",
+    "node_status",
     "node_status_rows",
     "show_status",
 ]
@@ -161,6 +163,22 @@ async def serve_announced(
     await serve_until_signal(run, log=log, on_started=started)
 
 
+def run_node(
+    args: argparse.Namespace, *, config_name: str, load: Callable[[Path], Any], node: Callable[..., Any],
+    log: logging.Logger,
+) -> int:
+    """``run`` of a forwarding node: load its config, build its transports, serve ``node(config, transports)``."""
+    from anonmail.daemon.node_config import build_node_transports
+
+    config = load(config_path(args, config_name))
+
+    async def serve() -> None:
+        service = node(config, build_node_transports(config))
+        await serve_announced(service.run, name=config.name, addresses=lambda _: service.addresses, log=log)
+
+    return run_daemon(args.log_level, serve)
+
+
 # --------------------------------------------------------------------------- status
 
 
@@ -189,6 +207,18 @@ def node_status_rows(status: dict, rows: list[tuple[str, str]]) -> list[tuple[st
         ("links", ", ".join(f"{n}{'' if link.get('connected') else ' (down)'}"
                             for n, link in (status.get("links") or {}).items()) or "-"),
     ]
+
+
+def node_status(
+    args: argparse.Namespace, *, config_name: str, load: Callable[[Path], Any], what: str, start: str,
+    rows: Callable[[dict], list[tuple[str, str]]],
+) -> int:
+    """``status`` of a daemon found by ``--config``/``--dir``: ``what`` names it, ``start`` (with ``{config}``) starts it."""
+    path = config_path(args, config_name)
+    config = load(path)
+    view = StatusView(not_running=f"{what} {config.name} is not running", start_hint=start.format(config=path),
+                      title=lambda _: f"{what} {config.name}", rows=rows)
+    return show_status(config.data_dir, view, as_json=args.json)
 
 
 def show_status(data_dir: Path, view: StatusView, *, as_json: bool) -> int:

@@ -17,15 +17,12 @@ import logging
 
 from anonmail.daemon.commands import (
     LOG_LEVELS,
-    StatusView,
     add_config_arguments,
     add_node_init_arguments,
-    config_path,
     init_node,
+    node_status,
     node_status_rows,
-    run_daemon,
-    serve_announced,
-    show_status,
+    run_node,
 )
 
 __all__ = [
@@ -84,18 +81,11 @@ def cmd_provider_init(args: argparse.Namespace) -> int:
 
 def cmd_provider_run(args: argparse.Namespace) -> int:
     """Run the provider until SIGINT/SIGTERM (exit 0)."""
-    from anonmail.daemon.node_config import build_node_transports
     from anonmail.provider.config import load_provider_config
     from anonmail.provider.node import Provider
 
-    config = load_provider_config(config_path(args, CONFIG_NAME))
-
-    async def serve() -> None:
-        provider = Provider(config, build_node_transports(config))
-        await serve_announced(provider.run, name=config.name, addresses=lambda _: provider.addresses,
-                              log=logging.getLogger("anonmail.provider"))
-
-    return run_daemon(args.log_level, serve)
+    return run_node(args, config_name=CONFIG_NAME, load=load_provider_config, node=Provider,
+                    log=logging.getLogger("anonmail.provider"))
 
 
 def _status_rows(status: dict) -> list[tuple[str, str]]:
@@ -113,10 +103,5 @@ def cmd_provider_status(args: argparse.Namespace) -> int:
     """Print the provider's counters; exit 3 when it is not running."""
     from anonmail.provider.config import load_provider_config
 
-    path = config_path(args, CONFIG_NAME)
-    config = load_provider_config(path)
-    view = StatusView(
-        not_running=f"provider {config.name} is not running", start_hint=f"anonmail provider run --config {path}",
-        title=lambda _: f"provider {config.name}", rows=_status_rows,
-    )
-    return show_status(config.data_dir, view, as_json=args.json)
+    return node_status(args, config_name=CONFIG_NAME, load=load_provider_config, what="provider",
+                       start="anonmail provider run --config {config}", rows=_status_rows)

@@ -21,13 +21,12 @@ from anonmail.core.keys import IdentityKey, read_key_file, write_key_file
 from anonmail.daemon.cli import address_key_arg
 from anonmail.daemon.commands import (
     LOG_LEVELS,
-    StatusView,
     add_config_arguments,
     config_path,
+    node_status,
     prepare_data_dir,
     run_daemon,
     serve_announced,
-    show_status,
 )
 from anonmail.errors import ConfigError
 from mixnode.authority.config import (
@@ -218,10 +217,5 @@ def _status_rows(status: dict) -> list[tuple[str, str]]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    path = config_path(args, CONFIG_NAME)
-    config = load_authority_config(path)
-    view = StatusView(
-        not_running=f"authority {config.name} is not running", start_hint=f"mixnode authority run --config {path}",
-        title=lambda _: f"authority {config.name}", rows=_status_rows,
-    )
-    return show_status(config.data_dir, view, as_json=args.json)
+    return node_status(args, config_name=CONFIG_NAME, load=load_authority_config, what="authority",
+                       start="mixnode authority run --config {config}", rows=_status_rows)

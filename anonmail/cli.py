@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from anonmail.bench import run_benchmarks
+    from anonmail.bench.packet import run_benchmarks
 
     if args.json:
         print(json.dumps(run_benchmarks(scale=args.scale, reference=not args.no_reference, mix=not args.no_mix)))
@@ -118,7 +118,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.network != "memory":
         return _cmd_network_demo(args)
-    from anonmail.demo import run_memory_demo
+    from anonmail.testnet.memory_demo import run_memory_demo
 
     delay_mean = 0.05 if args.delay_mean is None else args.delay_mean
     options = dict(messages=args.messages, delay_mean=delay_mean, loss=args.loss, kill_mix=args.kill_mix,

@@ -10,25 +10,15 @@ import json
 import math
 from collections.abc import Sequence
 
+from anonmail.core.stats import percentile
 from simulations.engine import KIND_NAMES, REAL, Simulation
 
-__all__ = ["summarize", "to_json", "percentile", "TIMING_FIELDS", "ENTROPY_BIN_BITS"]
+__all__ = ["summarize", "to_json", "TIMING_FIELDS", "ENTROPY_BIN_BITS"]
 
 #: Fields that measure the machine, not the network: excluded from determinism comparisons.
 TIMING_FIELDS = ("wall_s", "events_per_s")
 #: Width of the entropy histogram bins.
 ENTROPY_BIN_BITS = 0.5
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """The q-quantile (0..1) by linear interpolation between order statistics; None if empty."""
-    n = len(sorted_values)
-    if n == 0:
-        return None
-    pos = q * (n - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, n - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from anonmail.core.stats import percentile
 from anonmail.testnet.network import Testnet
 
 __all__ = ["run_network_demo", "NETWORKS"]
@@ -31,13 +32,6 @@ __all__ = ["run_network_demo", "NETWORKS"]
 NETWORKS = ("tor", "i2p", "both")
 #: Mixes that hold each packet (the providers forward at once).
 MIX_HOPS = 3
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def _lines(text: str) -> list[dict]:
@@ -165,8 +159,8 @@ def _exchange(net: Testnet, messages: int, big_bytes: int, deadline: float, say,
         "acknowledged": sum(1 for m in outbox if m["state"] == "acknowledged"),
         "reply_delivered": any(m["subject"] == reply_subject for m in alice_inbox),
         "latency_mean_s": round(latency_mean, 2),
-        "latency_p50_s": round(_percentile(values, 0.5), 2),
-        "latency_p95_s": round(_percentile(values, 0.95), 2),
+        "latency_p50_s": round(percentile(sorted(values), 0.5) or 0.0, 2),
+        "latency_p95_s": round(percentile(sorted(values), 0.95) or 0.0, 2),
         "latency_small_mean_s": round(statistics.fmean(small), 2) if small else None,
         "latency_big_s": round(latencies[subjects[-1]], 2) if subjects[-1] in latencies else None,
         "big_bytes": big_bytes,

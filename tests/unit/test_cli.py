@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from anonmail import __version__
-from anonmail.bench import run_benchmarks
+from anonmail.bench.packet import run_benchmarks
 from anonmail.cli import main
 
 pytestmark = pytest.mark.unit

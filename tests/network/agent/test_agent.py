@@ -1,4 +1,4 @@
-"""User agents on an in-process network (memnet), in virtual time: delivery, ACKs, guarantees."""
+"""User agents on an in-process network (anonmail.testnet.memory), in virtual time: delivery, ACKs, guarantees."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from anonmail.agent.outbox import queue_mail
 from anonmail.agent.service import Agent, AgentSettings
 from anonmail.core.keys import IdentityKey
 from anonmail.clients.directory import DirectoryClient
-from anonmail.memnet import MemoryMixnet
+from anonmail.testnet.memory import MemoryMixnet
 
 pytestmark = pytest.mark.network
 

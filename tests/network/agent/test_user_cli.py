@@ -21,7 +21,7 @@ from anonmail.cli import main
 from anonmail.core.keys import IdentityKey, certify_encryption_key, load_identity
 from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import PassphraseError
-from anonmail.memnet import MemoryMixnet
+from anonmail.testnet.memory import MemoryMixnet
 
 pytestmark = pytest.mark.network
 

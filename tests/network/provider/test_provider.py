@@ -27,7 +27,7 @@ from anonmail.core.pki import Consensus
 from anonmail.core.sizes import PACKET_BYTES
 from anonmail.core.wire import Packet, Role
 from anonmail.errors import ProtocolError
-from anonmail.memnet import MemoryMixnet
+from anonmail.testnet.memory import MemoryMixnet
 from anonmail.net.framed import FramedStream
 from anonmail.clients.provider import ProviderClient, lookup_keys
 from anonmail.provider.config import DEFAULT_FETCH_BATCH

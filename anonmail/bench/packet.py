@@ -1,8 +1,8 @@
-"""``anonmail bench``: micro-benchmarks of the packet layer (DESIGN.md §8 contract).
+"""``anonmail bench``: micro-benchmarks of the packet layer, printed as one JSON object (`anonmail bench --json`).
 
 Each figure is the best of several timed batches (the least disturbed by other work on the
 machine), in microseconds per operation. ``mix_pps`` is measured through a real ``mixnode run``
-process over loopback tcp (:mod:`anonmail.mixbench`); ``mix=False`` skips it (``None``).
+process over loopback tcp (:mod:`anonmail.bench.mix`); ``mix=False`` skips it (``None``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _sphinxmix_process_us(route, secret: bytes, number: int) -> float | None:
 def run_benchmarks(
     *, scale: float = 1.0, progress: Callable[[str], None] | None = None, reference: bool = True, mix: bool = True
 ) -> dict[str, Any]:
-    """Measure the packet layer and return the figures of DESIGN.md §8 (plus a few more)."""
+    """Measure the packet layer and return the figures `anonmail bench --json` promises (plus a few more)."""
     say = progress or (lambda _msg: None)
     n = max(1, int(2000 * scale))
     keys = [sphinx.generate_node_keypair() for _ in range(MAX_HOPS)]
@@ -80,7 +80,7 @@ def run_benchmarks(
 
     mix_result: dict[str, Any] = {"mix_pps": None}
     if mix:
-        from anonmail.mixbench import measure_mix_pps
+        from anonmail.bench.mix import measure_mix_pps
 
         say("mix node throughput (a mixnode process over loopback tcp)")
         mix_result = measure_mix_pps(max(500, int(20000 * scale)), progress=lambda m: say(f"mix node: {m}"))

@@ -1,7 +1,7 @@
 """``anonmail demo --network memory``: a whole anonmail network in one process, mail from Alice to Bob.
 
 Real nodes, real code paths: 3 directory authorities, 3 layers × 2 mix nodes and 2 providers
-(:class:`anonmail.memnet.MemoryMixnet`), and two user agents (:class:`anonmail.agent.service.Agent`)
+(:class:`anonmail.testnet.memory.MemoryMixnet`), and two user agents (:class:`anonmail.agent.service.Agent`)
 with their own SQLite stores, all over the in-memory transport in real time. Alice (at provider
 ``alpha``) sends ``messages`` mails to Bob (at ``beta``), the first one ``big_bytes`` long; Bob
 answers the first. Options make the network hostile: ``loss`` drops each packet on every link
@@ -19,10 +19,20 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
+
+from anonmail.agent.enroll import enroll
+from anonmail.agent.outbox import queue_mail
+from anonmail.agent.service import Agent, AgentSettings
+from anonmail.clients.directory import DirectoryClient
+from anonmail.core.keys import IdentityKey
+from anonmail.core.stats import percentile
+from anonmail.testnet.memory import MemoryMixnet
 
 __all__ = ["run_memory_demo", "DEMO_DEFAULTS"]
 
@@ -39,20 +49,7 @@ DEMO_DEFAULTS = {
 }
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 async def _user(net, stack, tg, name: str, provider: str, settings, seed: int):
-    from anonmail.agent.enroll import enroll
-    from anonmail.agent.service import Agent
-    from anonmail.core.keys import IdentityKey
-    from anonmail.clients.directory import DirectoryClient
-
     identity = IdentityKey.generate()
     router = net.client_router(name)
     store, _address = await enroll(net.data_dir / "users" / name, identity, provider, router,
@@ -67,13 +64,6 @@ async def _user(net, stack, tg, name: str, provider: str, settings, seed: int):
 
 async def _demo(opts: dict[str, Any], say: Callable[[str], None], progress: Callable[[int, int], None],
                 data_dir: Path) -> dict[str, Any]:
-    from contextlib import AsyncExitStack
-    from dataclasses import replace
-
-    from anonmail.agent.outbox import queue_mail
-    from anonmail.agent.service import AgentSettings
-    from anonmail.memnet import MemoryMixnet
-
     seed = opts["seed"]
     rng = random.Random(seed)
     t_start = time.monotonic()
@@ -164,8 +154,8 @@ async def _demo(opts: dict[str, Any], say: Callable[[str], None], progress: Call
             "acknowledged": acked,
             "reply_delivered": reply_delivered,
             "latency_mean_s": round(statistics.fmean(latencies), 3) if latencies else None,
-            "latency_p50_s": round(_percentile(latencies, 0.5), 3) if latencies else None,
-            "latency_p95_s": round(_percentile(latencies, 0.95), 3) if latencies else None,
+            "latency_p50_s": round(percentile(sorted(latencies), 0.5), 3) if latencies else None,
+            "latency_p95_s": round(percentile(sorted(latencies), 0.95), 3) if latencies else None,
             "packets_real": sum(s.packets_real for s in stats),
             "packets_cover": sum(s.packets_cover for s in stats),
             "retransmissions": sum(s.retransmissions for s in stats),
@@ -198,8 +188,5 @@ def run_memory_demo(*, messages: int = DEMO_DEFAULTS["messages"], delay_mean: fl
     opts = dict(DEMO_DEFAULTS, messages=messages, delay_mean=delay_mean, loss=loss, kill_mix=kill_mix,
                 seed=seed if seed is not None else random.SystemRandom().getrandbits(32), big_bytes=big_bytes,
                 timeout=timeout)
-    if loss:
-        # Every attempt crosses ~10 links; keep the retransmission rounds short.
-        opts["fetch_interval"] = 0.5
     with tempfile.TemporaryDirectory(prefix="anonmail-demo-") as tmp:
         return anyio.run(_demo, opts, say, progress, Path(tmp))

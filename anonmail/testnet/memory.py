@@ -31,9 +31,9 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from anonmail.clients.directory import DirectoryClient
 from anonmail.core.keys import IdentityKey
 from anonmail.core.pki import Consensus, epoch_at
-from anonmail.clients.directory import DirectoryClient
 from anonmail.daemon.node_config import AuthorityPin
 from anonmail.errors import DirectoryError, TestnetError
 from anonmail.net.memory import MemoryNetwork

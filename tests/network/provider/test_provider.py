@@ -345,7 +345,7 @@ async def test_key_lookup_is_self_certifying(tmp_path):
 
 
 @pytest.mark.anyio
-async def test_memnet_mix_can_be_killed_and_restarted(tmp_path):
+async def test_memory_network_mix_can_be_killed_and_restarted(tmp_path):
     async with start(tmp_path) as net:
         assert len(net.mixes) == 6 and set(net.providers) == {"alpha", "beta"} and net.threshold == 2
         assert len(net.pins) == 3

@@ -37,9 +37,6 @@ LAYERS: dict[str, int] = {
     # 4: what runs whole networks, measures them, or dispatches to every service
     "anonmail.testnet": 4,
     "anonmail.bench": 4,
-    "anonmail.memnet": 4,
-    "anonmail.mixbench": 4,
-    "anonmail.demo": 4,
     "mixnode.cli": 4,
     "simulations": 4,
     # 5: the umbrella command line, which dispatches to everything and is imported by nothing

@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     from anonmail.agent.cli import add_user_parsers
     from anonmail.provider.cli import add_provider_parser
 
+    from anonmail.bridge.cli import add_bridge_parser
+
     add_user_parsers(sub)
+    add_bridge_parser(sub)
     add_provider_parser(sub)
 
     from anonmail.testnet.cli import add_testnet_parser
@@ -215,11 +218,12 @@ def _cmd_network_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``anonmail`` console script."""
     from anonmail.agent.cli import USER_COMMANDS
+    from anonmail.bridge.cli import BRIDGE_COMMANDS
     from anonmail.provider.cli import run_provider_command
     from anonmail.testnet.cli import run_testnet_command
 
     handlers = {"bench": _cmd_bench, "demo": _cmd_demo, "testnet": run_testnet_command, "provider": run_provider_command,
-                **USER_COMMANDS}
+                **USER_COMMANDS, **BRIDGE_COMMANDS}
     return dispatch("anonmail", build_parser(), handlers, argv)
 
 

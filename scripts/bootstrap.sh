@@ -151,6 +151,26 @@ else
     [ -n "$PY" ] || PY="$(find_python || true)"
 fi
 
+# -------------------------------------------------- mail-client tools ---
+# The bridge's tests drive it with mail clients nobody here wrote (swaks, neomutt in tmux,
+# fetchmail). They are optional: tests skip, saying why, when a binary is missing.
+MAIL_TOOLS=()
+for tool in swaks neomutt fetchmail tmux; do
+    have_bin "$tool" || MAIL_TOOLS+=("$tool")
+done
+if [ "${#MAIL_TOOLS[@]}" -eq 0 ]; then
+    say "mail-client test tools: swaks, neomutt, fetchmail, tmux already installed (skipped)"
+elif ! is_root; then
+    note "mail-client test tools missing (their tests will skip): ${MAIL_TOOLS[*]}"
+    note "as root: apt-get install -y --no-install-recommends ${MAIL_TOOLS[*]}"
+else
+    say "installing mail-client test tools: ${MAIL_TOOLS[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -qq --no-install-recommends "${MAIL_TOOLS[@]}" >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${MAIL_TOOLS[@]}" >/dev/null; }; } \
+        || note "apt-get install ${MAIL_TOOLS[*]} failed; their tests will skip"
+fi
+
 # ------------------------------------------------------------ i2pd step ---
 # Debian 12's i2pd 2.45.1 drops every peer on 127.0.0.0/8, so the private I2P
 # test network needs >= 2.51 (docs/i2p.md). We fetch trixie's

@@ -234,10 +234,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
         config_path.unlink(missing_ok=True)
         raise
     config_path.write_text(text.replace('provider = "pending"', f'provider = "{provider}"', 1))
-    load_agent_config(home)
+    config = load_agent_config(home)
+    from anonmail.bridge.cli import print_login
+    from anonmail.bridge.credentials import create_login
+
     print(f"your address: {address}")
     print(f"home:         {home}")
     print("next:         run `anonmail agent` (keep it running), then `anonmail send --to ADDRESS`")
+    print_login(str(address), create_login(home, str(address)), config.bridge)
+    print("  (the agent serves them when [bridge] enabled = true in agent.toml, or run `anonmail bridge`)")
     return 0
 
 
@@ -293,6 +298,13 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             print(f"agent: connecting to provider {config.settings.provider}...", file=sys.stderr, flush=True)
             async with anyio.create_task_group() as status_tg:
                 await status_tg.start(functools.partial(keep_status, agent, home, started=started_at))
+                if config.bridge.enabled:
+                    from anonmail.bridge.server import serve_bridge
+
+                    ports = await status_tg.start(functools.partial(serve_bridge, home, config.bridge,
+                                                                    quota=config.outbox_quota))
+                    print(f"bridge: SMTP on {ports.host}:{ports.smtp_port}, IMAP on {ports.host}:{ports.imap_port}",
+                          file=sys.stderr, flush=True)
                 await serve_until_signal(agent.run, log=log, on_started=started)
                 status_tg.cancel_scope.cancel()
             write_agent_status(agent, home, started=started_at, running=False)
@@ -410,7 +422,7 @@ def _bar(done: int, total: int, width: int = 12) -> str:
 
 def _cmd_outbox(args: argparse.Namespace) -> int:
     store = _open_store(args)
-    rows = [m for m in store.outbox() if m.kind == "mail"]
+    rows = [m for m in store.outbox() if m.kind != "keys"]
     if args.json:
         for m in rows:
             print(json.dumps({"id": m.id, "to": m.recipient, "subject": m.subject, "bytes": m.size,

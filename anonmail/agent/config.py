@@ -14,6 +14,7 @@ from pathlib import Path
 from anonmail.agent.account import CONFIG_FILE, DEFAULT_KEY_LIFETIME
 from anonmail.agent.outbox import DEFAULT_OUTBOX_QUOTA
 from anonmail.agent.service import AgentSettings
+from anonmail.bridge.config import BridgeSettings, bridge_settings_from_table, render_bridge_section
 from anonmail.config import SCHEMA_VERSION, load_toml
 from anonmail.core.address import validate_provider_name
 from anonmail.daemon.node_config import AuthorityPin, parse_authorities, render_directory_section
@@ -48,6 +49,8 @@ class AgentConfig:
     authorities: tuple[AuthorityPin, ...]
     threshold: int
     epoch_seconds: int
+    #: The mail-client bridge (``[bridge]``; off unless ``enabled = true``).
+    bridge: BridgeSettings = BridgeSettings()
 
     @property
     def production(self) -> bool:
@@ -86,8 +89,10 @@ def load_agent_config(home: Path) -> AgentConfig:
     directory = root.table("directory", required=True)
     authorities, threshold = parse_authorities(directory, production=not test_mode)
     epoch_seconds = directory.int("epoch_seconds", default=DEFAULTS["epoch_seconds"], minimum=10)
+    bridge = bridge_settings_from_table(root.table("bridge")) if root.has("bridge") else BridgeSettings()
     root.finish()
-    return AgentConfig(path, home, settings, outbox_quota, test_mode, tor, i2p, authorities, threshold, epoch_seconds)
+    return AgentConfig(path, home, settings, outbox_quota, test_mode, tor, i2p, authorities, threshold, epoch_seconds,
+                       bridge)
 
 
 def render_agent_config(*, provider: str, authorities: list[tuple[str, str]], threshold: int,
@@ -116,6 +121,7 @@ def render_agent_config(*, provider: str, authorities: list[tuple[str, str]], th
         lines += ["[tor]                    # reach peers through tor (see torrc.example)", *tor_lines, ""]
     if i2p_lines is not None:
         lines += ["[i2p]                    # reach peers through i2pd's SAM bridge", *i2p_lines, ""]
+    lines += render_bridge_section()
     lines += render_directory_section(authorities, threshold, epoch_seconds)
     lines.append("")
     return "\n".join(lines)

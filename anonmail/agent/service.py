@@ -599,7 +599,8 @@ class Agent:
             return
         ident = self.store.finish_message(
             sender_fpr=opened.sender.fingerprint, sender=sender, message_id=frag.message_id,
-            subject=envelope.subject, body=envelope.body, sent_at=envelope.sent_at, now=self.wall_clock())
+            subject=envelope.subject, body=envelope.body, sent_at=envelope.sent_at, now=self.wall_clock(),
+            kind=envelope.type)
         if ident is not None:
             self.stats.delivered += 1
             if self.on_delivered is not None:

@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     subject TEXT NOT NULL, body BLOB NOT NULL, sent_at INTEGER NOT NULL, received_at REAL NOT NULL,
     read INTEGER NOT NULL DEFAULT 0);
 """
+#: Columns added after schema version 1 shipped: (table, column, definition), added on open when missing.
+_ADDED_COLUMNS = (("inbox", "kind", "TEXT NOT NULL DEFAULT 'mail'"),)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class InboxMessage:
     sent_at: int
     received_at: float
     read: bool
+    #: ``mail`` (subject and text body) or ``rfc822`` (the body is a whole RFC 5322 message).
+    kind: str = "mail"
 
 
 class AgentStore:
@@ -113,6 +117,9 @@ class AgentStore:
         try:
             conn = self._conn()
             conn.executescript(_SCHEMA)
+            for table, column, definition in _ADDED_COLUMNS:
+                if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             with conn:
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              [str(SCHEMA_VERSION)])
@@ -344,7 +351,7 @@ class AgentStore:
         return rows[0][0], data, min(r[4] for r in rows)
 
     def finish_message(self, *, sender_fpr: bytes, sender: str, message_id: bytes, subject: str | None,
-                       body: bytes, sent_at: int, now: float) -> int | None:
+                       body: bytes, sent_at: int, now: float, kind: str = "mail") -> int | None:
         """Move a completed message to the inbox (or just mark it received when ``subject`` is None)."""
         with self._tx() as c:
             cur = c.execute("INSERT OR IGNORE INTO received VALUES (?, ?, ?)", [sender_fpr, message_id, now])
@@ -352,20 +359,20 @@ class AgentStore:
             if not cur.rowcount or subject is None:
                 return None
             return int(c.execute(
-                "INSERT INTO inbox (sender, message_id, subject, body, sent_at, received_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [sender, message_id, subject, body, sent_at, now]).lastrowid)
+                "INSERT INTO inbox (sender, message_id, subject, body, sent_at, received_at, kind)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)", [sender, message_id, subject, body, sent_at, now, kind]).lastrowid)
 
     def inbox(self) -> list[InboxMessage]:
         """Inbox messages, oldest first."""
-        rows = self._query("SELECT id, sender, message_id, subject, body, sent_at, received_at, read FROM inbox"
+        rows = self._query("SELECT id, sender, message_id, subject, body, sent_at, received_at, read, kind FROM inbox"
                            " ORDER BY id")
-        return [InboxMessage(r[0], r[1], bytes(r[2]), r[3], bytes(r[4]), r[5], r[6], bool(r[7])) for r in rows]
+        return [InboxMessage(r[0], r[1], bytes(r[2]), r[3], bytes(r[4]), r[5], r[6], bool(r[7]), r[8]) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Mail in the outbox by state (``outbox_queued`` is queued or sending; key announcements not
         counted, as in ``anonmail outbox``) and messages in the inbox: ``outbox_queued``,
         ``outbox_acknowledged``, ``outbox_failed``, ``inbox``."""
-        by_state = dict(self._query("SELECT state, COUNT(*) FROM outbox WHERE kind = 'mail' GROUP BY state"))
+        by_state = dict(self._query("SELECT state, COUNT(*) FROM outbox WHERE kind != 'keys' GROUP BY state"))
         ((inbox,),) = self._query("SELECT COUNT(*) FROM inbox")
         return {"outbox_queued": by_state.get("queued", 0) + by_state.get("sending", 0),
                 "outbox_acknowledged": by_state.get("acknowledged", 0),

@@ -6,7 +6,9 @@ Encoding (inside the fragments, so only the two ends ever see it)::
 
 The header is ``{"v": 1, "type": "mail", "subject": str, "sent_at": int}`` for mail, or
 ``{"v": 1, "type": "keys", "certs": [base64 EncryptionKeyCert...], "sent_at": int}`` for a key
-announcement (the body is empty). Receivers reject anything else with FragmentError.
+announcement (the body is empty), or ``{"v": 1, "type": "rfc822", "sent_at": int}`` for a whole
+Internet message (RFC 5322 bytes with its MIME parts, as a mail client submitted it to the bridge;
+the body is those bytes, unchanged). Receivers reject anything else with FragmentError.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from anonmail.core.keys import EncryptionKeyCert
 from anonmail.errors import FragmentError, SignatureError
 
-__all__ = ["Envelope", "encode_mail", "encode_keys", "decode_envelope", "MAX_SUBJECT_CHARS"]
+__all__ = ["Envelope", "encode_mail", "encode_keys", "encode_rfc822", "rfc822_subject", "decode_envelope", "MAX_SUBJECT_CHARS"]
 
 MAX_SUBJECT_CHARS = 200
 _LEN = struct.Struct(">I")
@@ -29,7 +31,10 @@ _MAX_HEADER = 64 * 1024
 
 @dataclass(frozen=True)
 class Envelope:
-    """A decoded message: mail (subject, body) or a key announcement (certs)."""
+    """A decoded message: mail (subject, body), an RFC 5322 message (body) or a key announcement (certs).
+
+    For ``rfc822`` the subject is the message's decoded Subject header (shortened), for listings.
+    """
 
     type: str
     sent_at: int
@@ -59,6 +64,29 @@ def encode_keys(certs: list[EncryptionKeyCert], *, sent_at: int) -> bytes:
     )
 
 
+def encode_rfc822(message: bytes, *, sent_at: int) -> bytes:
+    """The message bytes of a whole RFC 5322 message, carried unchanged (the mail-client bridge)."""
+    if not message:
+        raise ValueError("an RFC 5322 message cannot be empty")
+    return _encode({"v": 1, "type": "rfc822", "sent_at": int(sent_at)}, message)
+
+
+def rfc822_subject(message: bytes) -> str:
+    """The decoded Subject header of an RFC 5322 message, one line, at most MAX_SUBJECT_CHARS ("" if none)."""
+    import email.parser
+    import email.policy
+
+    end = message.find(b"\r\n\r\n")
+    end = message.find(b"\n\n") if end < 0 else end
+    head = message if end < 0 else message[:end]
+    try:
+        parsed = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(head[:_MAX_HEADER])
+        subject = str(parsed.get("subject", ""))
+    except (ValueError, TypeError, IndexError, LookupError):
+        return ""
+    return " ".join(subject.split())[:MAX_SUBJECT_CHARS]
+
+
 def decode_envelope(data: bytes) -> Envelope:
     """Parse message bytes; FragmentError saying what is wrong if they are not an envelope."""
     if len(data) < _LEN.size:
@@ -82,6 +110,10 @@ def decode_envelope(data: bytes) -> Envelope:
         if not isinstance(subject, str) or len(subject) > MAX_SUBJECT_CHARS:
             raise FragmentError("envelope subject is malformed")
         return Envelope("mail", sent_at, subject=subject, body=body)
+    if kind == "rfc822" and set(header) == {"v", "type", "sent_at"}:
+        if not body:
+            raise FragmentError("an rfc822 envelope carries no message")
+        return Envelope("rfc822", sent_at, subject=rfc822_subject(body), body=body)
     if kind == "keys" and set(header) == {"v", "type", "certs", "sent_at"} and not body:
         certs = header["certs"]
         if not isinstance(certs, list) or not 1 <= len(certs) <= 16:

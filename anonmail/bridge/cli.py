@@ -21,6 +21,8 @@ def add_bridge_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--home", type=Path, default=None, help="your anonmail directory (default: $ANONMAIL_HOME or "
                    "the platform's user data directory)")
     p.add_argument("--setup", action="store_true", help="make a new login for your mail client, print it once, exit")
+    p.add_argument("--smtp-port", type=int, default=None, help="instead of [bridge] smtp_port (default 2525)")
+    p.add_argument("--imap-port", type=int, default=None, help="instead of [bridge] imap_port (default 2143)")
 
 
 def print_login(address: str, password: str, settings, out=sys.stdout) -> None:
@@ -47,8 +49,12 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
     address = store.meta("address")
     store.close()
     config = load_agent_config(home)
+    from dataclasses import replace
+
+    settings = replace(config.bridge, smtp_port=args.smtp_port or config.bridge.smtp_port,
+                       imap_port=args.imap_port or config.bridge.imap_port)
     if args.setup:
-        print_login(address, create_login(home, address), config.bridge)
+        print_login(address, create_login(home, address), settings)
         return 0
     import logging
 
@@ -60,7 +66,7 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async def run(*, task_status) -> None:
-            await serve_bridge(home, config.bridge, quota=config.outbox_quota, refusal=agent_refusal(home),
+            await serve_bridge(home, settings, quota=config.outbox_quota, refusal=agent_refusal(home),
                                task_status=task_status)
 
         await serve_until_signal(run, log=log, on_started=started)

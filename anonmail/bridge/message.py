@@ -69,6 +69,10 @@ def resolve_recipient(mailbox: str, contacts: Mapping[str, str]) -> Address:
                             f"`anonmail contact add {local} ADDRESS` or write the full address",
                             reason="unknown_contact")
         return parse_address(address)
+    if at and "." in domain:
+        raise MailError(f"{text!r} is an Internet address; anonmail delivers only to anonmail addresses "
+                        f"(<56 characters>@<provider>) and to contacts written <petname>@{PETNAME_DOMAIN}",
+                        reason="bad_address")
     try:
         return parse_address(text)
     except AddressError as exc:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 
 import anyio.to_thread
@@ -41,8 +42,9 @@ __all__ = ["start_smtp_server", "MAX_SUBMISSION_BYTES"]
 #: Largest message accepted: the 4 MiB message limit less the envelope header and a Message-ID.
 MAX_SUBMISSION_BYTES = F.MAX_MESSAGE_BYTES - 512
 
-# aiosmtpd logs peers and recipients at INFO: a bridge log must not carry addresses.
-logging.getLogger("mail.log").setLevel(logging.WARNING)
+# aiosmtpd logs peers and recipients at INFO, and warns at every connection that AUTH without TLS
+# is risky (the bridge listens on loopback only): a bridge log must not carry addresses or noise.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 def _prepare(message: bytes, own: Address) -> bytes:
@@ -153,9 +155,11 @@ async def start_smtp_server(store: MailStore, own: Address, login: BridgeLogin, 
     loop = asyncio.get_running_loop()
 
     def factory() -> _SMTP:
-        return _SMTP(handler, data_size_limit=MAX_SUBMISSION_BYTES, enable_SMTPUTF8=True, decode_data=False,
-                     hostname="anonmail-bridge", ident="anonmail bridge", auth_required=True,
-                     auth_require_tls=False, authenticator=_Authenticator(login), refusal=refusal,
-                     loop=loop)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
+            return _SMTP(handler, data_size_limit=MAX_SUBMISSION_BYTES, enable_SMTPUTF8=True, decode_data=False,
+                         hostname="anonmail-bridge", ident="anonmail bridge", auth_required=True,
+                         auth_require_tls=False, authenticator=_Authenticator(login), refusal=refusal,
+                         loop=loop)
 
     return await loop.create_server(factory, host=host, port=port)

@@ -321,3 +321,71 @@ def test_flood_of_garbage_and_replays_is_dropped_and_counted_while_mail_flows(ne
     print(f"mix1b RSS grew by {growth_mib:.1f} MiB under the flood")
     assert growth_mib < 64, f"mix1b grew by {growth_mib:.1f} MiB"
     _deliver_and_check(net, ["during the flood"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_mail_client_bridge_over_tor_carries_an_attachment_and_threads_the_reply(net: Testnet, tmp_path: Path):
+    """Alice's mail client submits over her bridge; Bob's client reads it over his, replies; all over Tor."""
+    import re
+    import smtplib
+    import sys
+    from email.message import EmailMessage
+
+    from tests.network.bridge.harness import User, find, submit
+
+    users, procs = {}, []
+    try:
+        for name in ("alice", "bob"):
+            shown = net.anonmail(name, "bridge", "--setup")
+            address = re.search(r"user name:\s+(\S+)", shown).group(1)
+            password = re.search(r"password:\s+(\S+)", shown).group(1)
+            user = users[name] = User(name, net.home(name), address, password, _free_port(), _free_port())
+            log = open(tmp_path / f"bridge-{name}.log", "wb")
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "anonmail.cli", "bridge", "--home", str(user.home), "--smtp-port",
+                 str(user.smtp_port), "--imap-port", str(user.imap_port)], stdout=log, stderr=subprocess.STDOUT))
+
+            def listening(u=user) -> bool:
+                try:
+                    smtplib.SMTP("127.0.0.1", u.smtp_port, timeout=5).quit()
+                    return True
+                except OSError:
+                    return False
+
+            _wait(listening, 60, lambda n=name: f"{n}'s bridge: {(tmp_path / f'bridge-{n}.log').read_text()[-2000:]}")
+        alice, bob = users["alice"], users["bob"]
+        attachment = os.urandom(100 * 1024)
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = alice.address, "bob@petname.anonmail", "over tor, from a mail client"
+        msg.set_content("see the attachment\n")
+        msg.add_attachment(attachment, maintype="application", subtype="octet-stream", filename="data.bin")
+        submit(alice, msg)
+        found: list = []
+        _wait(lambda: found.append(find(bob, "over tor, from a mail client")) or found[-1] is not None, 300,
+              lambda: f"alice's outbox: {_outbox(net, 'alice')}")
+        got = found[-1]
+        assert [a.get_payload(decode=True) for a in got.iter_attachments()] == [attachment]
+        reply = EmailMessage()
+        reply["From"], reply["To"], reply["Subject"] = bob.address, alice.address, "Re: over tor"
+        reply["In-Reply-To"] = got["Message-ID"]
+        reply.set_content("received\n")
+        submit(bob, reply)
+        found.clear()
+        _wait(lambda: found.append(find(alice, "Re: over tor")) or found[-1] is not None, 300,
+              lambda: f"bob's outbox: {_outbox(net, 'bob')}")
+        assert found[-1]["In-Reply-To"] == got["Message-ID"]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

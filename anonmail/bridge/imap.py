@@ -142,9 +142,9 @@ class MailboxData(MailboxDataInterface[Message]):
         return new
 
     async def get(self, uid: int, cached_msg) -> Message:
-        rows = {row.uid: row for row in await self._call(self._store.rows, self.folder)}
-        if uid in rows:
-            return Message(rows[uid], self._store, self.folder)
+        row = await self._call(self._store.row, self.folder, uid)
+        if row is not None:
+            return Message(row, self._store, self.folder)
         flags = _from_flags(cached_msg.permanent_flags)
         return Message(MailRow(uid, flags, cached_msg.internal_date.timestamp()), self._store, self.folder,
                        expunged=True)
@@ -347,6 +347,10 @@ class _Login(LoginInterface):
 class _Server(IMAPServer):
     """pymap's connection handler, with a refusal greeting while the bridge cannot serve."""
 
+    def __init__(self, login: LoginInterface, config: _Config) -> None:
+        super().__init__(login, config)
+        self.tasks: set[asyncio.Task] = set()
+
     async def __call__(self, reader, writer, sock_info) -> None:
         why = self._config.refusal()
         if why is not None:
@@ -356,14 +360,28 @@ class _Server(IMAPServer):
             finally:
                 writer.close()
             return
-        await super().__call__(reader, writer, sock_info)
+        task = asyncio.current_task()
+        self.tasks.add(task)
+        try:
+            await super().__call__(reader, writer, sock_info)
+        finally:
+            self.tasks.discard(task)
+
+    async def close_connections(self) -> None:
+        """End every open IMAP session (the bridge is stopping)."""
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
 
 async def start_imap_server(store: MailStore, login: BridgeLogin, host: str, port: int, *,
-                            refusal: Callable[[], str | None]) -> tuple[asyncio.base_events.Server, MailboxSet]:
-    """Listen for IMAP on ``host:port`` (asyncio); returns the server and the folders (run ``watch``)."""
+                            refusal: Callable[[], str | None]) -> tuple[asyncio.base_events.Server, MailboxSet, _Server]:
+    """Listen for IMAP on ``host:port`` (asyncio); returns the server, the folders (run ``watch``) and the
+    connection handler (``close_connections`` when stopping)."""
     config = _Config(refusal)
     mailbox_set = MailboxSet(store)
     server = _Server(_Login(login, config, mailbox_set), config)
     callback = ProxyProtocolReader(config.proxy_protocol).get_callback(server)
-    return await asyncio.start_server(callback, host=host, port=port), mailbox_set
+    return await asyncio.start_server(callback, host=host, port=port), mailbox_set, server

@@ -19,6 +19,8 @@ received message deletes it from the inbox (secure_delete) once no folder shows 
 from __future__ import annotations
 
 import secrets
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 
@@ -69,6 +71,8 @@ class MailStore(AgentStore):
     def __init__(self, path, *, own_address: str) -> None:
         super().__init__(path)
         self.own_address = own_address
+        self._watch: sqlite3.Connection | None = None
+        self._watch_lock = threading.Lock()
         self._conn().executescript(_SCHEMA)
         with self._tx() as c:
             for name in (INBOX, SENT):
@@ -132,6 +136,12 @@ class MailStore(AgentStore):
         """The messages of a folder by UID (no content)."""
         return [MailRow(r[0], _flags(r[1]), r[2]) for r in self._query(
             "SELECT uid, flags, internal_date FROM imap_messages WHERE folder = ? ORDER BY uid", [folder])]
+
+    def row(self, folder: int, uid: int) -> MailRow | None:
+        """One message's listing (no content), or None if it is gone."""
+        rows = self._query("SELECT uid, flags, internal_date FROM imap_messages WHERE folder = ? AND uid = ?",
+                           [folder, uid])
+        return MailRow(rows[0][0], _flags(rows[0][1]), rows[0][2]) if rows else None
 
     def content(self, folder: int, uid: int) -> bytes | None:
         """The RFC 5322 bytes of a message, or None if it is gone."""
@@ -258,8 +268,20 @@ class MailStore(AgentStore):
         return changed
 
     def data_version(self) -> int:
-        """SQLite's counter of commits by *other* connections (cheap to poll)."""
-        return int(self._query("PRAGMA data_version")[0][0])
+        """SQLite's counter of commits by *other* connections (cheap to poll; one connection of its own,
+        since the counter means something only on the same connection)."""
+        with self._watch_lock:
+            if self._watch is None:
+                self._watch = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._watch_lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+        super().close()
 
 
 def _uid_validity() -> int:

@@ -8,7 +8,6 @@ connections with a greeting that says no agent is running (mail would only wait)
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from anonmail.bridge.config import BridgeSettings
 from anonmail.bridge.credentials import load_login
 from anonmail.bridge.imap import start_imap_server
 from anonmail.bridge.maildb import MailStore
-from anonmail.bridge.smtp import start_smtp_server
+from anonmail.bridge.smtp import close_sessions, start_smtp_server
 from anonmail.core.address import parse_address
 from anonmail.errors import ConfigError
 
@@ -71,20 +70,18 @@ async def serve_bridge(home: Path, settings: BridgeSettings, *, quota: int | Non
         raise ConfigError(f"{home} holds no registered anonmail user; run `anonmail init` first")
     own = parse_address(own_text)
     store = await anyio.to_thread.run_sync(lambda: MailStore(home / account.STORE_FILE, own_address=str(own)))
-    servers = []
+    servers, smtp_sessions, imap_handler = [], None, None
     try:
         try:
-            smtp = await start_smtp_server(store, own, login, settings.host, settings.smtp_port, quota=quota,
-                                           refusal=refusal)
+            smtp, smtp_sessions = await start_smtp_server(store, own, login, settings.host, settings.smtp_port,
+                                                          quota=quota, refusal=refusal)
             servers.append(smtp)
-            imap, folders = await start_imap_server(store, login, settings.host, settings.imap_port, refusal=refusal)
+            imap, folders, imap_handler = await start_imap_server(store, login, settings.host, settings.imap_port,
+                                                                  refusal=refusal)
             servers.append(imap)
         except OSError as exc:
             raise ConfigError(f"the bridge cannot listen on {settings.host} ({exc.strerror}); choose other ports in "
                               "[bridge] of agent.toml") from None
-        for server in servers:
-            for sock in server.sockets:
-                assert sock.family in (socket.AF_INET, socket.AF_INET6)
         await anyio.to_thread.run_sync(store.sync)
         async with anyio.create_task_group() as tg:
             tg.start_soon(folders.watch)
@@ -93,6 +90,11 @@ async def serve_bridge(home: Path, settings: BridgeSettings, *, quota: int | Non
         for server in servers:
             server.close()
         with anyio.CancelScope(shield=True):
+            if smtp_sessions is not None:
+                close_sessions(smtp_sessions)
+            if imap_handler is not None:
+                with anyio.move_on_after(5):
+                    await imap_handler.close_connections()
             for server in servers:
                 with anyio.move_on_after(2):
                     await server.wait_closed()

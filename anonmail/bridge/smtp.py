@@ -23,6 +23,7 @@ import logging
 import os
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 
 import anyio.to_thread
@@ -37,7 +38,7 @@ from anonmail.core.address import Address
 from anonmail.core.envelope import encode_rfc822, rfc822_subject
 from anonmail.errors import MailError
 
-__all__ = ["start_smtp_server", "MAX_SUBMISSION_BYTES"]
+__all__ = ["start_smtp_server", "close_sessions", "MAX_SUBMISSION_BYTES"]
 
 #: Largest message accepted: the 4 MiB message limit less the envelope header and a Message-ID.
 MAX_SUBMISSION_BYTES = F.MAX_MESSAGE_BYTES - 512
@@ -149,17 +150,29 @@ class _SMTP(SMTP):
 
 
 async def start_smtp_server(store: MailStore, own: Address, login: BridgeLogin, host: str, port: int, *,
-                            quota: int | None, refusal: Callable[[], str | None]) -> asyncio.base_events.Server:
-    """Listen for SMTP submission on ``host:port`` (asyncio); returns the server."""
+                            quota: int | None, refusal: Callable[[], str | None]) -> tuple[asyncio.base_events.Server,
+                                                                                          weakref.WeakSet]:
+    """Listen for SMTP submission on ``host:port`` (asyncio); returns the server and its open sessions."""
     handler = _Handler(store, own, quota)
     loop = asyncio.get_running_loop()
+    sessions: weakref.WeakSet = weakref.WeakSet()
 
     def factory() -> _SMTP:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
-            return _SMTP(handler, data_size_limit=MAX_SUBMISSION_BYTES, enable_SMTPUTF8=True, decode_data=False,
+            protocol = _SMTP(handler, data_size_limit=MAX_SUBMISSION_BYTES, enable_SMTPUTF8=True, decode_data=False,
                          hostname="anonmail-bridge", ident="anonmail bridge", auth_required=True,
                          auth_require_tls=False, authenticator=_Authenticator(login), refusal=refusal,
                          loop=loop)
+        sessions.add(protocol)
+        return protocol
 
-    return await loop.create_server(factory, host=host, port=port)
+    server = await loop.create_server(factory, host=host, port=port)
+    return server, sessions
+
+
+def close_sessions(sessions: weakref.WeakSet) -> None:
+    """Drop every open SMTP session (the bridge is stopping)."""
+    for protocol in list(sessions):
+        if protocol.transport is not None:
+            protocol.transport.close()

@@ -20,8 +20,11 @@ from anonmail.core.keys import IdentityKey, fingerprint
 
 
 @contextmanager
-def standalone_bridge(home):
-    """Yield ((address, password), BridgePorts) of a bridge whose user has no agent running."""
+def standalone_bridge(home, *, as_if_agent_runs: bool = False):
+    """Yield ((address, password), BridgePorts) of a bridge whose user has no agent running.
+
+    ``as_if_agent_runs``: serve anyway (what a bridge inside the agent does), for tests of IMAP alone.
+    """
     identity = IdentityKey.generate()
     address = str(Address(fingerprint(identity.public), "alpha"))
     store = AgentStore(home / account.STORE_FILE)
@@ -35,7 +38,7 @@ def standalone_bridge(home):
         async with anyio.create_task_group() as tg:
             box["ports"] = await tg.start(functools.partial(
                 serve_bridge, home, BridgeSettings(smtp_port=0, imap_port=0), quota=None,
-                refusal=agent_refusal(home)))
+                refusal=(lambda: None) if as_if_agent_runs else agent_refusal(home)))
             ready.set()
             await box["stop"].wait()
             tg.cancel_scope.cancel()

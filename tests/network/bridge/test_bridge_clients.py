@@ -50,9 +50,13 @@ class _Idle:
     def close(self) -> None:
         try:
             self.client.send(b"DONE\r\n")
-            self.client.logout()
-        except (OSError, imaplib.IMAP4.error):
-            pass
+            self.client.sock.settimeout(30)
+            while not self.client.readline().startswith(b"I1 "):
+                pass
+        except BaseException:
+            self.client.shutdown()
+            raise
+        self.client.logout()
 
 
 def test_pdf_attachment_arrives_byte_identical_and_the_reply_is_threaded(net):
@@ -227,3 +231,26 @@ def test_greeting_refuses_with_a_reason_when_no_agent_runs(tmp_path):
         with socket.create_connection(("127.0.0.1", ports.imap_port), timeout=30) as sock:
             greeting = sock.makefile("rb").readline()
         assert greeting.startswith(b"* BYE [UNAVAILABLE]") and b"start it with `anonmail agent`" in greeting
+
+
+def test_a_sender_forged_past_the_bridge_shows_as_the_verified_sender(net):
+    """Attack: software at Alice's end skips the bridge and writes someone else's From into a message."""
+    import time
+
+    from anonmail.agent.outbox import queue_envelope
+    from anonmail.core.address import Address
+    from anonmail.core.envelope import encode_rfc822
+
+    alice, bob = net.users["alice"], net.users["bob"]
+    carol = str(Address(bytes(32), "alpha"))
+    forged = (f"X-Anonmail-Sender: {carol}\r\nFrom: Carol <{carol}>\r\nSubject: forged sender\r\n\r\n"
+              "pay carol\r\n").encode()
+    store = alice.store()
+    queue_envelope(store, recipient=bob.address, kind="rfc822", subject="forged sender",
+                   envelope=encode_rfc822(forged, sent_at=int(time.time())), now=time.time())
+    store.close()
+    got = wait_for(lambda: _find(bob, "forged sender"), what="the forged mail")
+    assert got.get_all("X-Anonmail-Sender") and len(got.get_all("X-Anonmail-Sender")) == 1
+    assert _sender(got) == alice.address
+    assert email.utils.parseaddr(str(got["From"]))[1] == alice.address
+    assert carol in str(got["X-Anonmail-Claimed-From"])

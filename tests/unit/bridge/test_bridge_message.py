@@ -121,3 +121,21 @@ def test_login_is_stored_hashed_and_0600(tmp_path):
     path.chmod(0o644)
     with pytest.raises(ConfigError):
         load_login(tmp_path)
+
+
+def test_agent_toml_carries_a_bridge_table_checked_at_load(tmp_path):
+    from anonmail.agent.config import load_agent_config, render_agent_config
+
+    import base64
+
+    key = base64.b64encode(bytes(32)).decode()
+    text = render_agent_config(provider="alpha", authorities=[("tcp://127.0.0.1:7000", key)], threshold=1,
+                               test_mode=True)
+    assert "[bridge]" in text
+    (tmp_path / "agent.toml").write_text(text)
+    config = load_agent_config(tmp_path)
+    assert config.bridge.enabled is False and config.bridge.host == "127.0.0.1"
+    (tmp_path / "agent.toml").write_text(text.replace('host = "127.0.0.1"', 'host = "0.0.0.0"'))
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(tmp_path)
+    assert "bridge.host" in str(info.value) and "loopback" in str(info.value)

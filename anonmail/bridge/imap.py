@@ -48,6 +48,8 @@ __all__ = ["start_imap_server", "MailboxSet"]
 
 #: Seconds between checks for commits by the agent or the CLI.
 WATCH_INTERVAL = 0.5
+#: Seconds an IDLE session waits for a wake-up before it re-reads its folder anyway.
+IDLE_RECHECK = 5.0
 #: Largest message a client may APPEND (a Drafts copy with attachments).
 MAX_APPEND = 8 * 1024 * 1024
 
@@ -118,7 +120,11 @@ class MailboxData(MailboxDataInterface[Message]):
 
     async def update_selected(self, selected: SelectedMailbox, *, wait_on: Event | None = None) -> SelectedMailbox:
         if wait_on is not None:
-            await wait_on.or_event(self.updated).wait()
+            # Register first, then look: a DONE that came while we were elsewhere must not be missed.
+            # The timeout re-reads the folder now and then, in case a change fell between two waits.
+            either = wait_on.or_event(self.updated)
+            if not wait_on.is_set():
+                await either.wait(timeout=IDLE_RECHECK)
         selected.set_messages(await self._messages())
         return selected
 

@@ -146,7 +146,7 @@ def messages(user, folder: str = "INBOX") -> list[bytes]:
         out = []
         for uid in data[0].split():
             _typ, got = client.uid("FETCH", uid, "(BODY.PEEK[])")
-            out.append(got[0][1])
+            out += [part[1] for part in got if isinstance(part, tuple)][:1]  # skip unsolicited FLAGS lines
         return out
     finally:
         client.logout()

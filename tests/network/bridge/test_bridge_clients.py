@@ -108,6 +108,7 @@ def test_smtp_refusals_name_the_problem_and_store_nothing(net):
             smtp.login(alice.address, "not-the-password")
         assert wrong.value.smtp_code == 535 and b"anonmail bridge --setup" in wrong.value.smtp_error
     with smtplib.SMTP("127.0.0.1", alice.smtp_port, timeout=60) as smtp:
+        smtp.ehlo()
         code, _ = smtp.mail(alice.address)
         assert code == 530  # a login comes first
     with smtplib.SMTP("127.0.0.1", alice.smtp_port, timeout=60) as smtp:
@@ -183,7 +184,8 @@ def test_flags_moves_and_deletes_persist_and_the_cli_agrees(net):
     _t, data = client.uid("SEARCH", None, "ALL")
     for uid in data[0].split():
         _t, got = client.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        uid_of[got[0][1].decode().strip()] = uid
+        header = next(part[1] for part in got if isinstance(part, tuple))
+        uid_of[header.decode().strip()] = uid
     assert client.create("Archive")[0] == "OK"
     assert client.uid("STORE", uid_of["Subject: keep 0"], "+FLAGS", "(\\Flagged \\Seen)")[0] == "OK"
     assert client.uid("MOVE", uid_of["Subject: keep 1"], "Archive")[0] == "OK"
@@ -194,7 +196,7 @@ def test_flags_moves_and_deletes_persist_and_the_cli_agrees(net):
     client = bob.imap()  # a new session sees what the last one did
     client.select("INBOX")
     _t, data = client.uid("FETCH", uid_of["Subject: keep 0"], "(FLAGS)")
-    assert b"\\Flagged" in data[0] and b"\\Seen" in data[0]
+    assert any(b"\\Flagged" in d and b"\\Seen" in d for d in data if isinstance(d, bytes)), data
     client.select("Archive")
     _t, data = client.search(None, "ALL")
     assert len(data[0].split()) == 1

@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS imap_messages (
 CREATE INDEX IF NOT EXISTS imap_messages_inbox ON imap_messages (inbox_id);
 CREATE INDEX IF NOT EXISTS imap_messages_outbox ON imap_messages (outbox_id);
 CREATE TABLE IF NOT EXISTS imap_marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Covering indexes: sync reads read/state without walking past the message bodies stored before them.
+CREATE INDEX IF NOT EXISTS imap_inbox_read ON inbox (id, read);
+CREATE INDEX IF NOT EXISTS imap_outbox_state ON outbox (id, state);
 """
 
 
@@ -249,19 +252,20 @@ class MailStore(AgentStore):
                 changed = True
             c.executemany("INSERT OR REPLACE INTO imap_marks VALUES (?, ?)", list(marks.items()))
             gone = c.execute("DELETE FROM imap_messages WHERE inbox_id IS NOT NULL AND inbox_id NOT IN"
-                             " (SELECT id FROM inbox)").rowcount
+                             " (SELECT id FROM inbox INDEXED BY imap_inbox_read)").rowcount
             changed = changed or gone > 0
-            for folder, uid, inbox_id, flags, read in c.execute(
-                    "SELECT m.folder, m.uid, m.inbox_id, m.flags, i.read FROM imap_messages m JOIN inbox i"
-                    " ON i.id = m.inbox_id").fetchall():
+            for folder, uid, flags in c.execute(
+                    "SELECT m.folder, m.uid, m.flags FROM imap_messages m JOIN inbox i INDEXED BY imap_inbox_read"
+                    " ON i.id = m.inbox_id WHERE i.read = 1").fetchall():
                 have = _flags(flags)
-                if read and SEEN not in have:
+                if SEEN not in have:
                     c.execute("UPDATE imap_messages SET flags = ? WHERE folder = ? AND uid = ?",
                               [_flags_text(have | {SEEN}), folder, uid])
                     changed = True
             for folder, uid, outbox_id, flags, when, state in c.execute(
                     "SELECT m.folder, m.uid, m.outbox_id, m.flags, m.internal_date, o.state FROM imap_messages m"
-                    " JOIN outbox o ON o.id = m.outbox_id WHERE m.shown_state != o.state").fetchall():
+                    " JOIN outbox o INDEXED BY imap_outbox_state ON o.id = m.outbox_id"
+                    " WHERE m.shown_state != o.state").fetchall():
                 c.execute("DELETE FROM imap_messages WHERE folder = ? AND uid = ?", [folder, uid])
                 self._insert(c, folder, flags=_flags(flags), when=when, outbox_id=outbox_id, state=state)
                 changed = True

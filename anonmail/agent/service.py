@@ -598,9 +598,8 @@ class Agent:
                                       now=self.wall_clock())
             return
         ident = self.store.finish_message(
-            sender_fpr=opened.sender.fingerprint, sender=sender, message_id=frag.message_id,
-            subject=envelope.subject, body=envelope.body, sent_at=envelope.sent_at, now=self.wall_clock(),
-            kind=envelope.type)
+            sender_fpr=opened.sender.fingerprint, sender=sender, message_id=frag.message_id, kind=envelope.type,
+            subject=envelope.subject, body=envelope.body, sent_at=envelope.sent_at, now=self.wall_clock())
         if ident is not None:
             self.stats.delivered += 1
             if self.on_delivered is not None:

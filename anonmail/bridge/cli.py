@@ -42,7 +42,7 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
     from anonmail.agent.config import load_agent_config
     from anonmail.bridge.credentials import create_login
     from anonmail.bridge.server import agent_refusal, serve_bridge
-    from anonmail.lifecycle import serve_until_signal
+    from anonmail.daemon.lifecycle import serve_until_signal
 
     home = _home(args)
     store = _open_store(args)

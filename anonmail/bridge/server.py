@@ -40,7 +40,7 @@ class BridgePorts:
 def agent_refusal(home: Path) -> Callable[[], str | None]:
     """A check for a stand-alone bridge: why it refuses (no agent runs for ``home``), or None."""
     from anonmail.errors import StoreError
-    from mixnode.status import liveness, read_status
+    from anonmail.daemon.status import liveness, read_status
 
     def refusal() -> str | None:
         try:

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "mixnode": 3,
     "anonmail.provider": 3,
     "anonmail.agent": 3,
+    "anonmail.bridge": 3,  # the agent's mail-client face: it works on the agent's store, the agent starts it
     # 4: what runs whole networks, measures them, or dispatches to every service
     "anonmail.testnet": 4,
     "anonmail.bench": 4,

@@ -347,10 +347,10 @@ def test_mail_client_bridge_over_tor_carries_an_attachment_and_threads_the_reply
             address = re.search(r"user name:\s+(\S+)", shown).group(1)
             password = re.search(r"password:\s+(\S+)", shown).group(1)
             user = users[name] = User(name, net.home(name), address, password, _free_port(), _free_port())
-            log = open(tmp_path / f"bridge-{name}.log", "wb")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "anonmail.cli", "bridge", "--home", str(user.home), "--smtp-port",
-                 str(user.smtp_port), "--imap-port", str(user.imap_port)], stdout=log, stderr=subprocess.STDOUT))
+            with open(tmp_path / f"bridge-{name}.log", "wb") as log:  # the child keeps its own descriptor
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "anonmail.cli", "bridge", "--home", str(user.home), "--smtp-port",
+                     str(user.smtp_port), "--imap-port", str(user.imap_port)], stdout=log, stderr=subprocess.STDOUT))
 
             def listening(u=user) -> bool:
                 try:

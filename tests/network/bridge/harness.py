@@ -32,7 +32,7 @@ from anonmail.bridge.credentials import create_login
 from anonmail.bridge.server import serve_bridge
 from anonmail.core.keys import IdentityKey
 from anonmail.clients.directory import DirectoryClient
-from anonmail.memnet import MemoryMixnet
+from anonmail.testnet.memory import MemoryMixnet
 
 FAST = dict(lambda_payload=80.0, lambda_loop=1.0, fetch_interval=0.2, delay_mean=0.01, transport_slack=2.0,
             poll_interval=0.2)

@@ -82,7 +82,7 @@ def rfc822_subject(message: bytes) -> str:
     try:
         parsed = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(head[:_MAX_HEADER])
         subject = str(parsed.get("subject", ""))
-    except (ValueError, TypeError, IndexError, LookupError):
+    except Exception:  # noqa: BLE001 - hostile bytes; the stdlib parser's errors are not a closed set
         return ""
     return " ".join(subject.split())[:MAX_SUBJECT_CHARS]
 

@@ -139,3 +139,19 @@ def test_agent_toml_carries_a_bridge_table_checked_at_load(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_agent_config(tmp_path)
     assert "bridge.host" in str(info.value) and "loopback" in str(info.value)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=600))
+def test_any_message_bytes_decode_to_an_rfc822_envelope(junk):
+    """Attack: a sender's arbitrary header bytes must not crash the recipient's agent while it decodes."""
+    decoded = decode_envelope(encode_rfc822(b"Subject: " + junk, sent_at=1))
+    assert decoded.type == "rfc822" and decoded.body == b"Subject: " + junk
+    assert "\n" not in decoded.subject and len(decoded.subject) <= 200
+    shown = render_received(kind="rfc822", sender=ALICE, sender_name=None, own=BOB, subject="", body=decoded.body,
+                            sent_at=0, message_id=b"x" * 16)
+    assert shown.startswith(b"X-Anonmail-Sender: ")

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import functools
+import imaplib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -91,6 +93,22 @@ def fast_agent(home: Path) -> None:
     path.write_text(text)
 
 
+def enable_bridge(home: Path) -> int:
+    """Turn on the agent's SMTP/IMAP bridge on free loopback ports; returns the IMAP port."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    path = home / "agent.toml"
+    text = path.read_text()
+    text = re.sub(r"^enabled = false", "enabled = true", text, count=1, flags=re.M)
+    text = re.sub(r"^smtp_port = \d+", f"smtp_port = {ports[0]}", text, count=1, flags=re.M)
+    text = re.sub(r"^imap_port = \d+", f"imap_port = {ports[1]}", text, count=1, flags=re.M)
+    path.write_text(text)
+    return ports[1]
+
+
 @pytest.mark.anyio
 async def test_users_send_and_read_mail_through_processes(tmp_path):
     identity = IdentityKey.generate()
@@ -132,6 +150,9 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
                 homes[user] = home
                 assert f"@{provider}" in proc.stdout.decode()
                 fast_agent(home)
+                if user == "bob":  # bob's agent also serves his mail client (the bridge), with init's login
+                    bridge_password = re.search(r"password:\s+(\S+)", proc.stdout.decode()).group(1)
+                    imap_port = enable_bridge(home)
                 agents[user] = start(stack, "anonmail.cli", "agent", home=home, log=tmp_path / f"{user}.log")
             alice_address = (await arun("anonmail.cli", "whoami", home=homes["alice"])).stdout.decode().strip()
             bob_address = (await arun("anonmail.cli", "whoami", home=homes["bob"])).stdout.decode().strip()
@@ -145,6 +166,14 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
                 return len(inbox) == 1
 
             await wait_for(arrived, 120, "bob's inbox")
+            imap = await anyio.to_thread.run_sync(lambda: imaplib.IMAP4("127.0.0.1", imap_port, timeout=30))
+            try:
+                await anyio.to_thread.run_sync(imap.login, bob_address, bridge_password)
+                await anyio.to_thread.run_sync(imap.select, "INBOX")
+                _typ, fetched = await anyio.to_thread.run_sync(imap.fetch, "1", "(BODY.PEEK[])")
+            finally:
+                await anyio.to_thread.run_sync(imap.logout)
+            assert b"Subject: over processes" in fetched[0][1] and body in fetched[0][1]
             read = (await arun("anonmail.cli", "read", "1", home=homes["bob"])).stdout
             assert body in read and b"Subject:  over processes" in read
 

@@ -31,8 +31,18 @@ boundary with ``raise ...Error(...) from exc``.
     ├── TransportError              a peer cannot be reached or a stream broke (has ``address``)
     │   ├── TransportAddressError   a transport URI is malformed or not allowed here
     │   ├── ConnectError            a connection attempt failed (has ``reason``)
+    │   ├── LinkError               an open byte stream to a peer ended or failed
+    │   │   ├── LinkEndedError      the peer finished sending (a clean end of the stream)
+    │   │   ├── LinkBrokenError     the link broke: reset, peer gone, kernel error
+    │   │   └── LinkClosedError     this side already closed the stream
     │   ├── TorError                the tor daemon or its control port misbehaves
+    │   │   ├── TorAuthError        the control port refused to authenticate us
+    │   │   └── TorBootstrapError   tor did not finish bootstrapping in time
     │   └── I2PError                the I2P router or its SAM bridge misbehaves
+    │       ├── SamBridgeError      no SAM bridge answers, or it refused HELLO (has ``bridge``)
+    │       ├── SamError            the bridge answered a command with an error (has ``result``)
+    │       ├── RouterNotReadyError the router did not build a session's tunnels in time
+    │       └── SessionLostError    our SAM session is gone (also a ConnectError, ``session_lost``)
     ├── DirectoryError              a descriptor or consensus is rejected (has ``reason``)
     ├── PathError                   no usable path through the topology
     ├── StoreError                  a local SQLite store cannot be opened or written
@@ -68,8 +78,18 @@ __all__ = [
     "TransportError",
     "TransportAddressError",
     "ConnectError",
+    "LinkError",
+    "LinkEndedError",
+    "LinkBrokenError",
+    "LinkClosedError",
     "TorError",
+    "TorAuthError",
+    "TorBootstrapError",
     "I2PError",
+    "SamBridgeError",
+    "SamError",
+    "RouterNotReadyError",
+    "SessionLostError",
     "DirectoryError",
     "PathError",
     "StoreError",
@@ -211,12 +231,69 @@ class ConnectError(TransportError):
         self.reason = reason
 
 
+class LinkError(TransportError):
+    """An open byte stream to a peer ended or failed; the streams of every transport raise only these.
+
+    Transports translate anyio's stream exceptions and ``OSError`` into this family once, where
+    a stream leaves the transport (:func:`anonmail.net.link.as_link`), so callers catch one type.
+    """
+
+
+class LinkEndedError(LinkError):
+    """The peer finished sending: a clean end of the stream (what anyio calls EndOfStream)."""
+
+
+class LinkBrokenError(LinkError):
+    """The link broke: the peer went away, the connection was reset, the kernel gave up on it."""
+
+
+class LinkClosedError(LinkError):
+    """This side already closed the stream (another task closed it while this one used it)."""
+
+
 class TorError(TransportError):
     """The tor daemon cannot be started, authenticated to, or did not bootstrap."""
 
 
+class TorAuthError(TorError):
+    """The control port (or socket) refused to authenticate us."""
+
+
+class TorBootstrapError(TorError):
+    """tor did not finish bootstrapping (PROGRESS=100) in time, or exited while trying."""
+
+
 class I2PError(TransportError):
     """The I2P router or its SAM bridge is missing, not ready, or answered an error."""
+
+
+class SamBridgeError(I2PError):
+    """No SAM bridge answers at the configured address, or it refused the HELLO."""
+
+    def __init__(self, message: str, *, bridge: str) -> None:
+        super().__init__(message)
+        self.bridge = bridge
+
+
+class SamError(I2PError):
+    """The SAM bridge answered a command with an error; ``result`` is SAM's RESULT code."""
+
+    def __init__(self, message: str, *, bridge: str, result: str = "", sam_message: str = "") -> None:
+        super().__init__(message)
+        self.bridge = bridge
+        self.result = result
+        self.sam_message = sam_message
+
+
+class RouterNotReadyError(I2PError):
+    """The router did not build the session's tunnels in time (still bootstrapping, no peers)."""
+
+
+class SessionLostError(ConnectError, I2PError):
+    """Our SAM session is gone (router restarted or stopped); it is being re-created."""
+
+    def __init__(self, message: str, *, address: str | None = None) -> None:
+        super().__init__(message, address=address, reason="session_lost")
 
 
 class DirectoryError(AnonmailError):

@@ -53,6 +53,7 @@ from anonmail.daemon.status import write_status
 from anonmail.errors import (
     DirectoryError,
     HeaderMacError,
+    LinkError,
     PacketError,
     PathError,
     StoreError,
@@ -312,8 +313,10 @@ class MixNode:
             self.stats.dropped["bad_frame"] += 1
         except TimeoutError:
             self.stats.dropped["no_hello"] += 1
+        except LinkError:
+            pass  # the peer went away
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
+            pass  # our inbound queue is closed: the node is stopping
         finally:
             self._inbound_connections -= 1
 
@@ -525,7 +528,7 @@ class MixNode:
             try:
                 with anyio.fail_after(CONNECT_TIMEOUT):
                     stream = await self.router.connect(address)
-            except (TransportError, TimeoutError, OSError) as exc:
+            except (TransportError, TimeoutError) as exc:
                 link.failures += 1
                 self.stats.link_failures += 1
                 log.info("link to %s failed (%s); retrying in %.1f s", link.name, type(exc).__name__, backoff)
@@ -553,8 +556,7 @@ class MixNode:
                             await stream.send(unsent)
                         self.stats.forwarded += unsent_count
                         unsent, unsent_count = b"", 0
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
-                    TimeoutError, OSError, TransportError) as exc:
+            except (TransportError, TimeoutError, anyio.EndOfStream) as exc:  # EndOfStream: our queue closed
                 link.failures += 1
                 self.stats.link_failures += 1
                 log.info("link to %s broke (%s); reconnecting", link.name, type(exc).__name__)

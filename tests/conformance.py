@@ -4,6 +4,9 @@ Subclass :class:`TransportConformance` and provide the async fixture ``transport
 yielding ``(listener, connector, unreachable)``: two *entered* transports and an address of
 the connector's scheme where nothing listens. Timeouts are class attributes so slow transports
 (Tor, I2P) can widen them without weakening the checks.
+
+Streams of every transport raise only :class:`~anonmail.errors.LinkError` (never anyio's
+exceptions or ``OSError``): the checks below say which one, on both ends of a link.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import pytest
 from anonmail.core.sizes import PACKET_BYTES
 from anonmail.core.uri import parse_transport_address
 from anonmail.core.wire import PROTOCOL_VERSION, Control, Hello, Packet, Role
-from anonmail.errors import ConnectError, TransportError
+from anonmail.errors import (
+    ConnectError,
+    LinkBrokenError,
+    LinkClosedError,
+    LinkEndedError,
+    LinkError,
+    TransportError,
+)
 from anonmail.net.base import Transport
 from anonmail.net.framed import FramedStream
 
@@ -145,9 +155,55 @@ class TransportConformance:
         async with stream:
             with anyio.fail_after(self.io_timeout):
                 assert await read_exactly(stream, 3) == b"bye"
-                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                with pytest.raises((LinkEndedError, LinkBrokenError)):
                     while True:
                         await stream.receive()
+
+    @pytest.mark.anyio
+    async def test_abrupt_peer_close_is_a_typed_link_error(self, transport_pair) -> None:
+        listener, connector, _ = transport_pair
+
+        async def handler(stream: anyio.abc.ByteStream) -> None:
+            await read_exactly(stream, 1)  # then the transport closes the stream under the sender
+
+        (address, *_) = await listener.listen(handler)
+        stream = await self._connect(connector, address)
+        async with stream:
+            with anyio.fail_after(self.io_timeout):
+                await stream.send(b"x")
+                with pytest.raises(LinkError) as received:
+                    await stream.receive()
+                assert isinstance(received.value, (LinkEndedError, LinkBrokenError))
+                with pytest.raises(LinkBrokenError) as sent:
+                    while True:  # the first writes may still be buffered before the peer's close arrives
+                        await stream.send(b"y" * 4096)
+                        await anyio.sleep(0.01)
+                assert isinstance(sent.value.__cause__, (anyio.BrokenResourceError, OSError))
+        with pytest.raises(LinkClosedError):
+            await stream.send(b"z")
+
+    @pytest.mark.anyio
+    async def test_closed_stream_is_a_typed_link_error_for_the_peer(self, transport_pair) -> None:
+        listener, connector, _ = transport_pair
+        seen: list[BaseException] = []
+        done = anyio.Event()
+
+        async def handler(stream: anyio.abc.ByteStream) -> None:
+            try:
+                while True:
+                    await stream.receive()
+            except Exception as exc:  # what a listener's handler sees when the connector goes away
+                seen.append(exc)
+            finally:
+                done.set()
+
+        (address, *_) = await listener.listen(handler)
+        stream = await self._connect(connector, address)
+        await stream.send(b"x")
+        await stream.aclose()
+        with anyio.fail_after(self.io_timeout):
+            await done.wait()
+        assert len(seen) == 1 and isinstance(seen[0], (LinkEndedError, LinkBrokenError)), seen
 
     @pytest.mark.anyio
     async def test_half_close_is_seen_by_the_peer(self, transport_pair) -> None:
@@ -160,7 +216,7 @@ class TransportConformance:
             try:
                 while True:
                     received += await stream.receive()
-            except anyio.EndOfStream:
+            except LinkEndedError:
                 pass
             await stream.send(len(received).to_bytes(4, "big"))
 
@@ -187,7 +243,7 @@ class TransportConformance:
         async with first:
             await first.send(b"x")
             with anyio.fail_after(self.io_timeout):
-                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                with pytest.raises((LinkEndedError, LinkBrokenError)):
                     await first.receive()
         second = await self._connect(connector, address)
         async with second:

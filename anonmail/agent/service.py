@@ -245,7 +245,7 @@ class Agent:
                 certs = await self._blocking(account.my_certs, self.store, now=self.now())
                 client = await ProviderClient.connect(self.router, address, self.identity, self.settings.provider,
                                                       op="login", certs=certs, timeout=60.0)
-            except (TransportError, ProtocolError, TimeoutError, OSError) as exc:
+            except (TransportError, ProtocolError, TimeoutError) as exc:
                 self._error("login", exc)
                 log.info("session with our provider failed (%s); retrying in %.1f s", _why(exc), backoff)
                 await anyio.sleep(backoff)
@@ -285,8 +285,7 @@ class Agent:
             async with self._client_lock:
                 with anyio.fail_after(30):
                     await client.send_packets([packet])
-        except (TransportError, ProtocolError, TimeoutError, OSError, anyio.BrokenResourceError,
-                anyio.ClosedResourceError, anyio.EndOfStream) as exc:
+        except (TransportError, ProtocolError, TimeoutError) as exc:
             self._drop_session(exc, "send")
             return False
         return True
@@ -420,7 +419,7 @@ class Agent:
                 await self._blocking(self._fail_to, recipient, f"{recipient} does not exist at {recipient.provider}")
             log.warning("key lookup failed: %s", exc.reason)
             return
-        except (TransportError, TimeoutError, AnonmailError) as exc:
+        except (AnonmailError, TimeoutError) as exc:
             self._error("key lookup", exc)
             log.warning("key lookup failed (%s); will retry", _why(exc))
             self._lookups.pop(recipient.fingerprint, None)
@@ -508,8 +507,7 @@ class Agent:
                 handled = await self._blocking(self._handle_entries, result.entries)
                 with anyio.fail_after(60):
                     await client.confirm(handled)
-        except (TransportError, ProtocolError, TimeoutError, OSError, anyio.BrokenResourceError,
-                anyio.ClosedResourceError, anyio.EndOfStream) as exc:
+        except (TransportError, ProtocolError, TimeoutError) as exc:
             self._drop_session(exc, "fetch")
             return 0
         self.stats.fetches += 1
@@ -630,7 +628,7 @@ class Agent:
                 async with self._client_lock:
                     with anyio.fail_after(60):
                         await client.publish_keys(await self._blocking(account.my_certs, self.store, now=now))
-            except (TransportError, ProtocolError, TimeoutError, OSError, anyio.BrokenResourceError) as exc:
+            except (TransportError, ProtocolError, TimeoutError) as exc:
                 self._drop_session(exc, "publish keys")  # the next login publishes them
         await self._blocking(self._announce, cert, now)
         log.info("rotated our encryption key; announced it to contacts")

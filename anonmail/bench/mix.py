@@ -30,7 +30,7 @@ from anonmail.core.keys import IdentityKey, write_key_file
 from anonmail.core.pki import epoch_at, sign_descriptor
 from anonmail.core.wire import FRAME_HEADER_BYTES, PACKET_BYTES, Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
-from anonmail.errors import AnonmailError
+from anonmail.errors import AnonmailError, LinkError
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 
@@ -78,7 +78,7 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
         while True:
             try:
                 data = await stream.receive(1 << 20)
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
+            except LinkError:
                 return
             pending += len(data)
             if not hello_seen:

@@ -69,7 +69,7 @@ async def request_authority(
                 message = await framed.request(dirproto.encode(request))
     except TimeoutError:
         raise DirectoryError(f"authority {address} did not answer within {REQUEST_TIMEOUT:g} s", reason="unreachable") from None
-    except (AnonmailError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream) as exc:
+    except AnonmailError as exc:
         raise DirectoryError(f"authority {address} unreachable: {exc}", reason="unreachable") from None
     try:
         reply = dirproto.parse_reply(message, expect)

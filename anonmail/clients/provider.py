@@ -37,7 +37,7 @@ from anonmail.core.mailproto import (
     sign_auth,
 )
 from anonmail.core.wire import Close, Control, Packet, Role, encode_frame
-from anonmail.errors import AnonmailError, ProtocolError, TransportError, WireError
+from anonmail.errors import AnonmailError, LinkError, ProtocolError, TransportError, WireError
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 
@@ -45,9 +45,6 @@ __all__ = ["ProviderClient", "FetchResult", "lookup_keys", "REQUEST_TIMEOUT"]
 
 #: Default bound on connecting and on each request, seconds (Tor and I2P can be slow).
 REQUEST_TIMEOUT = 60.0
-
-_LINK_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
-
 
 @dataclass(frozen=True)
 class FetchResult:
@@ -64,8 +61,6 @@ async def _open(router: Router, address: str, timeout: float) -> FramedStream:
             stream = await router.connect(address)
     except TimeoutError:
         raise TransportError(f"provider {address} not reachable within {timeout:g} s", address=address) from None
-    except OSError as exc:
-        raise TransportError(f"cannot reach provider {address}: {exc.strerror or exc}", address=address) from None
     framed = FramedStream(stream)
     try:
         with anyio.fail_after(timeout):
@@ -75,7 +70,7 @@ async def _open(router: Router, address: str, timeout: float) -> FramedStream:
         await _close_quietly(framed)
         if isinstance(exc, TimeoutError):
             raise TransportError(f"provider {address} did not greet within {timeout:g} s", address=address) from None
-        if isinstance(exc, (WireError, *_LINK_ERRORS)):
+        if isinstance(exc, (WireError, LinkError)):
             raise TransportError(f"provider {address} broke the connection: {type(exc).__name__}", address=address) from None
         raise
     if hello.role != Role.PROVIDER:
@@ -87,10 +82,7 @@ async def _open(router: Router, address: str, timeout: float) -> FramedStream:
 
 async def _close_quietly(framed: FramedStream) -> None:
     with anyio.CancelScope(shield=True), anyio.move_on_after(1):
-        try:
-            await framed.aclose()
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
+        await framed.aclose()  # a link closes quietly even when it broke
 
 
 def _check_reply(reply: dict, expected: str) -> dict:
@@ -176,7 +168,7 @@ class ProviderClient:
             await _close_quietly(framed)
             if isinstance(exc, TimeoutError):
                 raise TransportError(f"provider {address} did not answer within {timeout:g} s", address=address) from None
-            if isinstance(exc, (WireError, *_LINK_ERRORS)):
+            if isinstance(exc, (WireError, LinkError)):
                 raise TransportError(f"provider {address} broke the connection: {type(exc).__name__}",
                                      address=address) from None
             raise
@@ -198,7 +190,7 @@ class ProviderClient:
         with anyio.CancelScope(shield=True), anyio.move_on_after(1):
             try:
                 await self._framed.send(Close(0, "bye"))
-            except (*_LINK_ERRORS, WireError):
+            except (LinkError, WireError):
                 pass
         await _close_quietly(self._framed)
 
@@ -215,7 +207,7 @@ class ProviderClient:
             except TimeoutError:
                 raise TransportError(f"provider {self.address} did not answer within {self.timeout:g} s",
                                      address=self.address) from None
-            except (*_LINK_ERRORS, WireError) as exc:
+            except (LinkError, WireError) as exc:
                 raise TransportError(f"the connection to {self.address} broke: {type(exc).__name__}",
                                      address=self.address) from None
 
@@ -305,7 +297,7 @@ async def lookup_keys(
     except TimeoutError:
         raise TransportError(f"provider {provider_address} did not answer within {timeout:g} s",
                              address=provider_address) from None
-    except (*_LINK_ERRORS, WireError) as exc:
+    except (LinkError, WireError) as exc:
         raise TransportError(f"the connection to {provider_address} broke: {type(exc).__name__}",
                              address=provider_address) from None
     finally:

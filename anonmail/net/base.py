@@ -1,4 +1,4 @@
-"""The transport interface every link in anonmail goes through (DESIGN.md §3, contract).
+"""The transport interface every link in anonmail goes through, and its contract.
 
 A transport moves bytes between two nodes and adds no identity of its own: above it, nodes
 see only frames (:mod:`anonmail.core.wire`). Each implementation is an async context manager
@@ -8,11 +8,14 @@ that owns the task group in which its listener and connection handlers run::
         addresses = await transport.listen(handler)     # e.g. ["tcp://127.0.0.1:41234"]
         stream = await transport.connect(addresses[0])  # an anyio ByteStream
 
-Streams follow anyio's byte-stream contract: ``receive`` raises :class:`anyio.EndOfStream`
-when the peer finished sending, :class:`anyio.BrokenResourceError` when the link broke.
-``connect`` raises :class:`~anonmail.errors.ConnectError` (unreachable) or
-:class:`~anonmail.errors.TransportAddressError` (bad or unsupported URI). Leaving the context
-stops the listener and cancels every running handler.
+Streams (returned by ``connect``, handed to handlers) are anyio byte streams whose errors are
+typed (:mod:`anonmail.net.link`): ``receive`` raises :class:`~anonmail.errors.LinkEndedError`
+when the peer finished sending, :class:`~anonmail.errors.LinkBrokenError` when the link broke;
+``send`` raises LinkBrokenError, or :class:`~anonmail.errors.LinkClosedError` after our own
+close. ``connect`` raises :class:`~anonmail.errors.ConnectError` (unreachable) or
+:class:`~anonmail.errors.TransportAddressError` (bad or unsupported URI). No anyio exception or
+``OSError`` leaves a transport. Leaving the context stops the listener and cancels every
+running handler.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from types import TracebackType
 
 import anyio
 import anyio.abc
+
+from anonmail.net.link import as_link
 
 __all__ = ["Handler", "Transport"]
 
@@ -98,11 +103,11 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def connect(self, address: str) -> anyio.abc.ByteStream:
-        """Open a byte stream to ``address``; raise ConnectError when it cannot be reached."""
+        """Open a byte stream to ``address`` (typed errors, see :func:`as_link`); ConnectError if unreachable."""
 
     def _spawn_handler(self, handler: Handler, stream: anyio.abc.ByteStream) -> None:
         """Run ``handler(stream)`` in the task group; a failing handler never stops the listener."""
-        self.task_group.start_soon(run_handler, handler, stream)
+        self.task_group.start_soon(run_handler, handler, as_link(stream))
 
 
 async def run_handler(handler: Handler, stream: anyio.abc.ByteStream) -> None:

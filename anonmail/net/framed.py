@@ -1,8 +1,12 @@
-"""Frames over a byte stream: the one place where wire frames meet anyio streams."""
+"""Frames over a byte stream: the one place where wire frames meet anyio streams.
+
+The stream is taken as a link (:func:`~anonmail.net.link.as_link`), so ``send`` raises only
+:class:`~anonmail.errors.LinkError` (and WireError for a frame too large to encode);
+``receive`` returns ``None`` when the link ended or broke.
+"""
 
 from __future__ import annotations
 
-import anyio
 import anyio.abc
 
 from anonmail.core.wire import (
@@ -16,7 +20,8 @@ from anonmail.core.wire import (
     Role,
     encode_frame,
 )
-from anonmail.errors import TransportError, WireError
+from anonmail.errors import LinkError, TransportError, WireError
+from anonmail.net.link import as_link
 
 __all__ = ["FramedStream", "RECEIVE_CHUNK"]
 
@@ -28,7 +33,7 @@ class FramedStream:
     """Send and receive whole frames on a byte stream (decoding is :class:`FrameDecoder`'s)."""
 
     def __init__(self, stream: anyio.abc.ByteStream, *, max_control_bytes: int = MAX_CONTROL_BYTES) -> None:
-        self.stream = stream
+        self.stream = as_link(stream)
         self._max_control = max_control_bytes
         self._decoder = FrameDecoder(max_control_bytes=max_control_bytes)
         self._ready: list[Frame] = []
@@ -36,7 +41,7 @@ class FramedStream:
         self.bytes_received = 0
 
     async def send(self, frame: Frame) -> None:
-        """Encode and send one frame."""
+        """Encode and send one frame; LinkError if the link is gone."""
         await self.stream.send(encode_frame(frame, max_control_bytes=self._max_control))
 
     async def send_raw(self, data: bytes) -> None:
@@ -49,7 +54,7 @@ class FramedStream:
             self._ready, self._pos = [], 0
             try:
                 data = await self.stream.receive(RECEIVE_CHUNK)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            except LinkError:
                 self._decoder.feed_eof()
                 return None
             self.bytes_received += len(data)
@@ -67,7 +72,7 @@ class FramedStream:
         while True:
             try:
                 data = await self.stream.receive(RECEIVE_CHUNK)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            except LinkError:
                 self._decoder.feed_eof()
                 return None
             self.bytes_received += len(data)

@@ -8,7 +8,6 @@ its open streams break and new connections are refused, as if its host went away
 
 from __future__ import annotations
 
-
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -16,6 +15,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from anonmail.core.uri import parse_transport_address
 from anonmail.errors import ConnectError, TransportAddressError
 from anonmail.net.base import Handler, Transport
+from anonmail.net.link import as_link
 
 __all__ = ["MemoryNetwork", "MemoryTransport", "MemoryByteStream", "memory_stream_pair"]
 
@@ -151,7 +151,7 @@ class MemoryTransport(Transport):
         if parsed.scheme != "mem":
             raise TransportAddressError(f"the mem transport cannot reach {address}", address=address)
         await anyio.sleep(0)  # a checkpoint, as a real connect would have
-        return self.network._connect(self.name, address)
+        return as_link(self.network._connect(self.name, address), address)
 
     async def _stop(self) -> None:
         if self._listening:

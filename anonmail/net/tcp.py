@@ -15,6 +15,7 @@ import anyio.abc
 from anonmail.core.uri import parse_transport_address
 from anonmail.errors import ConnectError, TransportAddressError
 from anonmail.net.base import Handler, Transport
+from anonmail.net.link import as_link
 
 __all__ = ["TcpTransport"]
 
@@ -72,7 +73,7 @@ class TcpTransport(Transport):
                 f"cannot connect to {address}: {exc.strerror or exc}", address=address, reason="refused"
             ) from exc
         _nodelay(stream)
-        return stream
+        return as_link(stream, address)
 
 
 def _nodelay(stream: anyio.abc.SocketStream) -> None:

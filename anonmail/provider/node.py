@@ -56,6 +56,7 @@ from anonmail.errors import (
     AddressError,
     FragmentError,
     KeyExpiredError,
+    LinkError,
     ProtocolError,
     SignatureError,
     StoreError,
@@ -281,8 +282,8 @@ class Provider(MixNode):
             self.stats.dropped["client_bad_frame"] += 1
         except TimeoutError:
             self.mail["sessions_timed_out"] += 1
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
-            pass
+        except LinkError:
+            pass  # the user's agent went away
         finally:
             self._sessions -= 1
 

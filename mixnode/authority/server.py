@@ -71,7 +71,7 @@ from anonmail.core import dirproto, pki
 from anonmail.core.keys import IdentityKey
 from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Control, Role
 from anonmail.daemon.status import STATUS_FILE, write_status
-from anonmail.errors import DirectoryError, WireError
+from anonmail.errors import DirectoryError, LinkError, WireError
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 from mixnode.authority.answers import MAX_DESCRIPTORS_PER_EPOCH, Answers
@@ -175,7 +175,7 @@ class Authority:
         with anyio.move_on_after(SERVE_TIMEOUT):
             try:
                 await framed.send(Control(reply))
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            except LinkError:
                 pass  # the client left before its answer; nothing to do
 
     def answer(self, message: object) -> dict:

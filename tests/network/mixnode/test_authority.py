@@ -25,7 +25,7 @@ from anonmail.core import dirproto, pki
 from anonmail.core.keys import IdentityKey
 from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Role
 from anonmail.clients.directory import DirectoryClient, request_authority, upload_descriptor
-from anonmail.errors import DirectoryError
+from anonmail.errors import DirectoryError, LinkBrokenError, LinkEndedError
 from anonmail.net.framed import FramedStream
 from anonmail.net.memory import MemoryNetwork
 from anonmail.net.router import Router
@@ -284,7 +284,7 @@ async def test_bad_requests_get_errors_and_serving_continues(tmp_path):
             # A client that never speaks is dropped after the serve timeout.
             stream = await router.connect(address)
             with anyio.fail_after(30):
-                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                with pytest.raises((LinkEndedError, LinkBrokenError)):
                     await stream.receive()
             # Still serving.
             assert await upload_descriptor(router, [address], descriptor(1, E0)) == 1

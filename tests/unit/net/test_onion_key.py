@@ -11,7 +11,7 @@ from nacl.bindings import crypto_scalarmult_ed25519_base_noclamp
 
 from anonmail.core.uri import parse_transport_address
 from anonmail.errors import KeyFileError
-from anonmail.net.tor import ONION_KEY_FILE, OnionTransport, TorSettings, create_onion_key, onion_host
+from anonmail.net.tor import ONION_KEY_FILE, create_onion_key, load_onion_key, onion_host
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +32,7 @@ def test_create_onion_key_writes_a_0600_key_that_the_transport_loads_and_derives
     assert parsed.scheme == "onion" and parsed.port == 7000
     path = tmp_path / "tor" / ONION_KEY_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    key_type, content = OnionTransport(TorSettings(), data_dir=tmp_path / "tor")._load_or_none()
+    key_type, content = load_onion_key(tmp_path / "tor")
     assert key_type == "ED25519-V3"
     expanded = base64.b64decode(content)
     assert len(expanded) == 64

@@ -18,6 +18,7 @@ from anonmail.net.tor import (
     TorSettings,
     describe_socks_reply,
     launch_torrc_lines,
+    load_onion_key,
     open_controller,
     socks_reply_code,
 )
@@ -136,21 +137,21 @@ def test_saved_onion_key_must_be_private(tmp_path):
     path = tmp_path / ONION_KEY_FILE
     write_key_file(path, b"ED25519-V3:" + b"A" * 88 + b"\n")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    transport = OnionTransport(TorSettings(), data_dir=tmp_path)
-    assert transport._load_or_none() == ("ED25519-V3", "A" * 88)
+    assert load_onion_key(tmp_path) == ("ED25519-V3", "A" * 88)
     os.chmod(path, 0o644)
     with pytest.raises(KeyFileError, match="chmod 600"):
-        transport._load_or_none()
+        load_onion_key(tmp_path)
 
 
 def test_foreign_onion_key_file_is_refused(tmp_path):
     write_key_file(tmp_path / ONION_KEY_FILE, b"RSA1024:abc\n")
     with pytest.raises(KeyFileError, match="not an ED25519-V3 key"):
-        OnionTransport(TorSettings(), data_dir=tmp_path)._load_or_none()
+        load_onion_key(tmp_path)
 
 
-def test_no_data_dir_means_no_saved_key():
-    assert OnionTransport(TorSettings())._load_or_none() is None
+def test_no_data_dir_means_no_saved_key(tmp_path):
+    assert load_onion_key(None) is None
+    assert load_onion_key(tmp_path) is None
 
 
 # --- control port
@@ -211,9 +212,8 @@ async def _connect_via_fake(reply_code: int, progress: int = 100, **settings):
     attempts: list[int] = []
     async with anyio.create_task_group() as tg:
         port = await tg.start(_fake_socks, reply_code, attempts)
-        transport = OnionTransport(TorSettings(socks_port=port, retry_delay=0.01, **settings))
-        transport._controller = _FakeController(progress)
-        transport._socks_port = port
+        transport = OnionTransport(TorSettings(socks_port=port, retry_delay=0.01, **settings),
+                                   controller=_FakeController(progress))
         try:
             with pytest.raises(ConnectError) as info:
                 await transport.connect(ONION)
@@ -246,9 +246,7 @@ async def test_failure_while_tor_is_not_bootstrapped_says_so():
 
 @pytest.mark.anyio
 async def test_socks_port_nobody_listens_on_is_reported():
-    transport = OnionTransport(TorSettings())
-    transport._controller = _FakeController(100)
-    transport._socks_port = _free_port()
+    transport = OnionTransport(TorSettings(socks_port=_free_port()), controller=_FakeController(100))
     with pytest.raises(ConnectError) as info:
         await transport.connect(ONION)
     assert info.value.reason == "tor_unreachable" and "SOCKS port" in str(info.value)
@@ -264,7 +262,7 @@ async def test_only_onion_addresses_are_accepted():
 @pytest.mark.anyio
 async def test_connect_while_tor_is_down_fails_at_once_as_tor_unreachable():
     transport = OnionTransport(TorSettings(connect_timeout=60))
-    transport._down = "the connection to tor's control port 127.0.0.1:9051 closed"
+    transport.mark_tor_down("the connection to tor's control port 127.0.0.1:9051 closed")
     with anyio.fail_after(2), pytest.raises(ConnectError) as info:
         await transport.connect(ONION)
     assert info.value.reason == "tor_unreachable" and "reconnecting" in str(info.value)
@@ -286,8 +284,7 @@ class _ClosedController:
 
 @pytest.mark.anyio
 async def test_connect_that_cannot_ask_tor_for_its_socks_port_is_tor_unreachable():
-    transport = OnionTransport(TorSettings())
-    transport._controller = _ClosedController()
+    transport = OnionTransport(TorSettings(), controller=_ClosedController())
     with anyio.fail_after(5), pytest.raises(ConnectError) as info:
         await transport.connect(ONION)
     assert info.value.reason == "tor_unreachable" and "SOCKS port" in str(info.value)

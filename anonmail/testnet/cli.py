@@ -20,18 +20,11 @@ import threading
 import time
 from pathlib import Path
 
-from anonmail.errors import TestnetError
-from anonmail.testnet.network import (
-    STATE_FILE,
-    Testnet,
-    check_fresh_directory,
-    log_tail,
-    process_alive,
-    read_json,
-    read_state,
-)
 from anonmail.daemon.cli import EXIT_NOT_RUNNING as NOT_RUNNING
 from anonmail.daemon.status import STATUS_FILE, liveness
+from anonmail.errors import TestnetError
+from anonmail.testnet.network import Testnet
+from anonmail.testnet.processes import STATE_FILE, check_fresh_directory, log_tail, process_alive, read_json, read_state
 
 __all__ = ["add_testnet_parser", "run_testnet_command"]
 

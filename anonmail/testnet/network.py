@@ -35,7 +35,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,226 +44,29 @@ from pathlib import Path
 from typing import Any
 
 from anonmail.errors import TestnetError
+from anonmail.testnet.plan import AUTHORITIES, LAYERS, THRESHOLD, NodeSpec, plan_nodes
+from anonmail.testnet.processes import (
+    STATE_FILE,
+    NodeProcess,
+    check_fresh_directory,
+    child_env,
+    executable,
+    log_tail,
+    process_alive,
+    process_ready,
+    read_state,
+    run_command,
+)
+from anonmail.testnet.tomledit import set_toml_keys
 
-__all__ = [
-    "STATE_FILE",
-    "NodeSpec",
-    "Testnet",
-    "plan_nodes",
-    "read_state",
-    "check_fresh_directory",
-    "set_toml_keys",
-    "process_alive",
-    "read_json",
-    "log_tail",
-]
+__all__ = ["Testnet"]
 
-#: The testnet's own record of its processes, in its directory.
-STATE_FILE = "testnet.json"
-#: Authorities per testnet and how many must sign a consensus.
-AUTHORITIES = 3
-THRESHOLD = 2
-#: The three mix layers of the stratified topology.
-LAYERS = 3
-PROVIDER_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
-USER_NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 #: Seconds for a node process to publish its addresses (onion publication, I2P tunnels).
 SERVE_TIMEOUT = 180.0
 #: Seconds for every node to appear in a consensus once all are serving.
 CONSENSUS_TIMEOUT = 180.0
-#: Seconds for one init/contact command (registration goes over Tor/I2P).
-COMMAND_TIMEOUT = 180.0
-#: Who serves what when both networks run, as cycles per role (index i takes entry i mod 3).
-#: Path selection only joins nodes that *serve* a common transport, so layers 1 and 3 start with
-#: a node on both and layer 2 with one on Tor: then every provider reaches layer 1, layer 1
-#: reaches layer 2, layer 2 reaches layer 3 and layer 3 every provider, however few mixes run.
-_TOR, _I2P, _BOTH = ("tor",), ("i2p",), ("tor", "i2p")
-_SERVE_CYCLES = {
-    "authority": (_BOTH, _TOR, _I2P),
-    "provider": (_TOR, _I2P, _BOTH),
-    1: (_BOTH, _I2P, _TOR),
-    2: (_TOR, _I2P, _BOTH),
-    3: (_BOTH, _TOR, _I2P),
-}
 
 Progress = Callable[[str], None] | None
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """One process of the testnet: its name, role and what it serves."""
-
-    name: str
-    role: str  # authority | mix | provider | agent
-    serves: tuple[str, ...]  # "tor", "i2p"; agents serve nothing
-    layer: int | None = None  # mixes
-    provider: str | None = None  # agents: where the user's mailbox is
-
-    @property
-    def subdir(self) -> str:
-        """Where its files live, relative to the testnet directory."""
-        return {"authority": "authorities", "mix": "mixes", "provider": "providers", "agent": "users"}[self.role] \
-            + "/" + self.name
-
-
-def _serves(index: int, cycle: str | int, tor: bool, i2p: bool) -> tuple[str, ...]:
-    if tor and i2p:
-        return _SERVE_CYCLES[cycle][index % 3]
-    return _TOR if tor else _I2P
-
-
-def plan_nodes(*, tor: bool, i2p: bool, mixes_per_layer: int = 2, providers: int = 2, users: int = 2) -> list[NodeSpec]:
-    """Every process of a testnet, in start order; with both networks the transports alternate."""
-    if not (tor or i2p):
-        raise TestnetError("a testnet needs --tor, --i2p or both")
-    if not 1 <= mixes_per_layer <= 8:
-        raise TestnetError(f"--mixes-per-layer must be 1..8, got {mixes_per_layer}")
-    if not 1 <= providers <= len(PROVIDER_NAMES):
-        raise TestnetError(f"--providers must be 1..{len(PROVIDER_NAMES)}, got {providers}")
-    if not 0 <= users <= len(USER_NAMES):
-        raise TestnetError(f"--users must be 0..{len(USER_NAMES)}, got {users}")
-    nodes = [NodeSpec(f"auth{i + 1}", "authority", _serves(i, "authority", tor, i2p)) for i in range(AUTHORITIES)]
-    for layer in range(1, LAYERS + 1):
-        nodes += [NodeSpec(f"mix{layer}{chr(ord('a') + i)}", "mix", _serves(i, layer, tor, i2p), layer=layer)
-                  for i in range(mixes_per_layer)]
-    nodes += [NodeSpec(PROVIDER_NAMES[i], "provider", _serves(i, "provider", tor, i2p)) for i in range(providers)]
-    nodes += [NodeSpec(USER_NAMES[i], "agent", (), provider=PROVIDER_NAMES[i % providers]) for i in range(users)]
-    return nodes
-
-
-# --------------------------------------------------------------------------- config editing
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    raise TypeError(f"no TOML rendering for {value!r}")
-
-
-_KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
-_HEADER = re.compile(r"^\s*\[")
-
-
-def set_toml_keys(path: Path, table: str | None, values: dict[str, Any]) -> None:
-    """Set keys in one table of a commented config file (``None``: top level), keeping the rest.
-
-    This is the edit an operator makes by hand (say, pointing ``[tor]`` at another control
-    port); the daemon validates the result when it starts.
-    """
-    lines = path.read_text().splitlines()
-    if table is None:
-        start = -1
-        end = next((i for i, line in enumerate(lines) if _HEADER.match(line)), len(lines))
-    else:
-        header = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]")
-        start = next((i for i, line in enumerate(lines) if header.match(line)), None)
-        if start is None:
-            lines += ["", f"[{table}]"]
-            start = len(lines) - 1
-        end = next((i for i in range(start + 1, len(lines)) if _HEADER.match(lines[i])), len(lines))
-    body: list[str] = []
-    depth = 0  # open brackets of a multi-line array being removed
-    for line in lines[start + 1:end]:
-        value = line.split("#", 1)[0]
-        if depth > 0:
-            depth += value.count("[") - value.count("]")
-            continue
-        match = _KEY_LINE.match(line)
-        if match is None or match.group(1) not in values:
-            body.append(line)
-            continue
-        if '"""' in value or "'''" in value:
-            raise TestnetError(f"{path}: {match.group(1)} is a multi-line string; edit it by hand")
-        depth = value.count("[") - value.count("]")
-    new = [f"{key} = {_toml_value(value)}" for key, value in values.items()]
-    if table is None:  # after the file's own top-level lines, before the first table
-        while body and not body[-1].strip():
-            body.pop()
-        lines[start + 1:end] = body + new + [""]
-    else:
-        lines[start + 1:end] = new + body
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-# --------------------------------------------------------------------------- processes
-
-def process_alive(pid: int | None) -> bool:
-    """Whether a process with this PID exists (and is not a zombie)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _executable(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise TestnetError(f"{name!r} is not installed in this environment (run `make bootstrap`)")
-    return found
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON file's object, or None when it is missing or half-written."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def log_tail(path: Path, lines: int = 6, sep: str = "\n    ") -> str:
-    """The last lines of a process log, for error messages."""
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return sep.join(text[-lines:]) or "(empty log)"
-
-
-@dataclass
-class _Proc:
-    spec: NodeSpec
-    dir: Path
-    command: list[str]
-    log: Path
-    popen: subprocess.Popen | None = None
-    starts: int = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen is not None else None
-
-    @property
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def status(self) -> dict | None:
-        return read_json(self.dir / "status.json")
-
-
-def check_fresh_directory(directory: Path) -> None:
-    """Refuse a directory that holds an earlier testnet's nodes (their keys would clash)."""
-    used = [name for name in ("authorities", "mixes", "providers", "users", "tor", "i2p")
-            if (Path(directory) / name).exists()]
-    if used:
-        raise TestnetError(f"{directory} holds an earlier testnet ({', '.join(used)}/): remove it or choose "
-                           f"another --dir")
-
-
-def read_state(directory: Path) -> dict | None:
-    """The testnet record in ``directory`` (None if there is none)."""
-    return read_json(Path(directory) / STATE_FILE)
 
 
 @dataclass
@@ -285,7 +87,7 @@ class Testnet:
     agent_settings: dict[str, Any] = field(default_factory=dict)
     #: Extra keys for every mix's and provider's config tables, as {table: {key: value}}.
     node_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _procs: dict[str, _Proc] = field(default_factory=dict, init=False)
+    _procs: dict[str, NodeProcess] = field(default_factory=dict, init=False)
     _tor_net: Any = field(default=None, init=False)
     _tor_clients: dict[str, Any] = field(default_factory=dict, init=False)
     _i2p_net: Any = field(default=None, init=False)
@@ -488,36 +290,19 @@ class Testnet:
 
     # -- commands and processes
 
-    def _run(self, argv: list[str], what: str, *, input_text: str | None = None) -> str:
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-                                  input=input_text, env=self._env())
-        except subprocess.TimeoutExpired:
-            raise TestnetError(f"{what}: no answer within {COMMAND_TIMEOUT:.0f} s ({' '.join(argv[:3])} ...)") from None
-        if done.returncode != 0:
-            detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise TestnetError(f"{what} failed (exit {done.returncode}): {' / '.join(detail)}")
-        return done.stdout
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", MALLOC_ARENA_MAX="2")
-        env.pop("ANONMAIL_HOME", None)
-        env.pop("ANONMAIL_PASSPHRASE", None)
-        return env
-
-    def _proc(self, spec: NodeSpec) -> _Proc:
+    def _proc(self, spec: NodeSpec) -> NodeProcess:
         if spec.name not in self._procs:
             directory = self.directory / spec.subdir
             if spec.role == "authority":
-                command = [_executable("mixnode"), "authority", "run", "--config", str(directory / "authority.toml")]
+                command = [executable("mixnode"), "authority", "run", "--config", str(directory / "authority.toml")]
             elif spec.role == "mix":
-                command = [_executable("mixnode"), "run", "--config", str(directory / "mixnode.toml")]
+                command = [executable("mixnode"), "run", "--config", str(directory / "mixnode.toml")]
             elif spec.role == "provider":
-                command = [_executable("anonmail"), "provider", "run", "--config", str(directory / "provider.toml")]
+                command = [executable("anonmail"), "provider", "run", "--config", str(directory / "provider.toml")]
             else:
-                command = [_executable("anonmail"), "agent", "--home", str(directory),
+                command = [executable("anonmail"), "agent", "--home", str(directory),
                            "--passphrase-file", str(self._passphrase_file())]
-            self._procs[spec.name] = _Proc(spec, directory, command, self.directory / "logs" / f"{spec.name}.log")
+            self._procs[spec.name] = NodeProcess(spec, directory, command, self.directory / "logs" / f"{spec.name}.log")
         return self._procs[spec.name]
 
     def _passphrase_file(self) -> Path:
@@ -541,7 +326,7 @@ class Testnet:
             log.write(f"--- start {proc.starts + 1} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
             proc.popen = subprocess.Popen(proc.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          env=self._env(), start_new_session=True)
+                                          env=child_env(), start_new_session=True)
         proc.starts += 1
         self._save_state()
 
@@ -563,16 +348,6 @@ class Testnet:
         self.start(name)
         self.wait_ready([name], timeout=timeout)
 
-    def _ready(self, proc: _Proc, *, consensus: bool) -> bool:
-        status = proc.status()
-        if not status or status.get("pid") != proc.pid or not status.get("running", True):
-            return False
-        if proc.spec.role == "agent":  # ready for mail once its session with the provider is up
-            return bool(status.get("connected"))
-        if len(status.get("addresses") or []) < len(proc.spec.serves):
-            return False
-        return not consensus or proc.spec.role == "authority" or bool(status.get("in_consensus"))
-
     def wait_ready(self, names: list[str], *, consensus: bool = False, timeout: float = SERVE_TIMEOUT) -> None:
         """Wait until each named process serves its addresses (and, if asked, is in the consensus)."""
         deadline = time.monotonic() + timeout
@@ -584,7 +359,7 @@ class Testnet:
                     code = proc.popen.returncode if proc.popen is not None else None
                     raise TestnetError(f"{name} exited (code {code}) before it was ready; its log "
                                        f"{proc.log}:\n    {log_tail(proc.log)}")
-                if self._ready(proc, consensus=consensus):
+                if process_ready(proc, consensus=consensus):
                     pending.remove(name)
             if pending and time.monotonic() > deadline:
                 what = "listed in the consensus" if consensus else "serving"
@@ -616,13 +391,13 @@ class Testnet:
 
     def _authority_init(self, spec: NodeSpec, index: int, peers: list[tuple[str, str]]) -> str:
         proc = self._proc(spec)
-        argv = [_executable("mixnode"), "authority", "init", "--dir", str(proc.dir), "--name", spec.name,
+        argv = [executable("mixnode"), "authority", "init", "--dir", str(proc.dir), "--name", spec.name,
                 "--epoch-seconds", str(self.epoch_seconds), *self._transport_flags()]
         if peers:
             argv += ["--force", "--threshold", str(THRESHOLD)]
             for address, key in peers:
                 argv += ["--peer", f"{address}={key}"]
-        out = self._run(argv, f"mixnode authority init ({spec.name})")
+        out = run_command(argv, f"mixnode authority init ({spec.name})")
         config = proc.dir / "authority.toml"
         for table, values in self._transport_keys(spec, index).items():
             set_toml_keys(config, table, values)
@@ -692,14 +467,14 @@ class Testnet:
     def _node_init(self, spec: NodeSpec, index: int) -> None:
         proc = self._proc(spec)
         if spec.role == "mix":
-            argv = [_executable("mixnode"), "init", "--dir", str(proc.dir), "--name", spec.name,
+            argv = [executable("mixnode"), "init", "--dir", str(proc.dir), "--name", spec.name,
                     "--layer", str(spec.layer), *self._pin_args(), *self._transport_flags()]
             config = proc.dir / "mixnode.toml"
         else:
-            argv = [_executable("anonmail"), "provider", "init", "--dir", str(proc.dir), "--name", spec.name,
+            argv = [executable("anonmail"), "provider", "init", "--dir", str(proc.dir), "--name", spec.name,
                     *self._pin_args(), *self._transport_flags()]
             config = proc.dir / "provider.toml"
-        self._run(argv, f"{' '.join(Path(argv[0]).name.split())} init ({spec.name})")
+        run_command(argv, f"{' '.join(Path(argv[0]).name.split())} init ({spec.name})")
         for table, values in self._transport_keys(spec, index).items():
             set_toml_keys(config, table, values)
         for table, values in self.node_settings.items():
@@ -733,7 +508,7 @@ class Testnet:
 
     def _user_init(self, spec: NodeSpec) -> None:
         proc = self._proc(spec)
-        argv = [_executable("anonmail"), "init", "--home", str(proc.dir), *self._pin_args(),
+        argv = [executable("anonmail"), "init", "--home", str(proc.dir), *self._pin_args(),
                 "--provider", spec.provider, "--passphrase-file", str(self._passphrase_file()), "--kdf", "interactive"]
         tables = self._transport_keys(spec, 0)
         if self.tor:
@@ -742,7 +517,7 @@ class Testnet:
             argv += ["--sam-port", str(tables["i2p"]["sam_port"])]
         for attempt in range(3):  # registration crosses Tor/I2P: a first circuit can fail
             try:
-                self._run(argv, f"anonmail init ({spec.name})")
+                run_command(argv, f"anonmail init ({spec.name})")
                 break
             except TestnetError:
                 if attempt == 2:
@@ -754,7 +529,7 @@ class Testnet:
             set_toml_keys(config, table, values)
         if self.agent_settings:
             set_toml_keys(config, "agent", self.agent_settings)
-        self._addresses[spec.name] = self._run([_executable("anonmail"), "whoami", "--home", str(proc.dir)],
+        self._addresses[spec.name] = run_command([executable("anonmail"), "whoami", "--home", str(proc.dir)],
                                                f"anonmail whoami ({spec.name})").strip()
 
     def _start_users(self) -> None:
@@ -781,10 +556,10 @@ class Testnet:
 
     def add_contact(self, user: str, other: str) -> None:
         """``anonmail contact add`` (the key lookup crosses Tor/I2P; retried)."""
-        argv = [_executable("anonmail"), "contact", "add", other, self._addresses[other], "--home", str(self.home(user))]
+        argv = [executable("anonmail"), "contact", "add", other, self._addresses[other], "--home", str(self.home(user))]
         for attempt in range(3):
             try:
-                self._run(argv, f"anonmail contact add ({user} adds {other})")
+                run_command(argv, f"anonmail contact add ({user} adds {other})")
                 return
             except TestnetError:
                 if attempt == 2:
@@ -793,8 +568,8 @@ class Testnet:
 
     def anonmail(self, user: str, *args: str, input_text: str | None = None) -> str:
         """Run an ``anonmail`` user command as ``user`` (what a user types); returns stdout."""
-        argv = [_executable("anonmail"), args[0], "--home", str(self.home(user)), *args[1:]]
-        return self._run(argv, f"anonmail {args[0]} ({user})", input_text=input_text)
+        argv = [executable("anonmail"), args[0], "--home", str(self.home(user)), *args[1:]]
+        return run_command(argv, f"anonmail {args[0]} ({user})", input_text=input_text)
 
     @property
     def names(self) -> list[str]:
@@ -817,3 +592,4 @@ class Testnet:
     def dir_of(self, name: str) -> Path:
         """The process's data directory (or the user's home)."""
         return self._procs[name].dir
+

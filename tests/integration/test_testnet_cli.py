@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from anonmail.testnet.network import process_alive, read_state
+from anonmail.testnet.processes import process_alive, read_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.tor, pytest.mark.i2p]
 

@@ -32,7 +32,8 @@ from anonmail.core.wire import Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import ConnectError
 from anonmail.net.router import Router
-from anonmail.testnet.network import Testnet, log_tail
+from anonmail.testnet.network import Testnet
+from anonmail.testnet.processes import log_tail
 
 pytestmark = [
     pytest.mark.integration,
@@ -203,13 +204,13 @@ def test_network_serves_only_onion_addresses_and_lists_every_node(net: Testnet):
 
 
 def test_status_commands_work_against_the_running_nodes(net: Testnet):
-    from anonmail.testnet.network import _executable
+    from anonmail.testnet.processes import executable
 
     commands = {
-        "mix1a": [_executable("mixnode"), "status", "--config", str(net.dir_of("mix1a") / "mixnode.toml"), "--json"],
-        "alpha": [_executable("anonmail"), "provider", "status", "--dir", str(net.dir_of("alpha")), "--json"],
-        "alice": [_executable("anonmail"), "status", "--home", str(net.home("alice")), "--json"],
-        "auth1": [_executable("mixnode"), "authority", "status", "--config",
+        "mix1a": [executable("mixnode"), "status", "--config", str(net.dir_of("mix1a") / "mixnode.toml"), "--json"],
+        "alpha": [executable("anonmail"), "provider", "status", "--dir", str(net.dir_of("alpha")), "--json"],
+        "alice": [executable("anonmail"), "status", "--home", str(net.home("alice")), "--json"],
+        "auth1": [executable("mixnode"), "authority", "status", "--config",
                   str(net.dir_of("auth1") / "authority.toml"), "--json"],
     }
     for name, argv in commands.items():

@@ -72,7 +72,7 @@ def test_a_node_whose_every_transport_is_connect_only_is_refused(tmp_path, capsy
     import base64
 
     from anonmail.net.tor import create_onion_key
-    from anonmail.testnet.network import set_toml_keys
+    from anonmail.testnet.tomledit import set_toml_keys
     from mixnode.config import load_mix_config
 
     pin = f"{create_onion_key(tmp_path / 'authority-key')}={base64.b64encode(bytes(32)).decode()}"

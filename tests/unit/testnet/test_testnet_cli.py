@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from anonmail.cli import main
-from anonmail.testnet.network import STATE_FILE
+from anonmail.testnet.processes import STATE_FILE
 
 pytestmark = pytest.mark.unit
 

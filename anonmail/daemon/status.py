@@ -42,7 +42,12 @@ def read_status(data_dir: Path) -> dict:
 
 
 def pid_alive(pid: object) -> bool:
-    """Whether a process with this PID exists (signal 0)."""
+    """Whether a process with this PID runs: it exists (signal 0) and is not a zombie.
+
+    A zombie has exited and waits only for its parent to collect the exit status, so it counts
+    as gone: a crashed daemon whose parent has not reaped it is not running. The zombie state is
+    read from ``/proc`` where there is one.
+    """
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
@@ -50,8 +55,15 @@ def pid_alive(pid: object) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass  # another user's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")  # exited since the signal, unless there is no /proc
+    except (OSError, IndexError):
         return True
-    return True
+    return state != "Z"
 
 
 def liveness(status: dict, now: float | None = None) -> tuple[bool, float]:

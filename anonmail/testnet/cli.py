@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from anonmail.daemon.cli import EXIT_NOT_RUNNING as NOT_RUNNING
-from anonmail.daemon.status import STATUS_FILE, liveness
+from anonmail.daemon.status import STATUS_FILE, liveness, pid_alive
 from anonmail.errors import TestnetError
 from anonmail.testnet.network import Testnet
-from anonmail.testnet.processes import STATE_FILE, check_fresh_directory, log_tail, process_alive, read_json, read_state
+from anonmail.testnet.processes import STATE_FILE, check_fresh_directory, log_tail, read_json, read_state
 
 __all__ = ["add_testnet_parser", "run_testnet_command"]
 
@@ -119,7 +119,7 @@ def _up(args: argparse.Namespace) -> int:
         raise TestnetError("choose the networks: --tor, --i2p or both")
     directory = args.dir.resolve()
     state = read_state(directory)
-    if state and state.get("phase") in ("starting", "ready") and process_alive(state.get("supervisor_pid")):
+    if state and state.get("phase") in ("starting", "ready") and pid_alive(state.get("supervisor_pid")):
         raise TestnetError(f"a testnet is already running in {directory} "
                            f"(`anonmail testnet down --dir {directory}` stops it)")
     check_fresh_directory(directory)
@@ -277,7 +277,7 @@ def _print_table(console, state: dict) -> None:
                       num("queue"), "; ".join(notes))
     daemons = state.get("daemons") or {}
     for name, pids in sorted(daemons.items()):
-        alive = sum(1 for pid in pids if process_alive(pid))
+        alive = sum(1 for pid in pids if pid_alive(pid))
         table.add_row(name, "daemon", "-", "-", f"{alive}/{len(pids)} up", "-", "-", "-", "private network, 127.0.0.1")
     console.print(table)
 
@@ -288,7 +288,7 @@ def _status(args: argparse.Namespace) -> int:
     if state is None:
         print(f"anonmail testnet: no testnet in {directory} (start one with `anonmail testnet up`)", file=sys.stderr)
         return NOT_RUNNING
-    running = process_alive(state.get("supervisor_pid")) and state.get("phase") in ("starting", "ready")
+    running = pid_alive(state.get("supervisor_pid")) and state.get("phase") in ("starting", "ready")
     if args.json:
         print(json.dumps({"phase": state.get("phase") if running else "stopped", "directory": str(directory),
                           "timings": state.get("timings"), "processes": _process_rows(state),
@@ -326,19 +326,19 @@ def _down(args: argparse.Namespace) -> int:
         print(f"anonmail testnet: no testnet in {directory}", file=sys.stderr)
         return 1
     supervisor = state.get("supervisor_pid")
-    if process_alive(supervisor) and _expected(supervisor, frozenset({"anonmail"})):
+    if pid_alive(supervisor) and _expected(supervisor, frozenset({"anonmail"})):
         print(f"stopping the testnet supervisor (pid {supervisor})…", file=sys.stderr)
         os.kill(supervisor, signal.SIGTERM)
         deadline = time.monotonic() + 90
-        while process_alive(supervisor) and time.monotonic() < deadline:
+        while pid_alive(supervisor) and time.monotonic() < deadline:
             time.sleep(0.2)
         state = read_state(directory) or state
     pids = [p["pid"] for p in state.get("processes") or [] if p.get("pid")]
     pids += [pid for group in (state.get("daemons") or {}).values() for pid in group]
-    leftovers = [pid for pid in pids if process_alive(pid) and _expected(pid)]
+    leftovers = [pid for pid in pids if pid_alive(pid) and _expected(pid)]
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
-    if process_alive(supervisor) and _expected(supervisor, frozenset({"anonmail"})):
+    if pid_alive(supervisor) and _expected(supervisor, frozenset({"anonmail"})):
         os.kill(supervisor, signal.SIGKILL)
         leftovers.append(supervisor)
     if leftovers:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anonmail.daemon.status import pid_alive
 from anonmail.errors import TestnetError
 from anonmail.testnet.plan import AUTHORITIES, LAYERS, THRESHOLD, NodeSpec, plan_nodes
 from anonmail.testnet.processes import (
@@ -52,7 +53,6 @@ from anonmail.testnet.processes import (
     child_env,
     executable,
     log_tail,
-    process_alive,
     process_ready,
     read_state,
     run_command,
@@ -128,7 +128,7 @@ class Testnet:
             raise TestnetError("this testnet was already started")
         if (self.directory / STATE_FILE).exists():
             old = read_state(self.directory) or {}
-            if old.get("phase") in ("starting", "ready") and process_alive(old.get("supervisor_pid")):
+            if old.get("phase") in ("starting", "ready") and pid_alive(old.get("supervisor_pid")):
                 raise TestnetError(f"a testnet is already running in {self.directory}: "
                                    f"`anonmail testnet down --dir {self.directory}` first")
         check_fresh_directory(self.directory)

@@ -16,7 +16,6 @@ from anonmail.testnet.plan import NodeSpec
 __all__ = [
     "STATE_FILE",
     "NodeProcess",
-    "process_alive",
     "executable",
     "read_json",
     "log_tail",
@@ -32,17 +31,6 @@ __all__ = [
 STATE_FILE = "testnet.json"
 #: Seconds for one init/contact command (registration goes over Tor/I2P).
 COMMAND_TIMEOUT = 180.0
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether a process with this PID exists (and is not a zombie)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def executable(name: str) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from anonmail.testnet.processes import process_alive, read_state
+from anonmail.daemon.status import pid_alive
+from anonmail.testnet.processes import read_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.tor, pytest.mark.i2p]
 
@@ -53,7 +54,7 @@ def test_up_status_send_down_on_a_mixed_tor_and_i2p_network(tmp_path: Path):
         assert sorted(report["daemons"]) == ["i2pd", "tor"]
         running = read_state(directory)
         pids = [p["pid"] for p in running["processes"]] + [pid for g in running["daemons"].values() for pid in g]
-        assert len(pids) == 10 + 7 + 3 and all(process_alive(pid) for pid in pids)  # nodes, tors, i2pds
+        assert len(pids) == 10 + 7 + 3 and all(pid_alive(pid) for pid in pids)  # nodes, tors, i2pds
 
         alice, bob = directory / "users" / "alice", directory / "users" / "bob"
         sent = _anonmail("send", "--home", str(alice), "--to", "bob", "--subject", "across Tor and I2P",
@@ -73,5 +74,5 @@ def test_up_status_send_down_on_a_mixed_tor_and_i2p_network(tmp_path: Path):
     assert down.returncode == 0, down.stderr
     state = read_state(directory)
     assert state is not None and state["phase"] == "stopped"
-    assert not [pid for pid in pids if process_alive(pid)]
+    assert not [pid for pid in pids if pid_alive(pid)]
     assert _anonmail("testnet", "status", "--dir", str(directory)).returncode == 3

@@ -47,6 +47,7 @@ from anonmail.net.tor import (
     stop_tor_process,
     wait_for_bootstrap,
 )
+from anonmail.net.tor.process import log_tail
 
 __all__ = ["MIN_RELAYS", "TorClient", "TorNetwork", "run_tor_check"]
 
@@ -356,7 +357,7 @@ class TorNetwork:
     def _check_alive(self) -> None:
         for node in self._nodes:
             if node.process is not None and node.process.poll() is not None:
-                tail = _tail(node.data_dir / "notice.log") or _tail(node.data_dir / "stderr.log")
+                tail = log_tail(node.data_dir / "notice.log", 3) or log_tail(node.data_dir / "stderr.log", 3)
                 raise TestnetError(f"tor node {node.nickname} exited with status {node.process.returncode}: {tail}")
 
     def _wait_for_consensus(self, timeout: float) -> None:
@@ -485,7 +486,7 @@ class TorNetwork:
         while True:
             if proc.poll() is not None:
                 raise TestnetError(
-                    f"client tor in {data_dir} exited with status {proc.returncode}: {_tail(data_dir / 'notice.log')}"
+                    f"client tor in {data_dir} exited with status {proc.returncode}: {log_tail(data_dir / 'notice.log', 3)}"
                 )
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -495,14 +496,6 @@ class TorNetwork:
                 if time.monotonic() > deadline:
                     raise TestnetError(f"client tor in {data_dir} opened no control port in {timeout:.0f} s") from None
                 time.sleep(0.05)
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
 
 
 # --- tor-check ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import anyio
 
 from anonmail.errors import TorError
 
-__all__ = ["start_tor_process", "stop_tor_process", "launch_torrc_lines", "await_control_port_file"]
+__all__ = ["start_tor_process", "stop_tor_process", "launch_torrc_lines", "await_control_port_file", "log_tail"]
 
 _LAUNCHED: set[subprocess.Popen] = set()
 _LAUNCHED_LOCK = threading.Lock()
@@ -71,7 +71,8 @@ def stop_tor_process(proc: subprocess.Popen, *, grace: float = 5.0) -> None:
             _LAUNCHED.discard(proc)
 
 
-def _log_tail(path: Path, lines: int = 5) -> str:
+def log_tail(path: Path, lines: int = 5) -> str:
+    """The last lines of a tor log joined by `` | `` for an error message; "" if there is none."""
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
@@ -99,7 +100,7 @@ async def await_control_port_file(port_file: Path, proc: subprocess.Popen, tor_d
     """Wait until a launched tor writes its control port file; TorError if tor exits first."""
     while True:
         if proc.poll() is not None:
-            detail = _log_tail(tor_dir / "stderr.log") or _log_tail(tor_dir / "notice.log")
+            detail = log_tail(tor_dir / "stderr.log") or log_tail(tor_dir / "notice.log")
             raise TorError(f"the tor launched in {tor_dir} exited with status {proc.returncode}: {detail}")
         try:
             text = port_file.read_text().strip()

@@ -38,6 +38,7 @@ import hmac
 import os
 import struct
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -120,12 +121,25 @@ SURB_BYTES = NODE_ID_BYTES + HEADER_BYTES + K
 # --------------------------------------------------------------------------- primitives
 
 
+try:  # the cipher context Cipher(...).encryptor() returns, without its per-call type checks
+    from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
+
+    _new_encryptor = _rust_openssl.ciphers.create_encryption_ctx
+except (ImportError, AttributeError):  # a cryptography without it: the public API, same bytes
+
+    def _new_encryptor(algorithm: Any, mode: Any) -> Any:
+        return Cipher(algorithm, mode).encryptor()
+
+
+_ECB = modes.ECB()
+
+
 def _aes_ecb(key: bytes, data: bytes) -> bytes:
-    return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(data)
+    return _new_encryptor(algorithms.AES(key), _ECB).update(data)
 
 
 def _aes_ctr(key: bytes, data: bytes, iv: bytes = _ZERO_IV) -> bytes:
-    return Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor().update(data)
+    return _new_encryptor(algorithms.AES(key), modes.CTR(iv)).update(data)
 
 
 def _xor16(a: bytes, b: bytes) -> bytes:
@@ -152,25 +166,60 @@ def _blinding(hb: bytes) -> bytes:
     return hb + bytes(16)
 
 
+def _sha256_tail(data: bytes, key: bytes, label: bytes) -> bytes:
+    """sha256(data + key + label)[:K] without copying the 3.8 kB ``data``."""
+    h = hashlib.sha256(data)
+    h.update(key + label)
+    return h.digest()[:K]
+
+
+class _AesStream:
+    """Every AES use of one key from a single CTR context: CTR from any nonce, and one block of
+    ECB as CTR at nonce = that block. Building a cipher context costs more than the AES work
+    on a 3.8 kB body, so LIONESS builds one instead of three."""
+
+    __slots__ = ("_ctx", "_reset")
+
+    def __init__(self, key: bytes, nonce: bytes) -> None:
+        self._ctx = _new_encryptor(algorithms.AES(key), modes.CTR(nonce))
+        self._reset = getattr(self._ctx, "reset_nonce", None)  # cryptography >= 43
+        if self._reset is None:
+            aes = algorithms.AES(key)
+
+            def fresh(nonce: bytes) -> None:
+                self._ctx = _new_encryptor(aes, modes.CTR(nonce))
+
+            self._reset = fresh
+
+    def ctr(self, nonce: bytes, data: bytes) -> bytes:
+        """AES-CTR of ``data`` from counter ``nonce``."""
+        self._reset(nonce)
+        return self._ctx.update(data)
+
+    def first(self, data: bytes) -> bytes:
+        """AES-CTR of ``data`` from the nonce the stream was made with (no reset needed)."""
+        return self._ctx.update(data)
+
+
 def _lioness_enc(key: bytes, m: bytes) -> bytes:
-    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    k1 = hashlib.sha256(m[K:] + key + b"1").digest()[:K]
-    left = _xor16(m[:K], ecb.update(k1))
-    right = _aes_ctr(key, m[K:], left)
-    k3 = hashlib.sha256(right + key + b"3").digest()[:K]
-    left = _xor16(left, ecb.update(k3))
-    return left + _aes_ctr(key, right, left)
+    k1 = _sha256_tail(m[K:], key, b"1")
+    aes = _AesStream(key, k1)
+    left = aes.first(m[:K])  # m[:K] xor AES(k1)
+    right = aes.ctr(left, m[K:])
+    k3 = _sha256_tail(right, key, b"3")
+    left = aes.ctr(k3, left)  # left xor AES(k3)
+    return left + aes.ctr(left, right)
 
 
 def _lioness_dec(key: bytes, m: bytes) -> bytes:
-    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    left, right = m[:K], m[K:]
-    right = _aes_ctr(key, right, left)
-    k3 = hashlib.sha256(right + key + b"3").digest()[:K]
-    left = _xor16(left, ecb.update(k3))
-    right = _aes_ctr(key, right, left)
-    k1 = hashlib.sha256(right + key + b"1").digest()[:K]
-    return _xor16(left, ecb.update(k1)) + right
+    left = m[:K]
+    aes = _AesStream(key, left)
+    right = aes.first(m[K:])
+    k3 = _sha256_tail(right, key, b"3")
+    left = aes.ctr(k3, left)
+    right = aes.ctr(left, right)
+    k1 = _sha256_tail(right, key, b"1")
+    return aes.ctr(k1, left) + right
 
 
 def _pad_body(size: int, body: bytes) -> bytes:
@@ -519,6 +568,9 @@ def reference_params():
 
     Imports sphinxmix (and petlib) lazily: the hot path never needs them.
     """
+    from anonmail.core.petlib_compat import petlib_msgpack_compat
+
+    petlib_msgpack_compat()
     from sphinxmix.SphinxParams import SphinxParams
     from sphinxmix.SphinxParamsC25519 import Group_C25519
 
@@ -529,3 +581,4 @@ def reference_params():
             return _blinding(bytes(data[:16]))
 
     return SphinxParams(group=Group(), header_len=SPHINX_MAX_LEN, body_len=BODY_BYTES)
+

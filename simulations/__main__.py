@@ -1,4 +1,4 @@
-"""``python -m simulations run [--json] [options]`` and ``python -m simulations sweep CONFIG --out DIR``.
+"""``python -m simulations run [--json] [options]``, ``sweep CONFIG --out DIR`` and ``bench``.
 
 Bad input (an unknown option, a negative rate, a malformed or unknown key in a sweep config) is
 one line on stderr naming the option, key or file, and exit status 2.
@@ -62,8 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a grid of parameters from a TOML file, write CSV, JSON and plots")
     sweep.add_argument("config", help="sweep TOML file (see simulations/example.toml)")
     sweep.add_argument("--out", required=True, help="output directory")
-    sweep.add_argument("--workers", type=int, default=None, help="worker processes (default: cores, at most 2)")
+    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="Dask scheduler to run on, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="processes of the local cluster (default: cores, at most 2)")
     sweep.add_argument("--no-plots", action="store_true", help="write CSV and JSON only")
+    bench = sub.add_parser("bench", help="time this engine against the frozen pre-speed-up one, side by side")
+    bench.add_argument("--preset", action="append", choices=["defaults", "10k"],
+                       help="config to time (repeatable; default: defaults and 10k)")
+    bench.add_argument("--no-pure", action="store_true", help="skip the pure-Python loop when the compiled one is built")
+    bench.add_argument("--json", action="store_true", help="print the rows as JSON")
     return parser
 
 
@@ -108,9 +116,17 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_config(config)
             print(to_json(summary) if args.json else _human(summary))
             return 0
+        if args.command == "bench":
+            import json
+
+            from simulations.bench import bench, format_table
+
+            rows = bench(args.preset or ["defaults", "10k"], include_pure=not args.no_pure)
+            print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+            return 0 if all(r["same_json_as_reference"] for r in rows) else 1
         from simulations.sweep import run_sweep
 
-        run_sweep(args.config, args.out, workers=args.workers, plots=not args.no_plots)
+        run_sweep(args.config, args.out, scheduler=args.scheduler, workers=args.workers, plots=not args.no_plots)
         return 0
     except AnonmailError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

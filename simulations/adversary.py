@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Adversary", "TargetResult", "EPSILON"]
+__all__ = ["Adversary", "TargetResult", "EPSILON", "DONE", "conclude"]
 
 #: A pool drops a target's mass below k * EPSILON (cost grows only with log(1/EPSILON)).
 EPSILON = 1e-7
 #: A target is finished once this little of its mass is still inside the network.
-_DONE = 1e-4
+DONE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,13 @@ class Adversary:
         self.tracked = tracked  # honest mixes: pools
         self.last_layer = last_layer
         self.samples = samples
-        self.count = [0] * n_nodes  # packets in each mix
+        self.count = [0] * n_nodes  # packets in each honest mix (kept by the engine)
         self.pools: list[dict[int, float]] = [{} for _ in range(n_nodes)]
         self.targets: list[_Target] = []
         self.done: list[bool] = []  # per target: concluded (its leftover mass is dropped)
         self.results: list[TargetResult] = []
 
-    def start_target(self, pkt, msg, t: float) -> None:
+    def start_target(self, pkt: Any, msg: Any, t: float) -> None:
         """Trace this real packet if the sample is not full yet."""
         if len(self.targets) >= self.samples:
             return
@@ -95,24 +96,17 @@ class Adversary:
         pkt.mass = {tid: 1.0}
         pkt.tid = tid
 
-    def enter(self, node: int, pkt) -> None:
-        """A packet enters honest mix ``node``: its mass joins the pool."""
-        self.count[node] += 1
+    def enter(self, node: int, pkt: Any) -> None:
+        """A packet carrying mass enters honest mix ``node`` (the engine counts it): the mass joins the pool."""
         mass = pkt.mass
-        if mass is not None:
-            pool = self.pools[node]
-            for tid, v in mass.items():
-                pool[tid] = pool.get(tid, 0.0) + v
-            pkt.mass = None
-
-    def leave(self, node: int, pkt) -> None:
-        """A packet leaves honest mix ``node``: it takes 1/k of each target's pool mass."""
-        count = self.count
-        k = count[node]
-        count[node] = k - 1
         pool = self.pools[node]
-        if not pool:
-            return
+        for tid, v in mass.items():
+            pool[tid] = pool.get(tid, 0.0) + v
+        pkt.mass = None
+
+    def leave_pool(self, node: int, k: int, pkt: Any) -> None:
+        """A packet leaves honest mix ``node`` that held ``k`` packets and some mass: it takes 1/k of each target's."""
+        pool = self.pools[node]
         if k == 1:
             pkt.mass = dict(pool)
             pool.clear()
@@ -121,8 +115,8 @@ class Adversary:
         done = self.done
         share = 1.0 / k
         keep = 1.0 - share
-        out = {}
-        drop = None
+        out: dict[int, float] = {}
+        drop: list[int] | None = None
         for tid, s in pool.items():
             if s < limit or done[tid]:
                 if drop is None:
@@ -141,7 +135,7 @@ class Adversary:
         if out:
             pkt.mass = out
 
-    def exit(self, pkt, t: float) -> None:
+    def exit(self, pkt: Any, t: float) -> None:
         """A packet leaves the last layer: its mass is final for every target it carries."""
         targets = self.targets
         done = self.done
@@ -161,11 +155,11 @@ class Adversary:
                 by_dest[dest] = by_dest.get(dest, 0.0) + v
             if own == tid:
                 target.own_out = True
-            if target.outstanding < _DONE and target.own_out:
+            if target.outstanding < DONE and target.own_out:
                 self._finish(target)
         pkt.mass = None
 
-    def consumed(self, pkt) -> None:
+    def consumed(self, pkt: Any) -> None:
         """A packet carrying mass ended inside the mix layers (a mix's own loop): condition it away."""
         targets = self.targets
         for tid, v in pkt.mass.items():
@@ -182,18 +176,24 @@ class Adversary:
     def _finish(self, target: _Target) -> None:
         target.done = True
         self.done[target.tid] = True
-        if target.volume <= 0:
-            return
-        volume = target.volume
-        entropy = max(0.0, math.log2(volume) - target.vlogv / volume)
-        stored = sum(target.by_dest.values())
-        recipient_entropy, linked = 0.0, 0.0
-        if stored > 0:
-            recipient_entropy = max(0.0, -sum((v / stored) * math.log2(v / stored) for v in target.by_dest.values()))
-            best = max(target.by_dest.values())
-            ties = [d for d, v in target.by_dest.items() if v >= best * (1 - 1e-9)]
-            linked = 1.0 / len(ties) if target.recipient in ties else 0.0
-        self.results.append(
-            TargetResult(entropy, target.exits, recipient_entropy, linked, target.truncated, target.sent_at)
-        )
+        result = conclude(target.volume, target.vlogv, target.exits, target.by_dest, target.recipient,
+                          target.truncated, target.sent_at)
+        if result is not None:
+            self.results.append(result)
         target.by_dest = {}
+
+
+def conclude(volume: float, vlogv: float, exits: int, by_dest: dict[int, float], recipient: int,
+             truncated: float, sent_at: float) -> TargetResult | None:
+    """What the adversary concludes from a target's exit mass (None if none of it left the mixes)."""
+    if volume <= 0:
+        return None
+    entropy = max(0.0, math.log2(volume) - vlogv / volume)
+    stored = sum(by_dest.values())
+    recipient_entropy, linked = 0.0, 0.0
+    if stored > 0:
+        recipient_entropy = max(0.0, -sum((v / stored) * math.log2(v / stored) for v in by_dest.values()))
+        best = max(by_dest.values())
+        ties = [d for d, v in by_dest.items() if v >= best * (1 - 1e-9)]
+        linked = 1.0 / len(ties) if recipient in ties else 0.0
+    return TargetResult(entropy, exits, recipient_entropy, linked, truncated, sent_at)

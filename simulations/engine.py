@@ -1,47 +1,60 @@
 """Discrete-event simulation of a Loopix-class network in virtual time, with the nodes' own policy.
 
 Engine: one heap of ``(time, seq, kind, object)`` events popped in order (``seq`` breaks ties, so
-a run is a pure function of its config and seed). A hand-written heap loop and not simpy:
-measured 3.5x faster for packets crossing timed hops (docs/simulator.md), and every hop that
-takes no time (providers, zero delays, zero link latency) is handled inline with no event.
+a run is a pure function of its config and seed). A hand-written heap loop and not simpy
+(measured 3.5x faster, docs/simulator.md); every hop that takes no time (providers, zero delays,
+zero link latency) is handled inline with no event.
 
-What the simulated parties do, drawn from :mod:`anonmail.core.policy` (not re-implemented):
+What the simulated parties do is :mod:`anonmail.core.policy`, drawn here with the very random
+draws the policy functions make, in the same order (the loop calls ``rng.random`` itself instead
+of going through :class:`PathPlanner` and :func:`sample_delays_ms` per packet; a test runs the
+frozen pre-speed-up engine, which calls them, and compares the JSON):
 
-* a client writes real messages at ``real_rate`` (a :class:`PoissonSchedule`); its payload
-  stream (``lambda_payload``) sends a queued real fragment or else drop cover; it also sends
-  loop cover (``lambda_loop``) and a drop-cover stream (``lambda_drop``). Paths come from
-  :class:`PathPlanner` (= :func:`choose_path`, cached), delays from :func:`sample_delays_ms`.
-  With ``lambda_payload == 0`` a real message leaves the moment it is written.
+* a client writes real messages at ``real_rate``; its payload stream (``lambda_payload``) sends
+  a queued real fragment or else drop cover; it also sends loop cover (``lambda_loop``) and a
+  drop-cover stream (``lambda_drop``). With ``lambda_payload == 0`` a real message leaves the
+  moment it is written. Paths are uniform per mix layer (``choose_path`` with equal weights),
+  per-hop delays whole milliseconds of Exp(``delay_mean``);
 * providers forward without delay (``provider_delay`` > 0 adds Exp delay); egress providers
   store real fragments and loops and discard drop cover;
-* each mix emits loop cover at ``lambda_mix`` along :func:`loop_route`, with the mix node's own
+* each mix emits loop cover at ``lambda_mix`` along ``loop_route``, with the mix node's own
   rule for delays (every mix hop but the last).
 
-The adversary's bookkeeping lives in :mod:`simulations.adversary`; this module only tells it
-when packets enter and leave mixes.
+The adversary's bookkeeping lives in :mod:`simulations.adversary`; this module keeps the pool
+sizes itself and calls it only when a pool or a packet carries a traced message's mass.
+
+This module is compiled by mypyc when the package is built (see ``setup.py``); the same source
+runs as plain Python when no compiled module is there (``ANONMAIL_SIM_PURE=1`` forces it).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+import os
 import random
 import time
-from collections.abc import Callable
+from collections import deque
+from math import log
+from typing import Any, Callable
 
-from anonmail.core import policy
-from anonmail.core.policy import NodeRef, PathPlanner, PoissonSchedule, Topology
+from anonmail.core.policy import MAX_DELAY_MS, NodeRef, Topology
 from simulations.adversary import Adversary
 from simulations.model import SimConfig
 
-__all__ = ["Simulation", "Packet", "REAL", "LOOP", "DROP", "MIX_LOOP"]
+__all__ = ["Simulation", "Packet", "Message", "REAL", "LOOP", "DROP", "MIX_LOOP", "KIND_NAMES"]
 
 # Packet kinds.
 REAL, LOOP, DROP, MIX_LOOP = 0, 1, 2, 3
 KIND_NAMES = ("real", "loop", "drop", "mix_loop")
 
-# Event kinds.
-_DEPART, _ARRIVE, _WRITE, _PAYLOAD, _LOOP, _DROP, _MIX_LOOP = range(7)
+# Event kinds: a packet leaves / arrives; a client's or mix's stream fires.
+_DEPART = 0
+_ARRIVE = 1
+_WRITE = 2
+_PAYLOAD = 3
+_LOOP = 4
+_DROP = 5
+_MIX_LOOP = 6
 
 _SCHEME = frozenset({"mem"})
 
@@ -67,7 +80,7 @@ class Packet:
     __slots__ = ("route", "delays", "pos", "kind", "origin", "dest", "msg", "mass", "tid", "sphinx")
 
     def __init__(self, route: list[int], delays: list[float], kind: int, origin: int, dest: int,
-                 msg: Message | None = None) -> None:
+                 msg: Message | None) -> None:
         self.route = route
         self.delays = delays
         self.pos = 0
@@ -100,9 +113,11 @@ class Simulation:
         for p in range(config.providers):
             nodes.append(NodeRef(_node_id("provider", p), f"provider-{p}", 0, _SCHEME, data=m + p))
         self.topology = Topology.from_nodes(nodes, layers=config.layers)
-        self.planner = PathPlanner(self.topology)
-        self.refs: list[NodeRef] = sorted(nodes, key=lambda n: n.data)  # index -> NodeRef
-        self.layer_of = [n.layer for n in self.refs]  # 0 for providers
+        self.refs: list[NodeRef] = sorted(nodes, key=_index_of)  # index -> NodeRef
+        self.layer_of: list[int] = [n.layer for n in self.refs]  # 0 for providers
+        # Node indices in the topology's order (by node id), which is what the policy draws from.
+        self.layer_nodes: list[list[int]] = [[_index_of(n) for n in group] for group in self.topology.layers]
+        self.provider_nodes: list[int] = [_index_of(n) for n in self.topology.providers]
         self.client_provider = [c % config.providers for c in range(config.clients)]
         n_comp = round(config.compromised * m)
         self.compromised = frozenset(self.adversary_rng.sample(range(m), n_comp))
@@ -114,211 +129,271 @@ class Simulation:
             last_layer=[self.layer_of[i] == config.layers for i in range(m + config.providers)],
             samples=config.entropy_samples,
         )
-        self.crypto: Callable[[Packet], None] | None = None
-        self.crypto_hop: Callable[[Packet, int], None] | None = None
+        self.crypto: Callable[[Any], None] | None = None
+        self.crypto_hop: Callable[[Any, int], None] | None = None
         if config.crypto:
             from simulations.crypto import SphinxLayer
 
-            layer = SphinxLayer(self, random.Random(f"{seed}:sphinx"))
-            self.crypto, self.crypto_hop = layer.wrap, layer.hop
+            sphinx_layer = SphinxLayer(self, random.Random(f"{seed}:sphinx"))
+            self.crypto, self.crypto_hop = sphinx_layer.wrap, sphinx_layer.hop
         # Counters.
         self.messages: list[Message] = []
         self.sent = [0, 0, 0, 0]  # packets emitted per kind
         self.delivered_packets = [0, 0, 0, 0]
+        self.latencies_s: list[float] = []  # of delivered real messages, in the order written
+        self.n_messages = 0  # real messages written
         self.events = 0
         self.wall_s = 0.0
         self.end_time = 0.0
+        # Run state.
+        self._heap: list[tuple[float, int, int, Any]] = []
+        self._seq = 0
+        self._link = config.link_latency
+        self._hop_lambd = 1.0 / config.delay_mean if config.delay_mean > 0 else 0.0
+        self._prov_lambd = 1.0 / config.provider_delay if config.provider_delay > 0 else 0.0
 
-    # ------------------------------------------------------------------ packet making
+    # ------------------------------------------------------------------ draws
+
+    def _delay(self, lambd: float) -> float:
+        """A per-hop delay in seconds: whole ms of Exp(1/lambd) (``sample_delay_ms``'s draw)."""
+        if lambd == 0.0:
+            return 0.0
+        ms = round(-log(1.0 - self.rng.random()) / lambd * 1000)
+        return (ms if ms < MAX_DELAY_MS else MAX_DELAY_MS) / 1000
 
     def _client_packet(self, client: int, kind: int, dest: int, msg: Message | None) -> Packet:
-        """Route and delays for a client's packet, drawn by the agent's policy."""
+        """Route and delays for a client's packet, drawn as the agent's policy draws them."""
         rng = self.rng
-        providers = self.topology.providers
+        random_ = rng.random
+        providers = self.provider_nodes
         ingress = providers[self.client_provider[client]]
         if kind == DROP:
             egress = providers[rng.randrange(self.n_providers)]
         else:
             egress = providers[self.client_provider[dest]]
-        mixes = self.planner.choose(rng, ingress=ingress, egress=egress)
-        delays = policy.sample_delays_ms(rng, len(mixes), self.config.delay_mean)
-        pdelay = self._provider_delay()
-        route = [ingress.data]
-        route.extend([n.data for n in mixes])
-        route.append(egress.data)
-        timing = [pdelay]
-        timing.extend([d / 1000 for d in delays])
+        route = [ingress]
+        for nodes in self.layer_nodes:  # PathPlanner.choose: one uniform draw per layer
+            route.append(nodes[int(random_() * len(nodes))])
+        route.append(egress)
+        timing = [0.0]
+        lambd = self._hop_lambd
+        for _ in self.layer_nodes:
+            timing.append(self._delay(lambd))
+        timing[0] = self._delay(self._prov_lambd)
         timing.append(0.0)
         return Packet(route, timing, kind, client, dest, msg)
 
-    def _provider_delay(self) -> float:
-        """A forwarding provider's hold time: none unless --provider-delay is set."""
-        mean = self.config.provider_delay
-        return policy.sample_delay_ms(self.rng, mean) / 1000 if mean else 0.0
-
     def _mix_loop_packet(self, mix: int) -> Packet:
-        """A mix's loop cover, routed and delayed as mixnode.node does it."""
-        cfg, rng = self.config, self.rng
-        route = policy.loop_route(rng, self.topology, self.refs[mix])
-        delays = []
-        for i, ref in enumerate(route):
-            if i == len(route) - 1:
-                delays.append(0.0)
-            elif ref.layer > 0:
-                delays.append(policy.sample_delay_ms(rng, cfg.delay_mean) / 1000)
-            else:
-                delays.append(self._provider_delay())
-        return Packet([n.data for n in route], delays, MIX_LOOP, mix, -1)
+        """A mix's loop cover, routed as ``loop_route`` and delayed as mixnode.node does it."""
+        random_ = self.rng.random
+        providers = self.provider_nodes
+        layer_nodes = self.layer_nodes
+        me = self.layer_of[mix]
+        provider = providers[int(random_() * len(providers))]
+        route: list[int] = []
+        for layer in range(me, len(layer_nodes)):  # the later layers, then a provider
+            nodes = layer_nodes[layer]
+            route.append(nodes[int(random_() * len(nodes))])
+        route.append(provider)
+        for layer in range(me - 1):  # the earlier layers, then back to the mix itself
+            nodes = layer_nodes[layer]
+            route.append(nodes[int(random_() * len(nodes))])
+        route.append(mix)
+        delays: list[float] = []
+        last = len(route) - 1
+        for i in range(last):
+            delays.append(self._delay(self._hop_lambd if route[i] != provider else self._prov_lambd))
+        delays.append(0.0)
+        return Packet(route, delays, MIX_LOOP, mix, -1, None)
+
+    # ------------------------------------------------------------------ moving packets
+
+    def _push(self, t: float, kind: int, obj: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, obj))
+
+    def _travel(self, pkt: Packet, t: float, leaving: bool) -> None:
+        """Move the packet on from time t until it must wait (a delay, a link) or ends.
+
+        ``leaving``: it is leaving route[pos] now; else it is arriving at route[pos].
+        """
+        adv = self.adversary
+        tracked = adv.tracked
+        count = adv.count
+        route = pkt.route
+        last = len(route) - 1
+        n_mixes = self.n_mixes
+        while True:
+            if leaving:
+                node = route[pkt.pos]
+                if node < n_mixes:
+                    if tracked[node]:
+                        k = count[node]
+                        count[node] = k - 1
+                        if adv.pools[node]:
+                            adv.leave_pool(node, k, pkt)
+                    if pkt.mass is not None and adv.last_layer[node]:
+                        adv.exit(pkt, t)
+                pkt.pos += 1
+                if self._link != 0.0:
+                    self._push(t + self._link, _ARRIVE, pkt)
+                    return
+            pos = pkt.pos
+            node = route[pos]
+            if self.crypto_hop is not None and pkt.sphinx is not None:
+                self.crypto_hop(pkt, node)  # unwraps, checks next hop and delay against the route
+            if pos == last:  # delivered (egress provider, or the mix that sent this loop)
+                self.delivered_packets[pkt.kind] += 1
+                if pkt.mass is not None:
+                    adv.consumed(pkt)  # a mix's own loop returning: the adversary sees it end
+                msg = pkt.msg
+                if msg is not None:
+                    msg.left -= 1
+                    if msg.left == 0:
+                        msg.delivered = t
+                return
+            if tracked[node]:
+                count[node] += 1
+                if pkt.mass is not None:
+                    adv.enter(node, pkt)
+            d = pkt.delays[pos]
+            if d != 0.0:
+                self._push(t + d, _DEPART, pkt)
+                return
+            leaving = True
+
+    def _emit(self, pkt: Packet, t: float) -> None:
+        """The sender puts the packet on its first link at t."""
+        self.sent[pkt.kind] += 1
+        if self.crypto is not None:
+            self.crypto(pkt)
+        if self._link == 0.0:
+            self._travel(pkt, t, False)
+        else:
+            self._push(t + self._link, _ARRIVE, pkt)
+
+    def _send_real(self, msg: Message, t: float) -> None:
+        pkt = self._client_packet(msg.sender, REAL, msg.recipient, msg)
+        msg.sent += 1
+        if msg.sent == 1 and t >= self.config.warmup_s:
+            self.adversary.start_target(pkt, msg, t)  # the first fragment stands for the message
+        self._emit(pkt, t)
 
     # ------------------------------------------------------------------ run
 
     def run(self) -> Simulation:
-        """Simulate until every packet has arrived; returns self (counters filled in)."""
+        """Simulate until every packet has arrived; returns self (counters filled in).
+
+        Uses the compiled loop when it is built and the run has no ``--crypto`` packets.
+        """
         started = time.perf_counter()
-        cfg, rng = self.config, self.rng
-        adv = self.adversary
-        heap: list = []
-        push, pop = heapq.heappush, heapq.heappop
-        seq = 0
-        write_end = cfg.duration
-        end = cfg.duration + cfg.drain_s
-        warmup = cfg.warmup_s
-        link = cfg.link_latency
-        n_mixes = self.n_mixes
-        tracked = adv.tracked
-        last_layer = adv.last_layer
-        crypto, crypto_hop = self.crypto, self.crypto_hop
-        queues: list[deque[Message]] = [deque() for _ in range(cfg.clients)]
-        fragments = cfg.fragments
-        sent = self.sent
-        messages = self.messages
-
-        def schedule(rate: float, kind: int, who: int) -> PoissonSchedule | None:
-            nonlocal seq
-            if rate <= 0:
-                return None
-            s = PoissonSchedule(rate, rng)
-            seq += 1
-            push(heap, (s.next(), seq, kind, (who, s)))
-            return s
-
-        for c in range(cfg.clients):
-            schedule(cfg.real_rate, _WRITE, c)
-            schedule(cfg.lambda_payload, _PAYLOAD, c)
-            schedule(cfg.lambda_loop, _LOOP, c)
-            schedule(cfg.lambda_drop, _DROP, c)
-        for mix in range(n_mixes):
-            schedule(cfg.lambda_mix, _MIX_LOOP, mix)
-
-        adv_enter, adv_leave, adv_exit = adv.enter, adv.leave, adv.exit
-        delivered_packets = self.delivered_packets
-
-        def travel(pkt: Packet, t: float, leaving: bool) -> None:
-            """Move the packet on from time t until it must wait (a delay, a link) or ends.
-
-            ``leaving``: it is leaving route[pos] now; else it is arriving at route[pos].
-            Zero-time steps (providers, zero delays, zero link latency) run inline, no event.
-            """
-            nonlocal seq
-            route = pkt.route
-            last = len(route) - 1
-            while True:
-                if leaving:
-                    node = route[pkt.pos]
-                    if node < n_mixes:
-                        if tracked[node]:
-                            adv_leave(node, pkt)
-                        if last_layer[node] and pkt.mass is not None:
-                            adv_exit(pkt, t)
-                    pkt.pos += 1
-                    if link != 0.0:
-                        seq += 1
-                        push(heap, (t + link, seq, _ARRIVE, pkt))
-                        return
-                pos = pkt.pos
-                node = route[pos]
-                if crypto_hop is not None and pkt.sphinx is not None:
-                    crypto_hop(pkt, node)  # unwraps, checks next hop and delay against the route
-                if pos == last:  # delivered (egress provider, or the mix that sent this loop)
-                    delivered_packets[pkt.kind] += 1
-                    if pkt.mass is not None:
-                        adv.consumed(pkt)  # a mix's own loop returning: the adversary sees it end
-                    msg = pkt.msg
-                    if msg is not None:
-                        msg.left -= 1
-                        if msg.left == 0:
-                            msg.delivered = t
-                    return
-                if tracked[node]:
-                    adv_enter(node, pkt)
-                d = pkt.delays[pos]
-                if d != 0.0:
-                    seq += 1
-                    push(heap, (t + d, seq, _DEPART, pkt))
-                    return
-                leaving = True
-
-        def emit(pkt: Packet, t: float) -> None:
-            """The sender puts the packet on its first link at t."""
-            nonlocal seq
-            sent[pkt.kind] += 1
-            if crypto is not None:
-                crypto(pkt)
-            if link == 0.0:
-                travel(pkt, t, False)
-            else:
-                seq += 1
-                push(heap, (t + link, seq, _ARRIVE, pkt))
-
-        def send_real(msg: Message, t: float) -> None:
-            pkt = self._client_packet(msg.sender, REAL, msg.recipient, msg)
-            msg.sent += 1
-            if msg.sent == 1 and t >= warmup:
-                adv.start_target(pkt, msg, t)  # the first fragment stands for the message
-            emit(pkt, t)
-
-        n_clients = cfg.clients
-        while heap:
-            t, _, kind, obj = pop(heap)
-            self.events += 1
-            if kind == _DEPART:
-                travel(obj, t, True)
-            elif kind == _ARRIVE:
-                travel(obj, t, False)
-            else:
-                who, sched = obj
-                if kind == _PAYLOAD:
-                    queue = queues[who]
-                    if queue:
-                        send_real(queue.popleft(), t)
-                    else:
-                        emit(self._client_packet(who, DROP, -1, None), t)
-                elif kind == _WRITE:
-                    if t >= write_end:
-                        continue
-                    r = rng.randrange(n_clients - 1)
-                    recipient = r + (r >= who)
-                    msg = Message(len(messages), who, recipient, t, fragments)
-                    messages.append(msg)
-                    if cfg.lambda_payload > 0:
-                        queues[who].extend([msg] * fragments)
-                    else:
-                        for _ in range(fragments):
-                            send_real(msg, t)
-                elif kind == _LOOP:
-                    emit(self._client_packet(who, LOOP, who, None), t)
-                elif kind == _DROP:
-                    emit(self._client_packet(who, DROP, -1, None), t)
-                else:  # _MIX_LOOP
-                    emit(self._mix_loop_packet(who), t)
-                nxt = sched.next()
-                if nxt < end:
-                    seq += 1
-                    push(heap, (nxt, seq, kind, obj))
-            self.end_time = t
-        adv.finish()
+        fast = None if self.config.crypto else compiled_loop()
+        if fast is not None:
+            fast.Loop(self).run(self)
+        else:
+            self._run_python()
         self.wall_s = time.perf_counter() - started
         return self
+
+    def _run_python(self) -> None:
+        """The loop in Python: what the compiled loop does, event for event."""
+        cfg = self.config
+        random_ = self.rng.random
+        n_clients = cfg.clients
+        n_mixes = self.n_mixes
+        # Per stream kind: its rate and every source's current deadline (PoissonSchedule.next).
+        rates = [0.0, 0.0, cfg.real_rate, cfg.lambda_payload, cfg.lambda_loop, cfg.lambda_drop, cfg.lambda_mix]
+        deadlines: list[list[float]] = [[], [], [], [], [], [], []]
+        for kind in range(_WRITE, _MIX_LOOP + 1):
+            deadlines[kind] = [0.0] * (n_mixes if kind == _MIX_LOOP else n_clients)
+        for c in range(n_clients):
+            for kind in (_WRITE, _PAYLOAD, _LOOP, _DROP):
+                self._start(rates[kind], deadlines[kind], kind, c)
+        for mix in range(n_mixes):
+            self._start(cfg.lambda_mix, deadlines[_MIX_LOOP], _MIX_LOOP, mix)
+
+        queues: list[deque[Message]] = [deque() for _ in range(n_clients)]
+        fragments = cfg.fragments
+        messages = self.messages
+        write_end = cfg.duration
+        end = cfg.duration + cfg.drain_s
+        payload_stream = cfg.lambda_payload > 0
+        heap = self._heap
+        pop = heapq.heappop
+        events = 0
+        end_time = 0.0  # of the last event that did something
+        while heap:
+            t, _, kind, obj = pop(heap)
+            events += 1
+            if kind == _DEPART:
+                self._travel(obj, t, True)
+                end_time = t
+                continue
+            if kind == _ARRIVE:
+                self._travel(obj, t, False)
+                end_time = t
+                continue
+            who: int = obj
+            if kind == _PAYLOAD:
+                queue = queues[who]
+                if queue:
+                    self._send_real(queue.popleft(), t)
+                else:
+                    self._emit(self._client_packet(who, DROP, -1, None), t)
+            elif kind == _WRITE:
+                if t >= write_end:  # writing has ended: the stream stops
+                    continue
+                r = self.rng.randrange(n_clients - 1)
+                recipient = r + (r >= who)
+                msg = Message(len(messages), who, recipient, t, fragments)
+                messages.append(msg)
+                if payload_stream:
+                    queues[who].extend([msg] * fragments)
+                else:
+                    for _ in range(fragments):
+                        self._send_real(msg, t)
+            elif kind == _LOOP:
+                self._emit(self._client_packet(who, LOOP, who, None), t)
+            elif kind == _DROP:
+                self._emit(self._client_packet(who, DROP, -1, None), t)
+            else:  # _MIX_LOOP
+                self._emit(self._mix_loop_packet(who), t)
+            end_time = t
+            mine = deadlines[kind]
+            nxt = mine[who] - log(1.0 - random_()) / rates[kind]
+            mine[who] = nxt
+            if nxt < end:
+                self._seq += 1
+                heapq.heappush(heap, (nxt, self._seq, kind, who))
+        self.events = events
+        self.end_time = end_time
+        self.adversary.finish()
+        self.latencies_s = [m.delivered - m.written for m in messages if m.delivered is not None]
+        self.n_messages = len(messages)
+
+    def _start(self, rate: float, deadlines: list[float], kind: int, who: int) -> None:
+        """A stream's first deadline (``PoissonSchedule(rate).next()``); none if its rate is 0."""
+        if rate <= 0:
+            return
+        deadlines[who] = -log(1.0 - self.rng.random()) / rate
+        self._push(deadlines[who], kind, who)
+
+
+def compiled_loop() -> Any:
+    """The compiled loop module, or None when it is not built or ANONMAIL_SIM_PURE=1 is set."""
+    if os.environ.get("ANONMAIL_SIM_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from simulations import _fastloop
+    except ImportError:
+        return None
+    return _fastloop
+
+
+def _index_of(node: NodeRef) -> int:
+    data = node.data
+    assert isinstance(data, int)
+    return data
 
 
 def _node_id(kind: str, index: int) -> bytes:

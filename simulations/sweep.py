@@ -15,8 +15,11 @@ Config (strict: unknown keys are errors naming the file and key)::
     logx = true                      # optional: logarithmic x axis
 
 Outputs in ``--out``: ``results.csv`` (one row per run), ``results.json`` (every summary, in
-task order) and ``<name>_<metric>.png``. Runs are spread over a ProcessPoolExecutor (at most 2
-workers by default); the order of the results does not depend on which worker finishes first.
+task order), ``timings.csv`` (``wall_s`` and ``events_per_s`` per run: the only values that
+depend on the machine, kept out of the other two so that they are byte-identical wherever the
+sweep ran) and ``<name>_<metric>.png``. Runs go to a Dask cluster (``--scheduler ADDRESS``) or to
+a local one of ``--workers`` processes (at most 2 by default); the order of the results does not
+depend on which worker finishes first.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ import csv
 import itertools
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from anonmail.config import Table, load_toml
 from anonmail.errors import ConfigError
+from simulations.metrics import TIMING_FIELDS
 from simulations.model import SimConfig
 from simulations.runner import run_config
 
@@ -145,9 +149,13 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
     return spec
 
 
-def run_sweep(path: str | os.PathLike[str], out: str | os.PathLike[str], *, workers: int | None = None,
-              plots: bool = True, progress: bool = True) -> list[dict]:
-    """Run every point of the sweep file, write results and plots into ``out``; return the rows."""
+def run_sweep(path: str | os.PathLike[str], out: str | os.PathLike[str], *, scheduler: str | None = None,
+              workers: int | None = None, plots: bool = True, progress: bool = True) -> list[dict]:
+    """Run every point of the sweep file on a Dask cluster, write results and plots into ``out``; return the rows.
+
+    ``scheduler``: address of a running ``dask scheduler`` (its workers must have this package
+    installed); None starts a local cluster of ``workers`` processes for the sweep.
+    """
     spec = load_sweep(path)
     tasks = spec.tasks()
     outdir = Path(out)
@@ -159,29 +167,54 @@ def run_sweep(path: str | os.PathLike[str], out: str | os.PathLike[str], *, work
         workers = min(2, os.cpu_count() or 1)
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {workers}")
-    summaries: list[dict | None] = [None] * len(tasks)
-    with _progress(progress) as bar:
-        job = bar.add_task("sweep", total=len(tasks)) if bar is not None else None
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(run_config, config): i for i, (_, _, config) in enumerate(tasks)}
-            for future in as_completed(futures):
-                summaries[futures[future]] = future.result()
-                if bar is not None:
-                    bar.advance(job)
+    summaries = _run_on_dask([config for _, _, config in tasks], scheduler, workers, progress)
     rows = []
     for (name, point, config), summary in zip(tasks, summaries):
         row = {"sweep": name, "seed": config.seed, **{f"param_{k}": v for k, v in point.items()}}
         row.update({m: summary[m] for m in METRICS})
         rows.append(row)
-    _write_csv(outdir / "results.csv", rows)
+    # Results are a pure function of the file; timings (which the machine decides) go apart.
+    _write_csv(outdir / "results.csv", [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows])
+    _write_csv(outdir / "timings.csv", [{"sweep": r["sweep"], "seed": r["seed"], **{k: r[k] for k in TIMING_FIELDS}}
+                                        for r in rows])
     (outdir / "results.json").write_text(json.dumps(
-        [{"sweep": name, "point": point, "summary": summary}
+        [{"sweep": name, "point": point, "summary": {k: v for k, v in summary.items() if k not in TIMING_FIELDS}}
          for (name, point, _), summary in zip(tasks, summaries)], indent=1, allow_nan=False) + "\n")
     if plots:
         from simulations.plots import plot_sweeps
 
         plot_sweeps(spec, rows, outdir)
     return rows
+
+
+def _run_on_dask(configs: list[SimConfig], scheduler: str | None, workers: int, progress: bool) -> list[dict]:
+    """Every config's summary, in order, computed on the cluster (or a local one)."""
+    import logging
+
+    from distributed import Client, LocalCluster, as_completed
+
+    # The local cluster's own chatter (worker start/stop) is not the sweep's output.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    summaries: list[dict | None] = [None] * len(configs)
+    with ExitStack() as stack:
+        if scheduler is None:
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=":0", host="127.0.0.1"))
+            client = stack.enter_context(Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout=30))
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ConfigError(f"--scheduler {scheduler}: cannot reach the Dask scheduler: {exc}") from None
+        futures = client.map(run_config, configs, pure=False)
+        index = {future.key: i for i, future in enumerate(futures)}
+        bar = stack.enter_context(_progress(progress))
+        job = bar.add_task("sweep", total=len(configs)) if bar is not None else None
+        for future in as_completed(futures):
+            summaries[index[future.key]] = future.result()
+            if bar is not None:
+                bar.advance(job)
+    return [s for s in summaries if s is not None]
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

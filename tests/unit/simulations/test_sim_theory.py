@@ -24,7 +24,7 @@ def run(**kw) -> tuple[Simulation, dict]:
 
 
 def latencies(sim: Simulation) -> list[float]:
-    return [m.delivered - m.written for m in sim.messages if m.delivered is not None]
+    return sim.latencies_s
 
 
 # ----------------------------------------------------------------------------- latency

@@ -35,6 +35,12 @@ _HELP = {
     "provider_delay": "mean Exp delay at forwarding providers, seconds (default 0)",
     "entropy_samples": "real messages whose anonymity is traced (the first ones after --warmup)",
     "seed": "seed of every random draw",
+    "link_model": "per-link latency drawn from the fit to the private Tor or I2P testnet",
+    "fetch_interval": "seconds between a client's mailbox fetches (0: a message counts when stored)",
+    "fetch_batch": "entries per fetch (0: all)",
+    "burst_messages": "client 0 queues this many messages to client 1 at t=0 (the demos' workload)",
+    "burst_big_fragments": "fragments of one big message in the burst (0: none)",
+    "burst_big_last": "the burst's big message is queued last (default first)",
 }
 
 
@@ -50,10 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="simulate one network and print its metrics")
     run.add_argument("--json", action="store_true", help="print one JSON object (fields: docs/simulator.md)")
     run.add_argument("--crypto", action="store_true", help="carry real Sphinx packets (small networks)")
+    run.add_argument("--max-memory-gb", type=float, default=8.0,
+                     help="refuse a run whose estimated peak memory is larger (default 8)")
     for f in fields(SimConfig):
         if f.name == "crypto":
             continue
         default = getattr(DEFAULTS, f.name)
+        if f.type == "bool":
+            run.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", dest=f.name,
+                             help=_HELP.get(f.name, f.name))
+            continue
+        if f.type == "str":
+            run.add_argument(f"--{f.name.replace('_', '-')}", choices=["tor", "i2p", "none"], default=default,
+                             dest=f.name, help=f"{_HELP.get(f.name, f.name)} (default {default})")
+            continue
         kind = int if f.type == "int" else float
         run.add_argument(
             f"--{f.name.replace('_', '-')}", type=kind, default=default, dest=f.name,
@@ -102,6 +118,18 @@ def _human(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _say_cost_up_front(config: SimConfig, max_memory_gb: float) -> None:
+    """For a big run, print what it will need on stderr; refuse it if that is more memory than allowed."""
+    from anonmail.errors import ConfigError
+    from simulations.estimate import estimate, measure_speed
+
+    cost = estimate(config)
+    if cost.peak_bytes > max_memory_gb * 2**30:
+        raise ConfigError(f"this run needs {cost.describe()}, more than --max-memory-gb {max_memory_gb:g}")
+    if cost.events > 50e6:
+        print(f"python -m simulations: {cost.describe(measure_speed(config))}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
@@ -113,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
             values = {f.name: getattr(args, f.name) for f in fields(SimConfig)}
             config = SimConfig(**values).checked()
+            _say_cost_up_front(config, args.max_memory_gb)
             summary = run_config(config)
             print(to_json(summary) if args.json else _human(summary))
             return 0

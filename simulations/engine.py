@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 from anonmail.core.policy import MAX_DELAY_MS, NodeRef, Topology
 from simulations.adversary import Adversary
+from simulations.agent_model import fetch_times, link_sampler
 from simulations.model import SimConfig
 
 __all__ = ["Simulation", "Packet", "Message", "REAL", "LOOP", "DROP", "MIX_LOOP", "KIND_NAMES"]
@@ -149,6 +150,9 @@ class Simulation:
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = 0
         self._link = config.link_latency
+        self._link_draw = link_sampler(config.link_model, config.link_latency, seed)
+        self._linked = config.link_latency != 0.0 or self._link_draw is not None
+        self._stored: list[tuple[float, int, int]] | None = [] if config.fetch_interval > 0 else None
         self._hop_lambd = 1.0 / config.delay_mean if config.delay_mean > 0 else 0.0
         self._prov_lambd = 1.0 / config.provider_delay if config.provider_delay > 0 else 0.0
 
@@ -235,8 +239,8 @@ class Simulation:
                     if pkt.mass is not None and adv.last_layer[node]:
                         adv.exit(pkt, t)
                 pkt.pos += 1
-                if self._link != 0.0:
-                    self._push(t + self._link, _ARRIVE, pkt)
+                if self._linked:
+                    self._push(t + self._link_latency(), _ARRIVE, pkt)
                     return
             pos = pkt.pos
             node = route[pos]
@@ -251,6 +255,8 @@ class Simulation:
                     msg.left -= 1
                     if msg.left == 0:
                         msg.delivered = t
+                if self._stored is not None and pkt.dest >= 0:  # in a mailbox, until fetched
+                    self._stored.append((t, pkt.dest, -1 if msg is None else msg.mid))
                 return
             if tracked[node]:
                 count[node] += 1
@@ -267,10 +273,13 @@ class Simulation:
         self.sent[pkt.kind] += 1
         if self.crypto is not None:
             self.crypto(pkt)
-        if self._link == 0.0:
+        if not self._linked:
             self._travel(pkt, t, False)
         else:
-            self._push(t + self._link, _ARRIVE, pkt)
+            self._push(t + self._link_latency(), _ARRIVE, pkt)
+
+    def _link_latency(self) -> float:
+        return self._link if self._link_draw is None else self._link_draw()
 
     def _send_real(self, msg: Message, t: float) -> None:
         pkt = self._client_packet(msg.sender, REAL, msg.recipient, msg)
@@ -287,7 +296,7 @@ class Simulation:
         Uses the compiled loop when it is built and the run has no ``--crypto`` packets.
         """
         started = time.perf_counter()
-        fast = None if self.config.crypto else compiled_loop()
+        fast = None if self.config.crypto or self.config.uses_agent_model else compiled_loop()
         if fast is not None:
             fast.Loop(self).run(self)
         else:
@@ -318,6 +327,8 @@ class Simulation:
         write_end = cfg.duration
         end = cfg.duration + cfg.drain_s
         payload_stream = cfg.lambda_payload > 0
+        if cfg.burst_messages > 0:
+            self._burst(queues)
         heap = self._heap
         pop = heapq.heappop
         events = 0
@@ -368,9 +379,27 @@ class Simulation:
         self.events = events
         self.end_time = end_time
         self.adversary.finish()
-        self.latencies_s = [m.delivered - m.written for m in messages if m.delivered is not None]
+        if self._stored is None:
+            self.latencies_s = [m.delivered - m.written for m in messages if m.delivered is not None]
+        else:  # received when the fetch that brings the last fragment is back
+            fetched = fetch_times(self._stored, n_clients, cfg.fetch_interval, cfg.fetch_batch, cfg.seed,
+                                  self._link_draw)
+            self.latencies_s = [fetched[m.mid] - m.written for m in messages if m.delivered is not None]
         self.n_messages = len(messages)
 
+    def _burst(self, queues: list[deque[Message]]) -> None:
+        """The demos' workload: client 0 queues ``burst_messages`` messages to client 1 at t=0."""
+        cfg = self.config
+        for i in range(cfg.burst_messages):
+            big = cfg.burst_big_fragments > 0 and i == (cfg.burst_messages - 1 if cfg.burst_big_last else 0)
+            fragments = cfg.burst_big_fragments if big else cfg.fragments
+            msg = Message(len(self.messages), 0, 1, 0.0, fragments)
+            self.messages.append(msg)
+            if cfg.lambda_payload > 0:
+                queues[0].extend([msg] * fragments)
+            else:
+                for _ in range(fragments):
+                    self._send_real(msg, 0.0)
     def _start(self, rate: float, deadlines: list[float], kind: int, who: int) -> None:
         """A stream's first deadline (``PoissonSchedule(rate).next()``); none if its rate is 0."""
         if rate <= 0:

@@ -41,6 +41,18 @@ class SimConfig:
     entropy_samples: int = 200  # real messages whose anonymity is traced
     seed: int = 1
     crypto: bool = False  # real Sphinx packets (small networks)
+    # The agent's behaviour (simulations.agent_model); the defaults leave it out.
+    link_model: str = "none"  # per-link latency drawn from the fit to the Tor or I2P testnet: tor|i2p|none
+    fetch_interval: float = 0.0  # seconds between a client's mailbox fetches (0: received when stored)
+    fetch_batch: int = 0  # entries per fetch (0: all that are there)
+    burst_messages: int = 0  # client 0 queues this many messages to client 1 at t=0 (the demos' workload)
+    burst_big_fragments: int = 0  # fragments of one big message in the burst (0: none is big)
+    burst_big_last: bool = False  # the big message is queued last (else first)
+
+    @property
+    def uses_agent_model(self) -> bool:
+        """True if links, fetches or a burst are modelled (the pure-Python loop runs these)."""
+        return self.link_model != "none" or self.fetch_interval > 0 or self.burst_messages > 0
 
     def checked(self) -> SimConfig:
         """This config (numbers normalised) if every value is possible, else ConfigError naming the option."""
@@ -51,6 +63,10 @@ class SimConfig:
                 raise ConfigError(f"--{_opt(f.name)}: must be {'true or false' if f.type == 'bool' else 'a number'}, got {value!r}")
             if f.type == "int" and not isinstance(value, int):
                 raise ConfigError(f"--{_opt(f.name)}: must be an integer, got {value!r}")
+            if f.type == "str":
+                if not isinstance(value, str):
+                    raise ConfigError(f"--{_opt(f.name)}: must be a string, got {value!r}")
+                continue
             if f.type.startswith("float") and isinstance(value, int):
                 changes[f.name] = float(value)
             elif f.type.startswith("float") and value is not None and not isinstance(value, float):
@@ -65,7 +81,8 @@ class SimConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"--{_opt(f.name)}: must be a finite number, got {value}")
         for name in ("delay_mean", "lambda_payload", "lambda_loop", "lambda_drop", "lambda_mix",
-                     "real_rate", "link_latency", "provider_delay", "entropy_samples"):
+                     "real_rate", "link_latency", "provider_delay", "entropy_samples", "fetch_interval",
+                     "fetch_batch", "burst_messages", "burst_big_fragments"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_opt(name)}: must be >= 0, got {getattr(self, name)}")
         if self.duration <= 0:
@@ -76,6 +93,8 @@ class SimConfig:
                 raise ConfigError(f"--{name}: must be a finite number >= 0, got {value}")
         if not 0.0 <= self.compromised <= 1.0:
             raise ConfigError(f"--compromised: must be a fraction in [0, 1], got {self.compromised}")
+        if self.link_model not in ("none", "tor", "i2p"):
+            raise ConfigError(f"--link-model: must be tor, i2p or none, got {self.link_model!r}")
         if self.clients < 2:
             raise ConfigError(f"--clients: needs at least 2 (a sender and a recipient), got {self.clients}")
         if self.crypto and self.layers + 2 > MAX_HOPS:
@@ -92,8 +111,12 @@ class SimConfig:
         """How long traffic goes on after the last real message is written, so it can arrive."""
         if self.drain is not None:
             return self.drain
-        hop = self.delay_mean + self.link_latency
-        return max(5.0, 12 * (self.layers * hop + 2 * self.provider_delay) + 4 * self.link_latency)
+        from simulations.agent_model import LINK_MODELS
+
+        model = LINK_MODELS.get(self.link_model)
+        link = self.link_latency + (model.mean_s if model is not None else 0.0)
+        hop = self.delay_mean + link
+        return max(5.0, 12 * (self.layers * hop + 2 * self.provider_delay) + 4 * link)
 
     def as_dict(self) -> dict:
         """Plain values for the JSON output (effective warmup and drain filled in)."""

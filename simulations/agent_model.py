@@ -20,8 +20,13 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["LinkModel", "LINK_MODELS", "link_sampler", "fetch_times"]
+__all__ = ["LinkModel", "LINK_MODELS", "link_sampler", "fetch_times", "fetch_phases", "next_fetch", "AckModel",
+           "FragmentState", "TRANSPORT_SLACK_S"]
+
+#: The agent's default allowance for transport round trips in its automatic ACK timeout.
+TRANSPORT_SLACK_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -68,34 +73,96 @@ def link_sampler(name: str, fixed: float, seed: int):
     return draw
 
 
-def fetch_times(stored: list[tuple[float, int, int]], n_clients: int, interval: float, batch: int,
-                seed: int, link=None) -> dict[int, float]:
-    """When each message's last fragment is fetched: ``stored`` is (time, mailbox, message or -1)."""
+def fetch_phases(n_clients: int, interval: float, seed: int) -> list[float]:
+    """Each client's first fetch time, uniform in [0, interval), from a stream of its own."""
     rng = random.Random(f"{seed}:fetch")
-    phase = [rng.uniform(0.0, interval) for _ in range(n_clients)]
-    by_client: list[list[tuple[float, int]]] = [[] for _ in range(n_clients)]
-    for t, client, mid in stored:
-        by_client[client].append((t, mid))
-    fetched_at: dict[int, float] = {}
+    return [rng.uniform(0.0, interval) for _ in range(n_clients)]
+
+
+def next_fetch(phase: float, interval: float, t: float) -> float:
+    """The first fetch tick at or after t."""
+    return phase + max(0, math.ceil((t - phase) / interval)) * interval
+
+
+def fetch_times(stored: list[tuple[float, int, int, int]], n_clients: int, interval: float, batch: int,
+                seed: int, link=None) -> dict[int, float]:
+    """When each message is complete in its recipient's agent.
+
+    ``stored`` is (time, mailbox, message or -1, fragment) for every entry stored in a mailbox.
+    A message is complete when the first copy of each of its fragments has been fetched.
+    """
+    phase = fetch_phases(n_clients, interval, seed)
+    by_client: list[list[tuple[float, int, int]]] = [[] for _ in range(n_clients)]
+    for t, client, mid, frag in stored:
+        by_client[client].append((t, mid, frag))
+    first: dict[tuple[int, int], float] = {}
     for client, entries in enumerate(by_client):
         if not entries:
             continue
-        entries.sort()
+        entries.sort(key=_time)
         i, n = 0, len(entries)
-        # first fetch tick at or after the first entry
-        k = max(0, math.ceil((entries[0][0] - phase[client]) / interval))
+        tick = next_fetch(phase[client], interval, entries[0][0])
         while i < n:
-            tick = phase[client] + k * interval
-            k += 1
             if entries[i][0] > tick:
-                k = max(k, math.ceil((entries[i][0] - phase[client]) / interval))
-                continue
+                tick = next_fetch(phase[client], interval, entries[i][0])
             back = tick + (2 * link() if link is not None else 0.0)
             taken = 0
             while i < n and entries[i][0] <= tick and (batch <= 0 or taken < batch):
-                mid = entries[i][1]
+                _, mid, frag = entries[i]
                 if mid >= 0:
-                    fetched_at[mid] = back  # the last fragment's fetch wins (entries are in time order)
+                    first.setdefault((mid, frag), back)
                 i += 1
                 taken += 1
+            tick += interval
+    fetched_at: dict[int, float] = {}
+    for (mid, _), back in first.items():
+        if back > fetched_at.get(mid, -1.0):
+            fetched_at[mid] = back
     return fetched_at
+
+
+def _time(entry: tuple[float, int, int]) -> float:
+    return entry[0]
+
+
+class FragmentState:
+    """Per fragment of a message: stored at the recipient's provider yet, sends, ACK fetched when."""
+
+    __slots__ = ("stored", "attempts", "acked_at")
+
+    def __init__(self, fragments: int) -> None:
+        self.stored = [False] * fragments
+        self.attempts = [0] * fragments
+        self.acked_at = [math.inf] * fragments
+
+
+class AckModel:
+    """The agent's ACK timer (``Agent._refiller``): resend a fragment whose ACK is overdue.
+
+    The ACK counts as seen when the sender's next fetch after it is stored has come back (batch
+    limits aside); the timeout is ``--ack-timeout`` or the agent's automatic one, growing by 1.5x
+    per attempt up to 2x, as the agent does.
+    """
+
+    def __init__(self, config: Any, link) -> None:
+        self.timeout = config.ack_timeout or (3 * 6 * config.delay_mean + 2 * config.fetch_interval
+                                              + TRANSPORT_SLACK_S)
+        self.interval = config.fetch_interval
+        self.phase = fetch_phases(config.clients, config.fetch_interval, config.seed) if self.interval > 0 else None
+        model = LINK_MODELS[config.link_model]
+        self.rtt = 2 * (config.link_latency + (model.mean_s if model is not None else 0.0))
+
+    def sent(self, msg: Any, frag: int, t: float) -> float:
+        """A fragment was put on the wire at t: when its ACK is due."""
+        state = msg.frags
+        state.attempts[frag] += 1
+        return t + self.timeout * min(1.5 ** (state.attempts[frag] - 1), 2.0)
+
+    def ack_stored(self, msg: Any, frag: int, t: float) -> None:
+        """The fragment's ACK is in the sender's mailbox at t."""
+        seen = t
+        if self.phase is not None:
+            seen = next_fetch(self.phase[msg.sender], self.interval, t) + self.rtt
+        state = msg.frags
+        if seen < state.acked_at[frag]:
+            state.acked_at[frag] = seen

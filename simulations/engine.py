@@ -39,14 +39,14 @@ from typing import Any, Callable
 
 from anonmail.core.policy import MAX_DELAY_MS, NodeRef, Topology
 from simulations.adversary import Adversary
-from simulations.agent_model import fetch_times, link_sampler
+from simulations.agent_model import AckModel, FragmentState, fetch_times, link_sampler
 from simulations.model import SimConfig
 
-__all__ = ["Simulation", "Packet", "Message", "REAL", "LOOP", "DROP", "MIX_LOOP", "KIND_NAMES"]
+__all__ = ["Simulation", "Packet", "Message", "REAL", "LOOP", "DROP", "MIX_LOOP", "ACK", "KIND_NAMES"]
 
-# Packet kinds.
-REAL, LOOP, DROP, MIX_LOOP = 0, 1, 2, 3
-KIND_NAMES = ("real", "loop", "drop", "mix_loop")
+# Packet kinds (ACK only in runs with --acks).
+REAL, LOOP, DROP, MIX_LOOP, ACK = 0, 1, 2, 3, 4
+KIND_NAMES = ("real", "loop", "drop", "mix_loop", "ack")
 
 # Event kinds: a packet leaves / arrives; a client's or mix's stream fires.
 _DEPART = 0
@@ -56,6 +56,7 @@ _PAYLOAD = 3
 _LOOP = 4
 _DROP = 5
 _MIX_LOOP = 6
+_RETRY = 7  # a fragment's ACK is due (--acks)
 
 _SCHEME = frozenset({"mem"})
 
@@ -63,7 +64,7 @@ _SCHEME = frozenset({"mem"})
 class Message:
     """A real message: who wrote it to whom, when, and how many fragments are still under way."""
 
-    __slots__ = ("mid", "sender", "recipient", "written", "left", "sent", "delivered")
+    __slots__ = ("mid", "sender", "recipient", "written", "left", "sent", "delivered", "frags")
 
     def __init__(self, mid: int, sender: int, recipient: int, written: float, fragments: int) -> None:
         self.mid = mid
@@ -73,12 +74,13 @@ class Message:
         self.left = fragments  # fragments not yet stored at the recipient's provider
         self.sent = 0  # fragments put on the wire
         self.delivered: float | None = None
+        self.frags: FragmentState | None = None  # per fragment: stored, attempts, ACK fetched (--acks)
 
 
 class Packet:
     """An opaque packet: node indices of its route, per-hop delays, where it is, what it is."""
 
-    __slots__ = ("route", "delays", "pos", "kind", "origin", "dest", "msg", "mass", "tid", "sphinx")
+    __slots__ = ("route", "delays", "pos", "kind", "origin", "dest", "msg", "mass", "tid", "sphinx", "frag")
 
     def __init__(self, route: list[int], delays: list[float], kind: int, origin: int, dest: int,
                  msg: Message | None) -> None:
@@ -92,6 +94,7 @@ class Packet:
         self.mass: dict[int, float] | None = None  # adversary: target id -> probability
         self.tid = -1  # target id if this packet is a traced real message
         self.sphinx: bytes | None = None
+        self.frag = 0  # fragment index of a real packet or an ACK
 
 
 class Simulation:
@@ -139,8 +142,12 @@ class Simulation:
             self.crypto, self.crypto_hop = sphinx_layer.wrap, sphinx_layer.hop
         # Counters.
         self.messages: list[Message] = []
-        self.sent = [0, 0, 0, 0]  # packets emitted per kind
-        self.delivered_packets = [0, 0, 0, 0]
+        kinds = 5 if config.acks else 4
+        self.sent = [0] * kinds  # packets emitted per kind
+        self.delivered_packets = [0] * kinds
+        self.retransmissions = 0
+        self.duplicates = 0  # real fragments stored a second time (a retransmission raced its ACK)
+        self.lost = 0  # packets lost on links (--loss)
         self.latencies_s: list[float] = []  # of delivered real messages, in the order written
         self.n_messages = 0  # real messages written
         self.events = 0
@@ -152,7 +159,10 @@ class Simulation:
         self._link = config.link_latency
         self._link_draw = link_sampler(config.link_model, config.link_latency, seed)
         self._linked = config.link_latency != 0.0 or self._link_draw is not None
-        self._stored: list[tuple[float, int, int]] | None = [] if config.fetch_interval > 0 else None
+        self._stored: list[tuple[float, int, int, int]] | None = [] if config.fetch_interval > 0 else None
+        self._acks = AckModel(config, self._link_draw) if config.acks else None
+        self._loss = config.loss
+        self._loss_rng = random.Random(f"{seed}:loss").random
         self._hop_lambd = 1.0 / config.delay_mean if config.delay_mean > 0 else 0.0
         self._prov_lambd = 1.0 / config.provider_delay if config.provider_delay > 0 else 0.0
 
@@ -239,6 +249,8 @@ class Simulation:
                     if pkt.mass is not None and adv.last_layer[node]:
                         adv.exit(pkt, t)
                 pkt.pos += 1
+                if self._loss and self._lose(pkt):
+                    return
                 if self._linked:
                     self._push(t + self._link_latency(), _ARRIVE, pkt)
                     return
@@ -251,12 +263,15 @@ class Simulation:
                 if pkt.mass is not None:
                     adv.consumed(pkt)  # a mix's own loop returning: the adversary sees it end
                 msg = pkt.msg
+                if self._acks is not None and msg is not None:
+                    self._stored_with_acks(pkt, msg, node, t)
+                    return
                 if msg is not None:
                     msg.left -= 1
                     if msg.left == 0:
                         msg.delivered = t
                 if self._stored is not None and pkt.dest >= 0:  # in a mailbox, until fetched
-                    self._stored.append((t, pkt.dest, -1 if msg is None else msg.mid))
+                    self._stored.append((t, pkt.dest, -1 if msg is None else msg.mid, pkt.frag))
                 return
             if tracked[node]:
                 count[node] += 1
@@ -268,11 +283,49 @@ class Simulation:
                 return
             leaving = True
 
+    def _lose(self, pkt: Packet) -> bool:
+        """Whether the link just taken loses the packet (--loss); the adversary sees it end."""
+        if self._loss_rng() >= self._loss:
+            return False
+        self.lost += 1
+        if pkt.mass is not None:
+            self.adversary.consumed(pkt)
+        return True
+
+    def _stored_with_acks(self, pkt: Packet, msg: Message, node: int, t: float) -> None:
+        """A real fragment or an ACK reaches its mailbox: count it once, answer a fragment with an ACK."""
+        acks = self._acks
+        assert acks is not None and msg.frags is not None
+        if pkt.kind == ACK:
+            if self._stored is not None:
+                self._stored.append((t, pkt.dest, -1, -1))
+            acks.ack_stored(msg, pkt.frag, t)
+            return
+        if self._stored is not None:
+            self._stored.append((t, pkt.dest, msg.mid, pkt.frag))
+        if msg.frags.stored[pkt.frag]:
+            self.duplicates += 1
+        else:
+            msg.frags.stored[pkt.frag] = True
+            msg.left -= 1
+            if msg.left == 0:
+                msg.delivered = t
+        # the provider sends the fragment's SURB back at once: 3 mixes to the sender's provider
+        mixes = [nodes[int(self.rng.random() * len(nodes))] for nodes in self.layer_nodes]
+        delays = [self._delay(self._prov_lambd)] + [self._delay(self._hop_lambd) for _ in mixes] + [0.0]
+        ack = Packet([node, *mixes, self.provider_nodes[self.client_provider[msg.sender]]], delays, ACK, msg.recipient,
+                     msg.sender, msg)
+        ack.frag = pkt.frag
+        self.sent[ACK] += 1
+        self._travel(ack, t, False)
+
     def _emit(self, pkt: Packet, t: float) -> None:
         """The sender puts the packet on its first link at t."""
         self.sent[pkt.kind] += 1
         if self.crypto is not None:
             self.crypto(pkt)
+        if self._loss and self._lose(pkt):
+            return
         if not self._linked:
             self._travel(pkt, t, False)
         else:
@@ -281,8 +334,12 @@ class Simulation:
     def _link_latency(self) -> float:
         return self._link if self._link_draw is None else self._link_draw()
 
-    def _send_real(self, msg: Message, t: float) -> None:
+    def _send_real(self, msg: Message, frag: int, t: float) -> None:
         pkt = self._client_packet(msg.sender, REAL, msg.recipient, msg)
+        pkt.frag = frag
+        if self._acks is not None:
+            due = self._acks.sent(msg, frag, t)
+            self._push(due, _RETRY, (msg, frag, msg.frags.attempts[frag]))
         msg.sent += 1
         if msg.sent == 1 and t >= self.config.warmup_s:
             self.adversary.start_target(pkt, msg, t)  # the first fragment stands for the message
@@ -321,7 +378,7 @@ class Simulation:
         for mix in range(n_mixes):
             self._start(cfg.lambda_mix, deadlines[_MIX_LOOP], _MIX_LOOP, mix)
 
-        queues: list[deque[Message]] = [deque() for _ in range(n_clients)]
+        queues: list[deque[tuple[Message, int]]] = [deque() for _ in range(n_clients)]
         fragments = cfg.fragments
         messages = self.messages
         write_end = cfg.duration
@@ -344,11 +401,16 @@ class Simulation:
                 self._travel(obj, t, False)
                 end_time = t
                 continue
+            if kind == _RETRY:
+                self._retry(obj, t, queues, payload_stream)
+                end_time = t
+                continue
             who: int = obj
             if kind == _PAYLOAD:
                 queue = queues[who]
                 if queue:
-                    self._send_real(queue.popleft(), t)
+                    msg, frag = queue.popleft()
+                    self._send_real(msg, frag, t)
                 else:
                     self._emit(self._client_packet(who, DROP, -1, None), t)
             elif kind == _WRITE:
@@ -356,13 +418,12 @@ class Simulation:
                     continue
                 r = self.rng.randrange(n_clients - 1)
                 recipient = r + (r >= who)
-                msg = Message(len(messages), who, recipient, t, fragments)
-                messages.append(msg)
+                msg = self._new_message(who, recipient, t, fragments)
                 if payload_stream:
-                    queues[who].extend([msg] * fragments)
+                    queues[who].extend([(msg, i) for i in range(fragments)])
                 else:
-                    for _ in range(fragments):
-                        self._send_real(msg, t)
+                    for i in range(fragments):
+                        self._send_real(msg, i, t)
             elif kind == _LOOP:
                 self._emit(self._client_packet(who, LOOP, who, None), t)
             elif kind == _DROP:
@@ -387,19 +448,39 @@ class Simulation:
             self.latencies_s = [fetched[m.mid] - m.written for m in messages if m.delivered is not None]
         self.n_messages = len(messages)
 
-    def _burst(self, queues: list[deque[Message]]) -> None:
+    def _burst(self, queues: list[deque[tuple[Message, int]]]) -> None:
         """The demos' workload: client 0 queues ``burst_messages`` messages to client 1 at t=0."""
         cfg = self.config
         for i in range(cfg.burst_messages):
             big = cfg.burst_big_fragments > 0 and i == (cfg.burst_messages - 1 if cfg.burst_big_last else 0)
             fragments = cfg.burst_big_fragments if big else cfg.fragments
-            msg = Message(len(self.messages), 0, 1, 0.0, fragments)
-            self.messages.append(msg)
+            msg = self._new_message(0, 1, 0.0, fragments)
             if cfg.lambda_payload > 0:
-                queues[0].extend([msg] * fragments)
+                queues[0].extend([(msg, i) for i in range(fragments)])
             else:
-                for _ in range(fragments):
-                    self._send_real(msg, 0.0)
+                for i in range(fragments):
+                    self._send_real(msg, i, 0.0)
+
+    def _new_message(self, sender: int, recipient: int, t: float, fragments: int) -> Message:
+        msg = Message(len(self.messages), sender, recipient, t, fragments)
+        if self._acks is not None:
+            msg.frags = FragmentState(fragments)
+        self.messages.append(msg)
+        return msg
+
+    def _retry(self, obj: tuple[Message, int, int], t: float, queues: list[deque[tuple[Message, int]]],
+               payload_stream: bool) -> None:
+        """A fragment's ACK was due: resend it unless the ACK has been fetched (the agent's refiller)."""
+        msg, frag, attempt = obj
+        state = msg.frags
+        assert state is not None
+        if state.acked_at[frag] <= t or state.attempts[frag] != attempt:
+            return
+        self.retransmissions += 1
+        if payload_stream:
+            queues[msg.sender].appendleft((msg, frag))  # retransmissions go first
+        else:
+            self._send_real(msg, frag, t)
     def _start(self, rate: float, deadlines: list[float], kind: int, who: int) -> None:
         """A stream's first deadline (``PoissonSchedule(rate).next()``); none if its rate is 0."""
         if rate <= 0:

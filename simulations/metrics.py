@@ -67,8 +67,8 @@ def summarize(sim: Any) -> dict:
         "recipient_entropy_bits_mean": _r(_mean([r.recipient_entropy for r in results])),
         "recipient_entropy_bound_bits": _r(math.log2(cfg.clients)),
         "linking_direction": "recipient",
-        "packets_sent": {name: sim.sent[i] for i, name in enumerate(KIND_NAMES)},
-        "packets_delivered": {name: sim.delivered_packets[i] for i, name in enumerate(KIND_NAMES)},
+        "packets_sent": {KIND_NAMES[i]: n for i, n in enumerate(sim.sent)},
+        "packets_delivered": {KIND_NAMES[i]: n for i, n in enumerate(sim.delivered_packets)},
         "real_fragments_sent": real_sent,
         "cover_packets_sent": cover_sent,
         "compromised_mixes": len(sim.compromised),
@@ -76,6 +76,10 @@ def summarize(sim: Any) -> dict:
         "mode": "crypto" if cfg.crypto else "opaque",
         "config": cfg.as_dict(),
     }
+    if cfg.acks or cfg.loss > 0:
+        out["retransmissions"] = sim.retransmissions
+        out["duplicate_fragments"] = sim.duplicates
+        out["packets_lost"] = sim.lost
     return out
 
 

@@ -48,11 +48,15 @@ class SimConfig:
     burst_messages: int = 0  # client 0 queues this many messages to client 1 at t=0 (the demos' workload)
     burst_big_fragments: int = 0  # fragments of one big message in the burst (0: none is big)
     burst_big_last: bool = False  # the big message is queued last (else first)
+    acks: bool = False  # each stored fragment is acknowledged through a SURB; overdue ones are resent
+    ack_timeout: float = 0.0  # seconds before a fragment is resent (0: the agent's automatic timeout)
+    loss: float = 0.0  # probability that a packet is lost on each link
 
     @property
     def uses_agent_model(self) -> bool:
         """True if links, fetches or a burst are modelled (the pure-Python loop runs these)."""
-        return self.link_model != "none" or self.fetch_interval > 0 or self.burst_messages > 0
+        return (self.link_model != "none" or self.fetch_interval > 0 or self.burst_messages > 0 or self.acks
+                or self.loss > 0)
 
     def checked(self) -> SimConfig:
         """This config (numbers normalised) if every value is possible, else ConfigError naming the option."""
@@ -82,7 +86,7 @@ class SimConfig:
                 raise ConfigError(f"--{_opt(f.name)}: must be a finite number, got {value}")
         for name in ("delay_mean", "lambda_payload", "lambda_loop", "lambda_drop", "lambda_mix",
                      "real_rate", "link_latency", "provider_delay", "entropy_samples", "fetch_interval",
-                     "fetch_batch", "burst_messages", "burst_big_fragments"):
+                     "fetch_batch", "burst_messages", "burst_big_fragments", "ack_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_opt(name)}: must be >= 0, got {getattr(self, name)}")
         if self.duration <= 0:
@@ -91,6 +95,8 @@ class SimConfig:
             value = getattr(self, name)
             if value is not None and (value < 0 or not math.isfinite(value)):
                 raise ConfigError(f"--{name}: must be a finite number >= 0, got {value}")
+        if not 0.0 <= self.loss < 1.0:
+            raise ConfigError(f"--loss: must be a probability in [0, 1), got {self.loss}")
         if not 0.0 <= self.compromised <= 1.0:
             raise ConfigError(f"--compromised: must be a fraction in [0, 1], got {self.compromised}")
         if self.link_model not in ("none", "tor", "i2p"):

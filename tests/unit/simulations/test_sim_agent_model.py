@@ -16,12 +16,14 @@ pytestmark = pytest.mark.unit
 #: The memory demo (`anonmail demo --json`) as README.md measures it: latency from queueing to
 #: Bob's inbox, mean 3.1-3.2 s over its runs (idle machine). Its settings: 3 x 2 mixes, 2
 #: providers, two agents at 25 packets/s and 2 loops/s, mixes Exp(0.05 s) and 0.5 loops/s,
-#: fetch every 0.5 s (32 entries per fetch), 20 mails queued at once, the first of 64 packets.
+#: fetch every 0.5 s (32 entries per fetch), ACKs with the agent's automatic timeout for the
+#: demo's 2 s transport slack (3 * 6 * 0.05 + 2 * 0.5 + 2 = 3.9 s), 20 mails queued at once, the
+#: first of 64 packets.
 MEMORY_DEMO_LATENCY_MEAN_S = 3.15
 MEMORY_DEMO = SimConfig(clients=2, providers=2, mixes_per_layer=2, delay_mean=0.05, lambda_payload=25.0,
                         lambda_loop=2.0, lambda_drop=0.0, lambda_mix=0.5, real_rate=0.0, burst_messages=20,
                         burst_big_fragments=64, fetch_interval=0.5, fetch_batch=32, duration=10.0,
-                        entropy_samples=0)
+                        entropy_samples=0, acks=True, ack_timeout=3.9)
 
 
 def test_latency_mean_matches_the_memory_demo_within_10_percent():
@@ -38,15 +40,18 @@ def test_latency_mean_matches_the_memory_demo_within_10_percent():
 
 def test_fetch_waits_for_the_next_tick_and_batches_in_order():
     # client 0 fetches at phase + k * 1.0; entries stored at 0.1 .. 0.5 for messages 0..4.
-    stored = [(0.1 * (i + 1), 0, i) for i in range(5)]
+    stored = [(0.1 * (i + 1), 0, i, 0) for i in range(5)]
     unlimited = fetch_times(stored, 1, 1.0, 0, seed=3)
     phase = min(unlimited.values())
     assert 0.5 <= phase < 1.5 and all(v == phase for v in unlimited.values())
     batched = fetch_times(stored, 1, 1.0, 2, seed=3)
     assert [batched[i] - phase for i in range(5)] == pytest.approx([0, 0, 1, 1, 2])
     # a message of two fragments counts when its second one is fetched
-    two = fetch_times([(0.1, 0, 7), (5.2, 0, 7)], 1, 1.0, 0, seed=3)
+    two = fetch_times([(0.1, 0, 7, 0), (5.2, 0, 7, 1)], 1, 1.0, 0, seed=3)
     assert two[7] > 5.2
+    # a second copy of a fragment (a retransmission) does not delay the message
+    dup = fetch_times([(0.1, 0, 7, 0), (0.2, 0, 7, 1), (5.2, 0, 7, 1)], 1, 1.0, 0, seed=3)
+    assert dup[7] < 1.5
 
 
 def test_link_model_draws_match_the_fit():
@@ -67,3 +72,15 @@ def test_tor_links_add_their_latency_to_every_hop():
     # client -> ingress -> 3 mixes -> egress: 5 links of mean ~56 ms
     assert tor - plain == pytest.approx(5 * LINK_MODELS["tor"].mean_s, rel=0.15)
     assert math.isfinite(tor)
+
+
+def test_lost_packets_are_resent_after_the_ack_timeout():
+    # The hostile memory demo without the killed mix: 10 % loss on every link.
+    config = MEMORY_DEMO.with_(burst_messages=200, loss=0.1, duration=60.0, seed=2)
+    sim = Simulation(config).run()
+    assert sim.n_messages == len(sim.latencies_s) == 200  # everything arrives in the end
+    assert sim.lost > 1000 and sim.retransmissions > 200
+    assert 0 < sim.duplicates < sim.retransmissions  # some retransmissions raced their ACK
+    clean = Simulation(config.with_(loss=0.0)).run()
+    assert clean.retransmissions == clean.lost == clean.duplicates == 0
+    assert statistics.fmean(sim.latencies_s) > 1.5 * statistics.fmean(clean.latencies_s)

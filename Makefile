@@ -29,6 +29,6 @@ bench: bootstrap
 	$(VENV)/bin/anonmail bench
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis simulations/_fastloop.c simulations/_fastloop.*.so
 	find . -path ./.git -prune -o -name '*.egg-info' -type d -prune -exec rm -rf {} +
 	find . -path ./.git -prune -o -name '__pycache__' -type d -prune -exec rm -rf {} +

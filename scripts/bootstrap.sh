@@ -6,7 +6,8 @@
 #      source package and cache the binary in ${XDG_CACHE_HOME:-~/.cache}/anonmail/
 #      (outside the repo; reused until deleted). ANONMAIL_SKIP_I2PD_BUILD=1 skips it.
 #   3. a virtualenv in .venv with `pip install -e '.[dev]'` (only when .venv is
-#      missing or pyproject.toml changed since the last install).
+#      missing or pyproject.toml, setup.py or the simulator's compiled loop changed since the
+#      last install).
 # Works from any cwd. As root it installs what is missing; as another user it
 # only checks, and says what to install when something is missing.
 set -euo pipefail
@@ -291,12 +292,13 @@ fi
 
 # ------------------------------------------------------------ venv step ---
 
-want_hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+# The compiled simulator loop is built by the install too: rebuild when its source changes.
+want_hash="$(cat pyproject.toml setup.py simulations/_fastloop.pyx 2>/dev/null | sha256sum | cut -d' ' -f1)"
 have_hash=""
 [ -f "$STAMP" ] && have_hash="$(cat "$STAMP")"
 
 if [ "$NEED_VENV" -eq 0 ] && [ "$want_hash" = "$have_hash" ]; then
-    say "virtualenv .venv: up to date with pyproject.toml (skipped)"
+    say "virtualenv .venv: up to date with pyproject.toml and setup.py (skipped)"
 else
     if [ "$NEED_VENV" -eq 1 ]; then
         [ -n "$PY" ] || die "no Python >= $MIN_PY_MAJOR.$MIN_PY_MINOR found (tried python3.11, python3, python3.12, python3.13, python3.14)"
@@ -307,7 +309,7 @@ else
     if [ -z "$have_hash" ]; then
         say "installing the project into .venv: pip install -e '.[dev]'"
     else
-        say "pyproject.toml changed: pip install -e '.[dev]'"
+        say "pyproject.toml, setup.py or simulations/_fastloop.pyx changed: pip install -e '.[dev]'"
     fi
     rm -f "$STAMP"
     # -qq: only errors. (Plain --quiet would also print this machine's pip-config

@@ -6,7 +6,7 @@ For a target message it keeps a probability for every packet, the chance that th
 the target. The target starts with probability 1 on the packet its sender emits.
 
 * Providers and compromised mixes are transparent: the probability travels with the packet
-  (the adversary may run a provider, DESIGN.md §7; a compromised mix shows it its mapping).
+  (the adversary may run a provider: docs/design.md, "Threat model"; a compromised mix shows it its mapping).
 * An honest mix is a pool. Exponential delays are memoryless, so whichever packets are in the
   pool, each is equally likely to be the next to leave: a packet leaving a pool of ``k``
   packets carries ``S/k`` of the pool's target mass ``S``, and the pool keeps ``S(k-1)/k``.

@@ -45,6 +45,7 @@ boundary with ``raise ...Error(...) from exc``.
     │       └── SessionLostError    our SAM session is gone (also a ConnectError, ``session_lost``)
     ├── DirectoryError              a descriptor or consensus is rejected (has ``reason``)
     ├── PathError                   no usable path through the topology
+    │   └── NodeKeyError            a node's published key cannot build a packet (has ``node_id``)
     ├── StoreError                  a local SQLite store cannot be opened or written
     ├── ProtocolError               a provider/agent request or answer is refused (has ``reason``)
     ├── MailError                   a user's request cannot be done (has ``reason``; CLI-facing)
@@ -92,6 +93,7 @@ __all__ = [
     "SessionLostError",
     "DirectoryError",
     "PathError",
+    "NodeKeyError",
     "StoreError",
     "ProtocolError",
     "MailError",
@@ -306,6 +308,14 @@ class DirectoryError(AnonmailError):
 
 class PathError(AnonmailError):
     """No path can be built: a layer is empty or two hops share no transport."""
+
+
+class NodeKeyError(PathError):
+    """A node's published key fails while a packet is built; leave the node out of paths."""
+
+    def __init__(self, message: str, *, node_id: bytes = b"") -> None:
+        super().__init__(message)
+        self.node_id = node_id
 
 
 class StoreError(AnonmailError):

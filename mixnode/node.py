@@ -632,7 +632,11 @@ class MixNode:
                 delay = sample_delay_ms(self.rng, self.config.loop_delay_mean) if is_mix and not last else 0
                 hops.append(sphinx.Hop(ref.node_id, ref.data.sphinx_key, delay))  # type: ignore[attr-defined]
             mailbox = os.urandom(MAILBOX_ID_BYTES)
-            packet = await self._blocking(sphinx.build_forward, hops, mailbox, encode_cover_payload(KIND_LOOP))
+            try:
+                packet = await self._blocking(sphinx.build_forward, hops, mailbox, encode_cover_payload(KIND_LOOP))
+            except PathError:  # NodeKeyError: a hop's key is unusable (refused at parse time already)
+                self.stats.dropped["loop_bad_key"] += 1
+                continue
             self._pending_loops[mailbox] = anyio.current_time()
             self.stats.loops_sent += 1
             self._send_to(route[0].node_id, packet)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from anonmail.agent import account
 from anonmail.agent.store import AgentStore
+from anonmail.core import pki
 from anonmail.daemon.cli import address_key_arg
 from anonmail.errors import ConfigError, MailError, PassphraseError
 
@@ -56,7 +57,7 @@ def add_user_parsers(sub: argparse._SubParsersAction) -> None:
     init = home(sub.add_parser("init", help="create your identity and register at a provider"))
     init.add_argument("--authority", action="append", default=[], type=address_key_arg, metavar="ADDRESS=PUBKEY",
                       help="a directory authority to trust (repeat for each; ask the network's operators)")
-    init.add_argument("--threshold", type=int, default=None, help="authority signatures required (default 2)")
+    init.add_argument("--threshold", type=int, default=None, help="authority signatures required (default and least: a majority)")
     init.add_argument("--epoch-seconds", type=int, default=3600, help="epoch length of the network")
     init.add_argument("--provider", default=None, help="provider to register at (default: a random one)")
     init.add_argument("--tor", action="store_true", help="reach the network through tor (control port 9051)")
@@ -203,7 +204,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     i2p = args.i2p or args.sam_port is not None
     if not (tor or i2p or args.test_mode):
         raise ConfigError("choose how to reach the network: --tor and/or --i2p (--test-mode on private test networks)")
-    threshold = args.threshold or min(2, len(args.authority))
+    threshold = args.threshold or pki.majority(len(args.authority))
     passphrase = _passphrase(args, new=True)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     text = render_agent_config(

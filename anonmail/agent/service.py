@@ -33,7 +33,7 @@ import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import anyio.abc
@@ -56,6 +56,7 @@ from anonmail.errors import (
     AnonmailError,
     FragmentError,
     KeyExpiredError,
+    NodeKeyError,
     PacketError,
     PathError,
     ProtocolError,
@@ -172,6 +173,7 @@ class Agent:
         self._queued: set[tuple[bytes, int]] = set()
         self._split: OrderedDict[bytes, list[F.Fragment]] = OrderedDict()
         self._loops: dict[bytes, float] = {}
+        self._excluded: set[bytes] = set()  # nodes whose published keys failed while building
         self._loop_surbs: set[bytes] = set()
         self._lookups: dict[bytes, float] = {}
         self._expired_since: dict[bytes, float] = {}
@@ -226,7 +228,15 @@ class Agent:
 
     def _home(self):
         consensus = self.directory.current()
+        if consensus is not None and self._excluded:
+            consensus = replace(consensus, nodes=tuple(n for n in consensus.nodes if n.node_id not in self._excluded))
         return consensus, (consensus.by_name(self.settings.provider) if consensus is not None else None)
+
+    def _exclude(self, exc: NodeKeyError) -> None:
+        """Leave a node whose key cannot build a packet out of every later path."""
+        if exc.node_id not in self._excluded:
+            self._excluded.add(exc.node_id)
+            log.warning("a node's published key cannot build packets; it is left out of paths: %s", exc)
 
     async def _session_keeper(self) -> None:
         """Keep one authenticated session with our provider, reconnecting with back-off."""
@@ -316,18 +326,32 @@ class Agent:
             self._queued.discard(item)
             try:
                 built = await self._blocking(self._build_real, consensus, home, item)
+            except NodeKeyError as exc:  # this slot falls back to cover; the fragment waits
+                self._exclude(exc)
+                self._ready.appendleft(item)
+                self._queued.add(item)
+                item = None
+                consensus, home = self._home()
+                break
             except (AnonmailError, ValueError) as exc:
                 log.warning("cannot build a fragment now (%s); it stays queued", _why(exc))
                 built = None
         kind = "real" if built is not None else "drop"
-        if built is None:
+        for _attempt in range(2):
+            if built is not None or home is None:
+                break
             try:
                 built = await self._blocking(lambda: build_drop_packet(self.rng, consensus, home=home,
                                                                         delay_mean=self.settings.delay_mean))
+            except NodeKeyError as exc:  # cover goes out on a path without that node
+                self._exclude(exc)
+                consensus, home = self._home()
             except PathError as exc:
                 log.warning("no path for cover traffic: %s", exc)
-                self.stats.slots_missed += 1
-                return
+                break
+        if built is None or home is None:
+            self.stats.slots_missed += 1
+            return
         sent = await self._send(built.packet)
         if not sent:
             self.stats.slots_missed += 1
@@ -474,6 +498,9 @@ class Agent:
                     self.rng, consensus, home=home, recipient_provider=home, sender=self.identity,
                     sender_address=self.address, recipient=self.address, recipient_key=my_key[0].encryption_public,
                     fragment=fragment, delay_mean=self.settings.delay_mean))
+            except NodeKeyError as exc:
+                self._exclude(exc)
+                continue
             except PathError:
                 continue
             if await self._send(built.packet):

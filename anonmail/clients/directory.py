@@ -140,8 +140,11 @@ class DirectoryClient:
     ) -> None:
         if not authorities:
             raise ValueError("a directory client needs at least one authority")
-        if not 1 <= threshold <= len(authorities):
-            raise ValueError(f"threshold must be 1..{len(authorities)}, got {threshold}")
+        if not pki.majority(len(authorities)) <= threshold <= len(authorities):
+            raise ValueError(
+                f"threshold must be a majority of the {len(authorities)} pinned authorities "
+                f"({pki.majority(len(authorities))}..{len(authorities)}), got {threshold}"
+            )
         self.router = router
         self.authorities = [(address, bytes(key)) for address, key in authorities]
         self.threshold = threshold

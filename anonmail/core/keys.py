@@ -44,6 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.public
 import nacl.pwhash.argon2id
@@ -60,6 +61,7 @@ from anonmail.errors import (
 )
 
 __all__ = [
+    "check_x25519_public",
     "FINGERPRINT_BYTES",
     "NODE_ID_BYTES",
     "PUBLIC_KEY_BYTES",
@@ -109,6 +111,28 @@ def _bytes_of(value: object, size: int, what: str, exc: type[Exception]) -> byte
     if len(data) != size:
         raise exc(f"{what} must be {size} bytes, got {len(data)}")
     return data
+
+
+_CURVE25519_P = 2**255 - 19
+#: Any clamped scalar: X25519 of it with a point is all zeros exactly when the point has small order.
+_ORDER_PROBE = bytes([9]) * 32
+
+
+def check_x25519_public(value: object, what: str, exc: type[Exception] = KeyError_) -> bytes:
+    """An X25519 public key that cannot hurt: 32 bytes, canonical, not of small order.
+
+    A small-order point makes every Diffie-Hellman with it all zeros (libsodium refuses it), so
+    a peer publishing one could crash or neuter whoever builds a packet or seals to it. Raises
+    ``exc`` naming ``what``.
+    """
+    key = _bytes_of(value, PUBLIC_KEY_BYTES, what, exc)
+    if int.from_bytes(key, "little") >= _CURVE25519_P:
+        raise exc(f"{what} is not a canonical Curve25519 point")
+    try:
+        nacl.bindings.crypto_scalarmult(_ORDER_PROBE, key)
+    except nacl.exceptions.RuntimeError:
+        raise exc(f"{what} is a point of small order") from None
+    return key
 
 
 def fingerprint(identity_public: bytes) -> bytes:
@@ -292,9 +316,7 @@ class EncryptionKeyCert:
         _bytes_of(
             self.identity_public, PUBLIC_KEY_BYTES, "certificate identity key", SignatureError
         )
-        _bytes_of(
-            self.encryption_public, PUBLIC_KEY_BYTES, "certificate encryption key", SignatureError
-        )
+        check_x25519_public(self.encryption_public, "certificate encryption key", SignatureError)
         _bytes_of(self.signature, SIGNATURE_BYTES, "certificate signature", SignatureError)
         for name in ("not_before", "not_after"):
             value = getattr(self, name)
@@ -357,7 +379,7 @@ def certify_encryption_key(
     identity: IdentityKey, encryption_public: bytes, *, not_before: int, lifetime_s: int
 ) -> EncryptionKeyCert:
     """Sign an encryption public key for ``lifetime_s`` seconds starting at ``not_before``."""
-    enc = _bytes_of(encryption_public, PUBLIC_KEY_BYTES, "encryption public key", KeyError_)
+    enc = check_x25519_public(encryption_public, "encryption public key")
     if isinstance(lifetime_s, bool) or not isinstance(lifetime_s, int) or lifetime_s <= 0:
         raise ValueError(f"lifetime_s must be a positive integer, got {lifetime_s!r}")
     if isinstance(not_before, bool) or not isinstance(not_before, int) or not_before < 0:

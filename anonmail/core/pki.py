@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from anonmail.core.keys import IdentityKey, node_id, verify_signature
+from anonmail.core.keys import IdentityKey, check_x25519_public, node_id, verify_signature
 from anonmail.core.policy import NodeRef, Topology
 from anonmail.core.uri import parse_transport_address
 from anonmail.errors import DirectoryError, SignatureError, TransportAddressError
@@ -36,9 +36,11 @@ __all__ = [
     "CONSENSUS_VERSION",
     "MIX_LAYERS",
     "ROLES",
+    "majority",
     "epoch_at",
     "epoch_start",
     "NodeDescriptor",
+    "check_node_fields",
     "sign_descriptor",
     "descriptor_from_dict",
     "Consensus",
@@ -83,6 +85,11 @@ def _unb64(value: object, size: int, what: str) -> bytes:
     if len(data) != size:
         raise DirectoryError(f"{what} must be {size} bytes, got {len(data)}", reason="malformed")
     return data
+
+
+def majority(count: int) -> int:
+    """The fewest of ``count`` authorities that are more than half: the least any threshold may be."""
+    return count // 2 + 1
 
 
 def epoch_at(now: float, epoch_seconds: int) -> int:
@@ -147,6 +154,7 @@ class NodeDescriptor:
     def verify(self, *, production: bool = True) -> None:
         """Check fields and signature; DirectoryError(reason='bad_descriptor') names the problem."""
         _check_descriptor_fields(self.name, self.role, self.layer, self.epoch, self.addresses, production)
+        _check_sphinx_key(self.name, self.sphinx_key)
         try:
             verify_signature(
                 self.identity_key, canonical_json(self.body()), self.signature, context=_DESCRIPTOR_CONTEXT
@@ -158,9 +166,8 @@ class NodeDescriptor:
             ) from None
 
 
-def _check_descriptor_fields(
-    name: object, role: object, layer: object, epoch: object, addresses: Sequence[object], production: bool
-) -> None:
+def check_node_fields(name: object, role: object, layer: object) -> None:
+    """A node's name, role and layer as descriptors and admissions allow; DirectoryError otherwise."""
     def bad(why: str) -> DirectoryError:
         return DirectoryError(f"descriptor of {name!r}: {why}", reason="bad_descriptor")
 
@@ -174,6 +181,15 @@ def _check_descriptor_fields(
         raise bad(f"a mix's layer must be 1..{MIX_LAYERS}, got {layer}")
     if role == "provider" and layer != 0:
         raise bad("a provider's layer must be 0")
+
+
+def _check_descriptor_fields(
+    name: object, role: object, layer: object, epoch: object, addresses: Sequence[object], production: bool
+) -> None:
+    def bad(why: str) -> DirectoryError:
+        return DirectoryError(f"descriptor of {name!r}: {why}", reason="bad_descriptor")
+
+    check_node_fields(name, role, layer)
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise bad("epoch must be a non-negative integer")
     if not addresses or len(addresses) > MAX_ADDRESSES:
@@ -185,6 +201,14 @@ def _check_descriptor_fields(
             raise bad(str(exc)) from None
     if len(set(addresses)) != len(addresses):
         raise bad("lists an address twice")
+
+
+def _check_sphinx_key(name: str, key: bytes) -> None:
+    """A descriptor's Sphinx key must be a canonical point of large order (a weak one crashes builders)."""
+    try:
+        check_x25519_public(key, "sphinx_key", ValueError)
+    except ValueError as exc:
+        raise DirectoryError(f"descriptor of {name!r}: {exc}", reason="bad_descriptor") from None
 
 
 def sign_descriptor(
@@ -201,8 +225,7 @@ def sign_descriptor(
     """Make and sign a node's descriptor for one epoch."""
     unsigned = NodeDescriptor(name, role, layer, epoch, identity.public, bytes(sphinx_key), tuple(addresses))
     _check_descriptor_fields(name, role, layer, epoch, unsigned.addresses, production)
-    if len(unsigned.sphinx_key) != 32:
-        raise ValueError("a Sphinx public key is 32 bytes")
+    _check_sphinx_key(name, unsigned.sphinx_key)
     signature = identity.sign(canonical_json(unsigned.body()), context=_DESCRIPTOR_CONTEXT)
     return NodeDescriptor(**{**unsigned.__dict__, "signature": signature})
 

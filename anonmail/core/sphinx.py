@@ -60,6 +60,7 @@ from anonmail.errors import (
     BadGroupElementError,
     BodyTamperedError,
     HeaderMacError,
+    NodeKeyError,
     PacketSizeError,
     PayloadTooLargeError,
     ReplayError,
@@ -284,9 +285,14 @@ def generate_node_keypair(rng: RandomBytes = os.urandom) -> tuple[bytes, bytes]:
 
 
 def _create_header(
-    nodelist: Sequence[bytes], keys: Sequence[bytes], dest: bytes, rng: RandomBytes
+    nodelist: Sequence[bytes], route: Sequence[Hop], dest: bytes, rng: RandomBytes
 ) -> tuple[tuple[bytes, bytes, bytes], list[bytes]]:
-    """sphinxmix ``create_header`` (no associated data): return ((alpha, beta, gamma), secrets)."""
+    """sphinxmix ``create_header`` (no associated data): return ((alpha, beta, gamma), secrets).
+
+    A hop whose public key is unusable (small order: libsodium refuses the shared secret) raises
+    NodeKeyError naming that hop, so the caller can leave the node out and build again.
+    """
+    keys = [h.public_key for h in route]
     nu = len(nodelist)
     node_meta = [bytes([len(n)]) + n for n in nodelist]
     x = rng(32)
@@ -299,8 +305,11 @@ def _create_header(
         if i:
             alpha = crypto_scalarmult(blinds[-1], alpha)
         s = key
-        for f in blinds:
-            s = crypto_scalarmult(f, s)
+        try:
+            for f in blinds:
+                s = crypto_scalarmult(f, s)
+        except RuntimeError:  # nacl.exceptions.RuntimeError: an all-zero shared secret
+            raise NodeKeyError(f"hop {i + 1}'s Sphinx key is of small order", node_id=route[i].node_id) from None
         aes_s = _aes_key(s)
         hb, hrho, hmu, _, _ = _hop_keys(aes_s)
         aes_keys.append(aes_s)
@@ -474,7 +483,7 @@ def build_forward(
         raise PayloadTooLargeError(f"payload of {len(payload)} bytes exceeds {PAYLOAD_BYTES}")
     nodelist = _nodelist(route)
     (alpha, beta, gamma), secrets = _create_header(
-        nodelist, [h.public_key for h in route], _DEST_FINAL, rng
+        nodelist, route, _DEST_FINAL, rng
     )
     hpis = [_hpi(s) for s in secrets]
     body = _pad_body(BODY_BYTES - K, _encode_dest_payload(mailbox_id, payload))
@@ -494,7 +503,7 @@ def build_surb(
     surb_id = rng(K)
     final = _SURB_FINAL_PREFIX + _BIN8_16 + mailbox_id + _BIN8_16 + surb_id
     (alpha, beta, gamma), secrets = _create_header(
-        nodelist, [h.public_key for h in route], final, rng
+        nodelist, route, final, rng
     )
     ktilde = rng(K)
     keys = SurbKeys(surb_id, ktilde, tuple(_hpi(s) for s in secrets))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from anonmail.config import install_config
+from anonmail.core import pki
 from anonmail.daemon.cli import EXIT_NOT_RUNNING, EXIT_OK, address_key_arg
 from anonmail.daemon.identity import IDENTITY_FILE, load_or_create_identity
 from anonmail.daemon.status import STATUS_FILE, liveness, pid_alive, read_status
@@ -75,7 +76,7 @@ def add_node_init_arguments(parser: argparse.ArgumentParser, *, role: str) -> No
         help="a directory authority to trust (repeat for each)",
     )
     parser.add_argument("--threshold", type=int, default=None,
-                        help="authority signatures required (default 2, or 1 with one authority)")
+                        help="authority signatures required (default and least: a majority)")
     parser.add_argument("--epoch-seconds", type=int, default=3600, help="epoch length, must match the authorities")
     parser.add_argument("--tor", action="store_true", help="serve as a Tor onion service")
     parser.add_argument("--i2p", action="store_true", help="serve as an I2P destination")
@@ -118,7 +119,7 @@ def init_node(
     test_mode = args.test_mode or args.tcp_listen is not None
     if not (args.tor or args.i2p or args.tcp_listen):
         raise ConfigError(f"choose how the {role} is reached: --tor and/or --i2p (or --tcp-listen for tests)")
-    threshold = args.threshold or min(2, len(args.authority))
+    threshold = args.threshold or pki.majority(len(args.authority))
     directory: Path = args.dir
     path = prepare_data_dir(directory, config_name, force=args.force)
     install_config(path, render(threshold=threshold, test_mode=test_mode), load)

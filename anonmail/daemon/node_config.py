@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anonmail.config import Table
+from anonmail.core.pki import majority
 from anonmail.net.base import Transport
 from anonmail.net.settings import build_transports, i2p_settings_from_table, tor_settings_from_table
 
@@ -52,7 +53,6 @@ DEFAULTS: dict[str, Any] = {
     "loop_delay_mean": 0.2,  # mean per-hop delay of our own loops, seconds
     "loop_timeout": 120.0,  # a loop not back after this is counted lost, seconds
     "epoch_seconds": 3600,  # must match the authorities
-    "threshold": 2,  # authority signatures a consensus needs (at most the number of authorities)
 }
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -113,7 +113,8 @@ def parse_authorities(table: Table, *, production: bool) -> tuple[tuple[Authorit
         pins.append(AuthorityPin(address, key))
     if not pins:
         raise table.error("authority", "list at least one [[directory.authority]]")
-    threshold = table.int("threshold", default=min(DEFAULTS["threshold"], len(pins)), minimum=1, maximum=len(pins))
+    # Fewer than a majority would let a minority of authorities mint a document on their own.
+    threshold = table.int("threshold", default=majority(len(pins)), minimum=majority(len(pins)), maximum=len(pins))
     return tuple(pins), threshold
 
 

@@ -89,8 +89,11 @@ class AuthorityConfig:
 
     def check(self) -> None:
         """Cross-field rules; ValueError names the field."""
-        if not 1 <= self.threshold <= len(self.peers) + 1:
-            raise ValueError(f"threshold must be 1..{len(self.peers) + 1} (peers + this authority), got {self.threshold}")
+        count = len(self.peers) + 1
+        if not pki.majority(count) <= self.threshold <= count:
+            raise ValueError(
+                f"threshold must be a majority of the {count} authorities ({pki.majority(count)}..{count}), got {self.threshold}"
+            )
         if self.epoch_seconds < 10:
             raise ValueError("epoch_seconds must be at least 10")
         if not 0 <= self.lead < self.epoch_seconds:
@@ -123,7 +126,8 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
         address = peer.address("address", production=production)
         key = peer.public_key("public_key")
         peers.append(PeerAuthority(address, key))
-    threshold = table.int("threshold", default=len(peers) // 2 + 1, minimum=1, maximum=len(peers) + 1)
+    threshold = table.int("threshold", default=pki.majority(len(peers) + 1), minimum=pki.majority(len(peers) + 1),
+                          maximum=len(peers) + 1)
     epoch_seconds = table.int("epoch_seconds", default=DEFAULT_EPOCH_SECONDS, minimum=10)
     freeze_lead = table.int("freeze_lead", default=None, minimum=0, maximum=epoch_seconds - 1)
     round_seconds = table.int("round_seconds", default=DEFAULT_ROUND_SECONDS, minimum=1)

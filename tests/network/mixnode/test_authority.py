@@ -21,7 +21,7 @@ import anyio
 import pytest
 import trio.testing
 
-from anonmail.core import dirproto, pki
+from anonmail.core import dirproto, pki, sphinx
 from anonmail.core.keys import IdentityKey
 from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Role
 from anonmail.clients.directory import DirectoryClient, request_authority, upload_descriptor
@@ -134,7 +134,7 @@ def descriptor(i: int, epoch: int, *, role: str = "mix", layer: int | None = Non
         role=role,
         layer=(i % 3 + 1) if layer is None and role == "mix" else (layer or 0),
         epoch=epoch,
-        sphinx_key=os.urandom(32),
+        sphinx_key=sphinx.generate_node_keypair()[1],
         addresses=[f"mem://node-{i}"],
         production=False,
     )

@@ -84,3 +84,21 @@ def test_every_transmission_draws_fresh_delays_and_paths():
     routes = {build_drop_packet(rng, CONSENSUS, home=CONSENSUS.by_name("alpha"), delay_mean=0.1).route
               for _ in range(40)}
     assert len(routes) > 4
+
+
+def test_attack_a_small_order_key_in_a_held_consensus_is_a_typed_error_naming_the_node():
+    """Even a consensus that slipped a weak key past parsing cannot crash a builder: NodeKeyError names the node."""
+    import dataclasses
+
+    import pytest
+
+    from anonmail.core.pki import Consensus
+    from anonmail.errors import NodeKeyError
+
+    weak = bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
+    nodes = tuple(dataclasses.replace(n, sphinx_key=weak) if n.role == "mix" and n.layer == 2 else n
+                  for n in CONSENSUS.nodes)
+    poisoned = Consensus(CONSENSUS.epoch, CONSENSUS.epoch_seconds, nodes)
+    with pytest.raises(NodeKeyError) as info:
+        build_drop_packet(random.Random(3), poisoned, home=poisoned.by_name("alpha"), delay_mean=0.1)
+    assert poisoned.by_id(info.value.node_id).layer == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
@@ -404,3 +405,33 @@ def test_load_identity_rejects_other_secret(tmp_path: Path) -> None:
     write_key_file(path, seal_secret(b"\x01" * 32, "pw", **FAST))
     with pytest.raises(KeyFileError, match="identity"):
         load_identity(path, "pw")
+
+
+# ----------------------------------------------------------------------------- weak X25519 keys
+
+_SMALL_ORDER_POINT = bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
+
+
+@pytest.mark.parametrize(
+    "weak",
+    [bytes(32), _SMALL_ORDER_POINT, (2**255 - 19).to_bytes(32, "little"), b"\xff" * 32],
+    ids=["zero", "order8", "p", "high-bit"],
+)
+def test_attack_a_weak_encryption_key_is_refused_in_certificates_and_announcements(weak):
+    """A certificate (and so a key announcement) carrying a small-order or non-canonical key never parses."""
+    from anonmail.core.envelope import decode_envelope, encode_keys
+    from anonmail.errors import FragmentError
+
+    identity = IdentityKey.generate()
+    good = keys.certify_encryption_key(identity, EncryptionKey.generate().public, not_before=0, lifetime_s=60)
+    assert keys.check_x25519_public(good.encryption_public, "key") == good.encryption_public
+    with pytest.raises(KeyError_):
+        keys.certify_encryption_key(identity, weak, not_before=0, lifetime_s=60)
+    forged = good.to_bytes()[:33] + weak + good.to_bytes()[65:]
+    with pytest.raises(SignatureError, match="certificate encryption key"):
+        EncryptionKeyCert.from_bytes(forged)
+    announcement = encode_keys([good], sent_at=1).replace(
+        base64.b64encode(good.to_bytes()), base64.b64encode(forged)
+    )
+    with pytest.raises(FragmentError):
+        decode_envelope(announcement)

@@ -10,6 +10,7 @@ import pytest
 
 from anonmail.core import pki
 from anonmail.core.keys import IdentityKey
+from anonmail.core.sphinx import generate_node_keypair
 from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Control, FrameDecoder, encode_frame
 from anonmail.errors import DirectoryError
 
@@ -35,7 +36,7 @@ def make(i: int, *, epoch: int = EPOCH, role: str = "mix", layer: int | None = N
         role=role,
         layer=layer,
         epoch=epoch,
-        sphinx_key=sphinx or bytes([i]) * 32,
+        sphinx_key=sphinx or generate_node_keypair(lambda n: bytes([i + 1]) * n)[1],
         addresses=addresses or [f"mem://node-{i}"],
         production=False,
     )
@@ -157,8 +158,36 @@ def test_production_refuses_test_addresses():
 
 
 def test_sphinx_key_size_is_checked_when_signing():
-    with pytest.raises(ValueError, match="32 bytes"):
+    with pytest.raises(DirectoryError, match="32 bytes"):
         make(1, sphinx=b"\x01" * 31)
+
+
+#: The canonical encodings of the Curve25519 points of small order, and two non-canonical ones.
+SMALL_ORDER = [
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    (2**255 - 20).to_bytes(32, "little"),
+]
+NON_CANONICAL = [(2**255 - 19).to_bytes(32, "little"), (2**255 - 1).to_bytes(32, "little")]
+
+
+@pytest.mark.parametrize("weak", SMALL_ORDER + NON_CANONICAL, ids=lambda k: k.hex()[:8])
+def test_attack_a_descriptor_with_a_small_order_sphinx_key_is_refused(weak):
+    """An uploaded descriptor with a weak Sphinx key never parses (it would crash packet builders)."""
+    good = make(1).to_dict()
+    identity_key = identity(1)
+    body = {**good, "sphinx_key": base64.b64encode(weak).decode()}
+    del body["signature"]
+    signature = identity_key.sign(pki.canonical_json(body), context=b"anonmail descriptor v1")
+    forged = {**body, "signature": base64.b64encode(signature).decode()}
+    with pytest.raises(DirectoryError) as info:
+        pki.descriptor_from_dict(forged, production=False)
+    assert info.value.reason == "bad_descriptor"
+    assert "sphinx_key" in str(info.value)
+    with pytest.raises(DirectoryError):
+        make(1, sphinx=weak)
 
 
 # ----------------------------------------------------------------------------- consensus building

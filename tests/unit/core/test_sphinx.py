@@ -199,7 +199,7 @@ def test_random_packets_only_raise_packet_errors(seed, flips):
 def test_validly_authenticated_garbage_is_rejected_cleanly(routing, body):
     """A malicious sender can MAC anything: routing and body content must still parse strictly."""
     secrets, route, rng = _network(13, hops=1)
-    (alpha, beta, gamma), aes_keys = S._create_header([route[0].node_id], [route[0].public_key], routing, rng.randbytes)
+    (alpha, beta, gamma), aes_keys = S._create_header([route[0].node_id], [route[0]], routing, rng.randbytes)
     hpi = S._hpi(aes_keys[0])
     padded = S._pad_body(BODY_BYTES - 16, body)
     delta = S._lioness_enc(hpi, S._mu(hpi, padded) + padded)
@@ -217,3 +217,21 @@ def test_wrong_sizes():
             S.process(bytes(n), secrets[0])
     with pytest.raises(PacketSizeError):
         S.Surb.from_bytes(b"short")
+
+
+@pytest.mark.parametrize("surb", [False, True], ids=["forward", "surb"])
+def test_attack_a_small_order_hop_key_is_a_typed_error_naming_the_node(surb):
+    """Building through a node with a small-order key raises NodeKeyError (not a nacl crash)."""
+    from anonmail.errors import NodeKeyError, PathError
+
+    _, route, _ = _network(1, hops=3)
+    bad = S.Hop(route[1].node_id, bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+                route[1].delay_ms)
+    route = [route[0], bad, route[2]]
+    with pytest.raises(NodeKeyError) as info:
+        if surb:
+            S.build_surb(route, bytes(16))
+        else:
+            S.build_forward(route, bytes(16), b"hello")
+    assert info.value.node_id == route[1].node_id
+    assert isinstance(info.value, PathError)

@@ -13,6 +13,8 @@ Nodes, agents and authorities talk to an authority over one stream of wire frame
     get_consensus {epoch}                 -> consensus {epoch, document, signatures{id: b64}}
     get_descriptors {epoch, before?}      -> descriptors {epoch, descriptors[]}
     get_signature {epoch, digest (hex)}   -> signature {epoch, digest, signature}
+    get_vote {epoch, point}               -> vote {vote}            (authorities, phase 1)
+    get_votes {epoch, point}              -> votes {votes[]}        (authorities, phase 2)
 
 This module turns those CONTROL objects into frozen dataclasses and back. Parsing is strict:
 exactly the documented fields, each of the documented type, else
@@ -37,11 +39,15 @@ __all__ = [
     "GetConsensus",
     "GetDescriptors",
     "GetSignature",
+    "GetVote",
+    "GetVotes",
     "Request",
     "Accepted",
     "ConsensusReply",
     "DescriptorsReply",
     "SignatureReply",
+    "VoteReply",
+    "VotesReply",
     "Refused",
     "Reply",
     "encode",
@@ -92,7 +98,25 @@ class GetSignature:
     TYPE = "get_signature"
 
 
-Request = Union[UploadDescriptor, GetConsensus, GetDescriptors, GetSignature]
+@dataclass(frozen=True)
+class GetVote:
+    """Ask a peer authority for its own signed vote at one build point."""
+
+    epoch: int
+    point: int
+    TYPE = "get_vote"
+
+
+@dataclass(frozen=True)
+class GetVotes:
+    """Ask a peer authority for the votes it fetched directly at one build point (frozen)."""
+
+    epoch: int
+    point: int
+    TYPE = "get_votes"
+
+
+Request = Union[UploadDescriptor, GetConsensus, GetDescriptors, GetSignature, GetVote, GetVotes]
 
 
 # --------------------------------------------------------------------------- replies
@@ -144,11 +168,31 @@ class Refused:
     TYPE = "error"
 
 
-Reply = Union[Accepted, ConsensusReply, DescriptorsReply, SignatureReply, Refused]
-R = TypeVar("R", Accepted, ConsensusReply, DescriptorsReply, SignatureReply)
+@dataclass(frozen=True)
+class VoteReply:
+    """A peer's signed vote (a JSON object, verified by the asker)."""
 
-_REQUESTS: dict[str, type] = {c.TYPE: c for c in (UploadDescriptor, GetConsensus, GetDescriptors, GetSignature)}
-_REPLIES: dict[str, type] = {c.TYPE: c for c in (Accepted, ConsensusReply, DescriptorsReply, SignatureReply, Refused)}
+    vote: Mapping[str, Any]
+    TYPE = "vote"
+
+
+@dataclass(frozen=True)
+class VotesReply:
+    """The signed votes a peer fetched directly (JSON objects, verified by the asker)."""
+
+    votes: tuple[Mapping[str, Any], ...]
+    TYPE = "votes"
+
+
+Reply = Union[Accepted, ConsensusReply, DescriptorsReply, SignatureReply, VoteReply, VotesReply, Refused]
+R = TypeVar("R", Accepted, ConsensusReply, DescriptorsReply, SignatureReply, VoteReply, VotesReply)
+
+_REQUESTS: dict[str, type] = {
+    c.TYPE: c for c in (UploadDescriptor, GetConsensus, GetDescriptors, GetSignature, GetVote, GetVotes)
+}
+_REPLIES: dict[str, type] = {
+    c.TYPE: c for c in (Accepted, ConsensusReply, DescriptorsReply, SignatureReply, VoteReply, VotesReply, Refused)
+}
 
 
 def encode(message: Request | Reply) -> dict[str, Any]:
@@ -171,6 +215,12 @@ def encode(message: Request | Reply) -> dict[str, Any]:
         return {"type": message.TYPE, "epoch": message.epoch, "descriptors": [dict(d) for d in message.descriptors]}
     if isinstance(message, SignatureReply):
         return {"type": message.TYPE, "epoch": message.epoch, "digest": message.digest, "signature": message.signature}
+    if isinstance(message, (GetVote, GetVotes)):
+        return {"type": message.TYPE, "epoch": message.epoch, "point": message.point}
+    if isinstance(message, VoteReply):
+        return {"type": message.TYPE, "vote": dict(message.vote)}
+    if isinstance(message, VotesReply):
+        return {"type": message.TYPE, "votes": [dict(v) for v in message.votes]}
     if isinstance(message, Refused):
         return {"type": message.TYPE, "reason": message.reason, "message": message.message}
     raise TypeError(f"not a directory message: {type(message).__name__}")
@@ -196,6 +246,12 @@ class _Fields:
         value = self.message.get("epoch")
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise self.error("needs 'epoch', a non-negative integer")
+        return value
+
+    def point(self) -> int:
+        value = self.message.get("point")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise self.error("needs 'point', a non-negative integer")
         return value
 
     def text(self, key: str, pattern: re.Pattern[str] | None = None) -> str:
@@ -230,6 +286,9 @@ def parse_request(message: object) -> Request:
                                    or not math.isfinite(before)):
             raise fields.error("'before' must be a number")
         return GetDescriptors(fields.epoch(), before)
+    if cls in (GetVote, GetVotes):
+        fields = _Fields(message, {"epoch", "point"}, "bad_request")
+        return cls(fields.epoch(), fields.point())  # type: ignore[no-any-return]
     fields = _Fields(message, {"epoch", "digest"}, "bad_request")
     return GetSignature(fields.epoch(), fields.text("digest", _HEX_DIGEST))
 
@@ -258,5 +317,13 @@ def parse_reply(message: object, expect: type[R]) -> R | Refused:
         if not isinstance(items, list) or not all(isinstance(d, Mapping) for d in items):
             raise fields.error("'descriptors' must be a list of JSON objects")
         return DescriptorsReply(fields.epoch(), tuple(items))  # type: ignore[return-value]
+    if expect is VoteReply:
+        return VoteReply(_Fields(message, {"vote"}, "bad_reply").obj("vote"))  # type: ignore[return-value]
+    if expect is VotesReply:
+        fields = _Fields(message, {"votes"}, "bad_reply")
+        items = message.get("votes")
+        if not isinstance(items, list) or not all(isinstance(v, Mapping) for v in items):
+            raise fields.error("'votes' must be a list of JSON objects")
+        return VotesReply(tuple(items))  # type: ignore[return-value]
     fields = _Fields(message, {"epoch", "digest", "signature"}, "bad_reply")
     return SignatureReply(fields.epoch(), fields.text("digest", _HEX_DIGEST), fields.text("signature"))  # type: ignore[return-value]

@@ -321,7 +321,9 @@ def build_consensus(epoch: int, epoch_seconds: int, descriptors: Iterable[NodeDe
 
     Descriptors for other epochs are ignored. When a node uploaded twice, the descriptor with
     the smallest canonical encoding wins (any fixed rule works; all authorities must use the
-    same one). A name claimed by two identities keeps the smaller identity key.
+    same one). A name claimed by two identities is left out entirely: admission binds each name
+    to one key, and no rule picks between claimants (a key-order rule let a stranger with a
+    smaller key take over a provider's name).
     """
     chosen: dict[bytes, NodeDescriptor] = {}
     for d in descriptors:
@@ -330,10 +332,10 @@ def build_consensus(epoch: int, epoch_seconds: int, descriptors: Iterable[NodeDe
         current = chosen.get(d.identity_key)
         if current is None or canonical_json(d.to_dict()) < canonical_json(current.to_dict()):
             chosen[d.identity_key] = d
-    by_name: dict[str, NodeDescriptor] = {}
-    for d in sorted(chosen.values(), key=lambda x: x.identity_key):
-        by_name.setdefault(d.name, d)
-    nodes = sorted(by_name.values(), key=lambda x: (x.role, x.layer, x.node_id))
+    claims: dict[str, int] = {}
+    for d in chosen.values():
+        claims[d.name] = claims.get(d.name, 0) + 1
+    nodes = sorted((d for d in chosen.values() if claims[d.name] == 1), key=lambda x: (x.role, x.layer, x.node_id))
     return Consensus(epoch, epoch_seconds, tuple(nodes))
 
 

@@ -34,6 +34,7 @@ import anyio.abc
 from anonmail.clients.directory import DirectoryClient
 from anonmail.core.keys import IdentityKey
 from anonmail.core.pki import Consensus, epoch_at
+from anonmail.daemon.identity import load_or_create_identity
 from anonmail.daemon.node_config import AuthorityPin
 from anonmail.errors import DirectoryError, TestnetError
 from anonmail.net.memory import MemoryNetwork
@@ -41,6 +42,7 @@ from anonmail.net.router import Router
 from anonmail.provider.config import ProviderConfig
 from anonmail.provider.node import Provider
 from mixnode.authority import Authority, AuthorityConfig, PeerAuthority
+from mixnode.authority.admission import Admission, admit
 from mixnode.config import DEFAULTS, MixConfig
 from mixnode.node import MixNode
 
@@ -123,6 +125,10 @@ class MemoryMixnet:
             for name in providers:
                 net.provider_configs[name] = replace(_provider_config(root / name, name, pins, epoch_seconds),
                                                      **dict(provider_overrides or {}))
+            for name, config in net.mix_configs.items():  # the operators admit every node's key
+                net.admit(name, "mix", config.layer, _node_identity(config.data_dir).public)
+            for name, config in net.provider_configs.items():
+                net.admit(name, "provider", 0, _node_identity(config.data_dir).public)
             for name in net.mix_configs:
                 await net._start_node(name)
             for name in net.provider_configs:
@@ -130,6 +136,12 @@ class MemoryMixnet:
             with anyio.fail_after(START_TIMEOUT):
                 await net.wait_consensus()
             yield net
+
+    def admit(self, name: str, role: str, layer: int, identity_public: bytes) -> None:
+        """Admit a node at every authority, as ``mixnode authority admit`` does."""
+        entry = Admission(name, role, layer, bytes(identity_public))
+        for authority in self.authorities:
+            admit(authority.config.data_dir, entry)
 
     async def _start_authorities(self, stack: AsyncExitStack, *, bootstrap_nodes: int) -> None:
         identities = [IdentityKey.generate() for _ in range(AUTHORITIES)]
@@ -263,6 +275,12 @@ class MemoryMixnet:
 
     kill_provider = kill_mix
     restart_provider = restart_mix
+
+
+def _node_identity(data_dir: Path) -> IdentityKey:
+    """A node's identity key, made before the node first starts so its operator can have it admitted."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return load_or_create_identity(data_dir)
 
 
 def _mix_config(data_dir: Path, name: str, layer: int, pins: tuple[AuthorityPin, ...], epoch_seconds: int) -> MixConfig:

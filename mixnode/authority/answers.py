@@ -3,20 +3,25 @@
 Sans-IO apart from the store: :meth:`Answers.answer` takes one CONTROL object and returns the
 CONTROL reply. Refusals are ``error`` replies with a stable reason: ``unknown_request``,
 ``bad_request``, ``malformed``, ``bad_descriptor``, ``stale``, ``future``, ``too_late``,
-``too_many``, ``full``, ``not_ready``, ``digest_mismatch``, ``unavailable``, ``internal``.
+``too_many``, ``full``, ``not_ready``, ``digest_mismatch``, ``unavailable``, ``internal``, and
+for descriptors their admission does not cover ``not_admitted``, ``wrong_name``, ``wrong_role``,
+``wrong_layer`` (:mod:`mixnode.authority.admission`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from anonmail.core import dirproto, pki
 from anonmail.errors import DirectoryError, StoreError
+from mixnode.authority.admission import AdmissionList, check_descriptor
 from mixnode.authority.config import AuthorityConfig
 from mixnode.authority.store import AuthorityStore
+from mixnode.authority.voting import Vote
 
-__all__ = ["MAX_DESCRIPTORS_PER_EPOCH", "MAX_DESCRIPTORS_PER_NODE", "Answers"]
+__all__ = ["MAX_DESCRIPTORS_PER_EPOCH", "MAX_DESCRIPTORS_PER_NODE", "Ballot", "Answers"]
 
 log = logging.getLogger("mixnode.authority")
 
@@ -30,13 +35,26 @@ def _refuse(reason: str, message: str) -> DirectoryError:
     return DirectoryError(message, reason=reason)
 
 
-class Answers:
-    """Turns requests into replies over one authority's store and clock."""
+class Ballot(Protocol):
+    """Where the votes of the current build rounds live (the server); both raise ``not_ready``."""
 
-    def __init__(self, config: AuthorityConfig, authority_id: str, now: Callable[[], float]) -> None:
+    def own_vote(self, epoch: int, point: int) -> Vote:
+        """This authority's one vote at (epoch, point)."""
+
+    def held_votes(self, epoch: int, point: int) -> list[Vote]:
+        """The votes fetched directly at (epoch, point), once frozen."""
+
+
+class Answers:
+    """Turns requests into replies over one authority's store, admission list, votes and clock."""
+
+    def __init__(self, config: AuthorityConfig, authority_id: str, now: Callable[[], float],
+                 admissions: Callable[[], AdmissionList], ballot: Ballot) -> None:
         self.config = config
         self.authority_id = authority_id
         self.now = now
+        self.admissions = admissions
+        self.ballot = ballot
 
     def current_epoch(self) -> int:
         """The epoch containing now."""
@@ -52,6 +70,11 @@ class Answers:
                 reply: dirproto.Reply = self._upload(store, request)
             elif isinstance(request, dirproto.GetConsensus):
                 reply = self._get_consensus(store, request)
+            elif isinstance(request, dirproto.GetVote):
+                reply = dirproto.VoteReply(self.ballot.own_vote(request.epoch, request.point).to_dict())
+            elif isinstance(request, dirproto.GetVotes):
+                votes = self.ballot.held_votes(request.epoch, request.point)
+                reply = dirproto.VotesReply(tuple(v.to_dict() for v in votes))
             elif isinstance(request, dirproto.GetDescriptors):
                 reply = dirproto.DescriptorsReply(request.epoch, tuple(store.descriptor_dicts(request.epoch, request.before)))
             else:
@@ -72,6 +95,11 @@ class Answers:
 
     def _upload(self, store: AuthorityStore, request: dirproto.UploadDescriptor) -> dirproto.Accepted:
         descriptor = pki.descriptor_from_dict(request.descriptor, production=self.config.production)
+        try:
+            check_descriptor(self.admissions(), descriptor)
+        except DirectoryError as exc:
+            log.info("authority %s: refused a descriptor: %s", self.config.name, exc.reason)
+            raise
         self._check_epoch(descriptor.epoch)
         if store.consensus(descriptor.epoch) is not None:
             if store.has_descriptor(descriptor):

@@ -28,7 +28,8 @@ from anonmail.daemon.commands import (
     run_daemon,
     serve_announced,
 )
-from anonmail.errors import ConfigError
+from anonmail.errors import ConfigError, DirectoryError
+from mixnode.authority.admission import ADMISSION_FILE, Admission, admit, load_admission, revoke
 from mixnode.authority.config import (
     DEFAULT_EPOCH_SECONDS,
     AuthorityConfig,
@@ -46,7 +47,7 @@ log = logging.getLogger("mixnode.authority")
 
 def add_authority_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``authority`` and its subcommands (dest ``authority_command``) to a CLI."""
-    parser = subparsers.add_parser("authority", help="run a directory authority (init, run, status)")
+    parser = subparsers.add_parser("authority", help="run a directory authority (init, run, status, admit, revoke, list)")
     sub = parser.add_subparsers(dest="authority_command", metavar="SUBCOMMAND", required=True)
 
     init = sub.add_parser("init", help="create an identity key and a commented config file")
@@ -68,6 +69,16 @@ def add_authority_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     add_config_arguments(run, CONFIG_NAME)
     run.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
 
+    admitting = sub.add_parser("admit", help="admit a node's identity key under a name, role and layer")
+    add_config_arguments(admitting, CONFIG_NAME)
+    admitting.add_argument("node", nargs="+", metavar="NAME ROLE [LAYER] KEY",
+                       help="e.g. `alpha provider KEY` or `mix-1-0 mix 1 KEY` (the key `init` printed for the node)")
+    revoking = sub.add_parser("revoke", help="remove a node from the admission list (by name or key)")
+    add_config_arguments(revoking, CONFIG_NAME)
+    revoking.add_argument("name_or_key")
+    listing = sub.add_parser("list", help="print the admission list")
+    add_config_arguments(listing, CONFIG_NAME)
+
     status = sub.add_parser("status", help="show epochs, descriptors, signatures and peers of a running authority")
     add_config_arguments(status, CONFIG_NAME)
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
@@ -76,7 +87,8 @@ def add_authority_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 def run_authority_command(args: argparse.Namespace) -> int:
     """Run the chosen ``authority`` subcommand (inside :func:`anonmail.daemon.cli.run_command`)."""
-    handlers = {"init": _init, "run": _run, "status": _status}
+    handlers = {"init": _init, "run": _run, "status": _status, "admit": _admission, "revoke": _admission,
+                "list": _admission}
     return handlers[args.authority_command](args)
 
 
@@ -118,6 +130,7 @@ def render_config(
         line("# round_seconds = 5", "later build attempts (bootstrap) this often"),
         line("# sync_delay = 2", "wait after a cutoff before asking peers (clock skew)"),
         line("# gossip_seconds = 30", "background copy of peers' descriptors"),
+        line("# vote_seconds = 5", "each of the two voting phases of a build round"),
         line("# bootstrap_nodes = 0", "test networks: first consensus waits for this many nodes"),
     ]
     if tor:
@@ -197,6 +210,32 @@ def _run(args: argparse.Namespace) -> int:
     return run_daemon(args.log_level, lambda: serve(config))
 
 
+# --------------------------------------------------------------------------- admission
+
+
+def _admission(args: argparse.Namespace) -> int:
+    config = load_authority_config(config_path(args, CONFIG_NAME))
+    if args.authority_command == "list":
+        entries = load_admission(config.data_dir).entries
+        for entry in entries:
+            print(entry.line())
+        if not entries:
+            print(f"no node is admitted yet (add one with `mixnode authority admit --config {config.config_path} NAME ROLE [LAYER] KEY`)")
+        return 0
+    try:
+        if args.authority_command == "revoke":
+            entry = revoke(config.data_dir, args.name_or_key)
+            print(f"revoked {entry.name} ({entry.role}); its next descriptors are refused")
+            return 0
+        entry = Admission.from_words(args.node)
+        admit(config.data_dir, entry)
+    except (ValueError, DirectoryError) as exc:
+        raise ConfigError(f"{config.data_dir / ADMISSION_FILE}: {exc}") from None
+    print(f"admitted {entry.name} as {entry.role}{f' in layer {entry.layer}' if entry.role == 'mix' else ''}; "
+          "every authority's operator must admit it too")
+    return 0
+
+
 # --------------------------------------------------------------------------- status
 
 
@@ -209,6 +248,11 @@ def _status_rows(status: dict) -> list[tuple[str, str]]:
         built = (f"consensus {entry.get('digest')} with {entry.get('signatures')} signatures" if entry.get("consensus")
                  else "no consensus yet")
         rows.append((f"epoch {epoch}", f"{entry.get('descriptors')} descriptors, {built}"))
+    admitted = status.get("admitted") or []
+    rows.append(("admitted", f"{len(admitted)} nodes" + ("" if admitted else " (see `mixnode authority admit`)")))
+    for entry in admitted:
+        layer = f" layer {entry.get('layer')}" if entry.get("role") == "mix" else ""
+        rows.append((f"  {entry.get('name')}", f"{entry.get('role')}{layer}, key {entry.get('identity_key')}"))
     for address, peer in sorted((status.get("peers") or {}).items()):
         state = {True: "up", False: "down", None: "not contacted yet"}[peer.get("up")]
         extra = f" ({peer.get('last_error')})" if peer.get("last_error") else ""

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_ROUND_SECONDS",
     "DEFAULT_SYNC_DELAY",
     "DEFAULT_GOSSIP_SECONDS",
+    "DEFAULT_VOTE_SECONDS",
     "PeerAuthority",
     "AuthorityConfig",
     "load_authority_config",
@@ -39,6 +40,8 @@ DEFAULT_ROUND_SECONDS = 5
 DEFAULT_SYNC_DELAY = 2
 #: Seconds between background descriptor pulls from peers (before the cutoff).
 DEFAULT_GOSSIP_SECONDS = 30
+#: Length of each of the two voting phases of a build round (see :mod:`mixnode.authority.voting`).
+DEFAULT_VOTE_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class AuthorityConfig:
     round_seconds: int = DEFAULT_ROUND_SECONDS
     sync_delay: int = DEFAULT_SYNC_DELAY
     gossip_seconds: int = DEFAULT_GOSSIP_SECONDS
+    vote_seconds: float = DEFAULT_VOTE_SECONDS
     #: Test networks that start every node at once: build an epoch whose previous epoch has no
     #: document only from at least this many nodes (so the first consensus lists them all).
     bootstrap_nodes: int = 0
@@ -98,6 +102,8 @@ class AuthorityConfig:
             raise ValueError("epoch_seconds must be at least 10")
         if not 0 <= self.lead < self.epoch_seconds:
             raise ValueError("freeze_lead must be 0..epoch_seconds-1")
+        if self.vote_seconds <= 0:
+            raise ValueError("vote_seconds must be positive")
         if self.round_seconds < 1 or self.sync_delay < 0 or self.sync_delay >= self.round_seconds:
             raise ValueError("need round_seconds >= 1 and 0 <= sync_delay < round_seconds")
         keys = [p.public_key for p in self.peers]
@@ -133,6 +139,7 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     round_seconds = table.int("round_seconds", default=DEFAULT_ROUND_SECONDS, minimum=1)
     sync_delay = table.int("sync_delay", default=DEFAULT_SYNC_DELAY, minimum=0, maximum=round_seconds - 1)
     gossip_seconds = table.int("gossip_seconds", default=DEFAULT_GOSSIP_SECONDS, minimum=1)
+    vote_seconds = table.int("vote_seconds", default=DEFAULT_VOTE_SECONDS, minimum=1)
     bootstrap_nodes = table.int("bootstrap_nodes", default=0, minimum=0)
     table.finish()
     config = AuthorityConfig(
@@ -148,6 +155,7 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
         round_seconds=round_seconds,
         sync_delay=sync_delay,
         gossip_seconds=gossip_seconds,
+        vote_seconds=vote_seconds,
         bootstrap_nodes=bootstrap_nodes,
         tor=tor,
         i2p=i2p,

@@ -71,18 +71,22 @@ from anonmail.core import dirproto, pki
 from anonmail.core.keys import IdentityKey
 from anonmail.core.wire import MAX_DIRECTORY_CONTROL_BYTES, Control, Role
 from anonmail.daemon.status import STATUS_FILE, write_status
-from anonmail.errors import DirectoryError, LinkError, WireError
+from anonmail.errors import ConfigError, DirectoryError, LinkError, WireError
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
+from mixnode.authority.admission import ADMISSION_FILE, load_admission
 from mixnode.authority.answers import MAX_DESCRIPTORS_PER_EPOCH, Answers
 from mixnode.authority.config import AuthorityConfig, PeerAuthority, load_authority_key
 from mixnode.authority.schedule import next_build_point
 from mixnode.authority.store import DATABASE_FILE, AuthorityStore
+from mixnode.authority.voting import Vote, make_vote, tally, vote_from_dict
 
 __all__ = ["SIGNATURE_POLL_SECONDS", "SERVE_TIMEOUT", "STATUS_FILE", "Authority"]
 
 log = logging.getLogger("mixnode.authority")
 
+#: Seconds between asks while a peer's vote is not ready.
+VOTE_RETRY_SECONDS = 0.5
 #: Seconds between polls for peers' signatures.
 SIGNATURE_POLL_SECONDS = 2
 #: Bound on how long a client may take to send its request.
@@ -125,7 +129,11 @@ class Authority:
         self.store: AuthorityStore | None = None
         self.peers: dict[str, _PeerState] = {p.address: _PeerState() for p in config.peers}
         self._tried: dict[int, float] = {}  # epoch -> last build point tried
-        self.answers = Answers(config, self.authority_id, self.now)
+        self.admissions = load_admission(config.data_dir)  # a broken file stops the start here
+        self._admission_stamp: int | None = None
+        self._own_votes: dict[tuple[int, int], Vote] = {}
+        self._frozen: dict[tuple[int, int], list[Vote]] = {}
+        self.answers = Answers(config, self.authority_id, self.now, self._current_admissions, self)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -177,6 +185,10 @@ class Authority:
                 await framed.send(Control(reply))
             except LinkError:
                 pass  # the client left before its answer; nothing to do
+
+    def _current_admissions(self):
+        self._refresh_admissions()
+        return self.admissions
 
     def answer(self, message: object) -> dict:
         """The reply to one CONTROL request (see :mod:`mixnode.authority.answers`)."""
@@ -231,67 +243,170 @@ class Authority:
     # ----------------------------------------------------------------- building
 
     async def _build_loop(self) -> None:
-        """Try each build point of the current and the next epoch until a document is signed."""
+        """Try each build point of the current and the next epoch until a document is signed.
+
+        The rounds of the two epochs run side by side, so a slow round for one (a silent peer
+        holds each phase to its end) never delays the other.
+        """
         cfg = self.config
-        while True:
-            now = self.now()
-            current = pki.epoch_at(now, cfg.epoch_seconds)
-            assert self.store is not None
-            self.store.purge_before(current - 1)
-            built = set(self.store.built_epochs())
-            due: list[tuple[int, int]] = []
-            for epoch in (current, current + 1):
-                if epoch in built:
+        running: set[int] = set()
+        finished = anyio.Event()
+
+        async def round_task(epoch: int, point: int) -> None:
+            nonlocal finished
+            try:
+                await self._build_round(epoch, point)
+            finally:
+                running.discard(epoch)
+                finished.set()
+                finished = anyio.Event()
+
+        async with anyio.create_task_group() as tg:
+            while True:
+                now = self.now()
+                current = pki.epoch_at(now, cfg.epoch_seconds)
+                assert self.store is not None
+                self.store.purge_before(current - 1)
+                for votes in (self._own_votes, self._frozen):
+                    for old in [k for k in votes if k[0] < current - 1]:
+                        del votes[old]
+                built = set(self.store.built_epochs())
+                due: list[tuple[int, int]] = []
+                for epoch in (current, current + 1):
+                    if epoch in built or epoch in running:
+                        continue
+                    # The latest point whose sync time has just passed (a late wake-up still
+                    # counts), else the next one; never a point tried already.
+                    late = now - cfg.sync_delay - cfg.round_seconds / 2
+                    after = max(late, self._tried.get(epoch, -math.inf) + 0.5)
+                    point = next_build_point(epoch, cfg.epoch_seconds, cfg.lead, cfg.round_seconds, after)
+                    if point is not None:
+                        due.append((point + cfg.sync_delay, epoch))
+                started = False
+                for start, epoch in sorted(due):
+                    if start <= now:
+                        point = start - cfg.sync_delay
+                        self._tried[epoch] = point
+                        running.add(epoch)
+                        tg.start_soon(round_task, epoch, point)
+                        started = True
+                if started:
                     continue
-                # The latest point whose sync time has just passed (a late wake-up still
-                # counts), else the next one; never a point tried already.
-                late = now - cfg.sync_delay - cfg.round_seconds / 2
-                after = max(late, self._tried.get(epoch, -math.inf) + 0.5)
-                point = next_build_point(epoch, cfg.epoch_seconds, cfg.lead, cfg.round_seconds, after)
-                if point is not None:
-                    due.append((point + cfg.sync_delay, epoch))
-            wake = min(due)[0] if due else pki.epoch_start(current + 1, cfg.epoch_seconds)
-            if wake > now:
-                await anyio.sleep(wake - now)
-                continue
-            for start, epoch in sorted(due):
-                if start <= now:
-                    point = start - cfg.sync_delay
-                    self._tried[epoch] = point
-                    await self._build_round(epoch, point)
+                wake = min(due)[0] if due else pki.epoch_start(current + 1, cfg.epoch_seconds)
+                with anyio.move_on_after(max(wake - now, 0)):
+                    await finished.wait()
 
     async def _build_round(self, epoch: int, point: float) -> None:
-        """One build attempt at a cutoff: adopt an agreed document, or sync, build and sign."""
+        """One build attempt at a cutoff: adopt an agreed document, or vote in two phases, tally and sign."""
         assert self.store is not None
-        if await self._adopt(epoch):
-            return
-        own = self.store.descriptors(epoch, before=point)
-        pulled = await self._gather(self._pull_descriptors, epoch, point)
-        union = list(own)
-        learned = self.now()
-        for address, result in pulled.items():
-            if isinstance(result, DirectoryError):
-                log.info("authority %s: no descriptors from %s: %s", self.config.name, address, result.reason)
-                continue
-            for descriptor in result:  # type: ignore[attr-defined]
-                union.append(descriptor)
-                self.store.add_descriptor(descriptor, learned)
+        with anyio.move_on_after(max(point + self.config.sync_delay - self.now(), 0) + self.config.vote_seconds / 2):
+            if await self._adopt(epoch):  # a silent peer must not eat the voting phases
+                return
+        self._refresh_admissions()
+        key = (epoch, int(point))
+        own = self.own_vote(*key)
+        phase1_end = point + self.config.sync_delay + self.config.vote_seconds
+        direct: dict[bytes, Vote] = {own.authority_key: own}
+        with anyio.move_on_after(max(phase1_end - self.now(), 0)):
+            await self._gather(self._fetch_vote, key, direct)
+        self._frozen[key] = list(direct.values())
+        held: list[Vote] = list(direct.values())
+        with anyio.move_on_after(max(phase1_end + self.config.vote_seconds - self.now(), 0)):
+            await self._gather(self._fetch_relayed, key, held)
         if self.store is None or self.store.consensus(epoch) is not None:
             return
-        if not union:
+        result = tally(held, authorities=len(self.config.peers) + 1, epoch=epoch,
+                       epoch_seconds=self.config.epoch_seconds, production=self.config.production)
+        for liar in result.equivocated:
+            log.warning("authority %s: authority %s signed two different votes for epoch %d; its votes are dropped",
+                        self.config.name, pki.authority_id(liar)[:16], epoch)
+        consensus = result.consensus
+        if not consensus.nodes:
             return
         if (
             self.config.bootstrap_nodes
             and self.store.consensus(epoch - 1) is None
-            and len({d.identity_key for d in union}) < self.config.bootstrap_nodes
+            and len(consensus.nodes) < self.config.bootstrap_nodes
         ):
             return
-        consensus = pki.build_consensus(epoch, self.config.epoch_seconds, union)
         self._sign_and_store(consensus)
         log.info(
-            "authority %s: built epoch %d with %d nodes, digest %s",
-            self.config.name, epoch, len(consensus.nodes), consensus.digest().hex()[:16],
+            "authority %s: built epoch %d from %d votes with %d nodes, digest %s (at %.1f)",
+            self.config.name, epoch, result.votes, len(consensus.nodes), consensus.digest().hex()[:16], self.now(),
         )
+
+    # ----------------------------------------------------------------- votes
+
+    def own_vote(self, epoch: int, point: int) -> Vote:
+        """This authority's one vote at a build point, made once and kept (never two different)."""
+        if self.now() < point:
+            raise DirectoryError(f"build point {point} of epoch {epoch} is not reached yet", reason="not_ready")
+        vote = self._own_votes.get((epoch, point))
+        if vote is None:
+            assert self.store is not None
+            vote = make_vote(self.identity, epoch, point, self.admissions, self.store.descriptors(epoch, before=point))
+            self._own_votes[(epoch, point)] = vote
+        return vote
+
+    def held_votes(self, epoch: int, point: int) -> list[Vote]:
+        """The votes fetched directly at a build point, once phase 1 is over here."""
+        votes = self._frozen.get((epoch, point))
+        if votes is None:
+            raise DirectoryError(f"votes of epoch {epoch} at {point} are not frozen yet", reason="not_ready")
+        return votes
+
+    def _peer_keys(self) -> list[bytes]:
+        return [p.public_key for p in self.config.peers] + [self.identity.public]
+
+    async def _fetch_vote(self, peer: PeerAuthority, key: tuple[int, int], into: dict[bytes, Vote]) -> None:
+        """Phase 1: the peer's own vote (retried while it is not ready), checked against its pinned key."""
+        while True:
+            try:
+                reply = await self._ask(peer, dirproto.GetVote(*key), dirproto.VoteReply)
+            except DirectoryError as exc:
+                if exc.reason != "not_ready":
+                    raise
+                await anyio.sleep(VOTE_RETRY_SECONDS)
+                continue
+            vote = vote_from_dict(reply.vote, epoch=key[0], point=key[1], keys=[peer.public_key],
+                                  production=self.config.production)
+            into[vote.authority_key] = vote
+            return
+
+    async def _fetch_relayed(self, peer: PeerAuthority, key: tuple[int, int], into: list[Vote]) -> None:
+        """Phase 2: the votes the peer fetched directly, except its own (it could show each of us another)."""
+        while True:
+            try:
+                reply = await self._ask(peer, dirproto.GetVotes(*key), dirproto.VotesReply)
+                break
+            except DirectoryError as exc:
+                if exc.reason != "not_ready":
+                    raise
+                await anyio.sleep(VOTE_RETRY_SECONDS)
+        for item in reply.votes[: len(self.config.peers) + 1]:
+            try:
+                vote = vote_from_dict(item, epoch=key[0], point=key[1], keys=self._peer_keys(),
+                                      production=self.config.production)
+            except DirectoryError as exc:
+                log.info("authority %s: %s relayed an unusable vote: %s", self.config.name, peer.address, exc)
+                continue
+            if vote.authority_key != peer.public_key:
+                into.append(vote)
+
+    def _refresh_admissions(self) -> None:
+        """Re-read the admission list when the operator changed it (a broken file keeps the old list)."""
+        path = self.config.data_dir / ADMISSION_FILE
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._admission_stamp:
+            return
+        try:
+            self.admissions = load_admission(self.config.data_dir)
+        except ConfigError as exc:
+            log.error("authority %s: keeping the previous admission list: %s", self.config.name, exc)
+        self._admission_stamp = stamp
 
     def _sign_and_store(self, consensus: pki.Consensus) -> None:
         assert self.store is not None
@@ -361,8 +476,13 @@ class Authority:
         consensus = pki.consensus_from_dict(document, production=self.config.production)
 
         async def one(peer: PeerAuthority) -> None:
+            reply = None
             try:
-                reply = await self._ask(peer, dirproto.GetSignature(epoch, digest), dirproto.SignatureReply)
+                # A silent peer must not hold up the others' signatures: bound it like a voting phase.
+                with anyio.move_on_after(self.config.vote_seconds):
+                    reply = await self._ask(peer, dirproto.GetSignature(epoch, digest), dirproto.SignatureReply)
+                if reply is None:
+                    return
             except DirectoryError as exc:
                 if exc.reason == "digest_mismatch":
                     log.warning("authority %s: %s signed a different document for epoch %d", self.config.name, peer.address, epoch)
@@ -420,6 +540,7 @@ class Authority:
             "threshold": self.config.threshold,
             "addresses": self.addresses,
             "epochs": epochs,
+            "admitted": [a.to_dict() for a in self.admissions.entries],
             "peers": {
                 address: {"up": state.up, "last_ok": state.last_ok, "last_error": state.last_error}
                 for address, state in self.peers.items()

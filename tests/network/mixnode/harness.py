@@ -21,11 +21,13 @@ from anonmail.core.keys import IdentityKey
 from anonmail.core.pki import Consensus, epoch_at, sign_descriptor
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
+from anonmail.daemon.identity import load_or_create_identity
 from anonmail.daemon.node_config import AuthorityPin
 from anonmail.net.framed import FramedStream
 from anonmail.net.memory import MemoryNetwork
 from anonmail.net.router import Router
 from mixnode.authority import Authority, AuthorityConfig, PeerAuthority
+from mixnode.authority.admission import Admission, admit
 from mixnode.config import MixConfig
 from mixnode.node import MixNode
 
@@ -246,10 +248,13 @@ async def start_testnet(
     client = DirectoryClient(client_router, pins, 2, production=False, wall_clock=wall_clock, epoch_seconds=epoch_seconds)
     sink.client, sink.router = client, client_router
     net = TestNet(network, tmp, auths, pins, {}, sink, client, client_router, tg)
+    admit_everywhere(auths, Admission("sink", "provider", 0, sink.identity.public))
     for layer in (1, 2, 3):
         for j in range(mixes_per_layer):
             name = f"mix-{layer}-{j}"
             net.mix_configs[name] = mix_config(tmp, name, layer, pins, epoch_seconds, **mix_overrides)
+            (tmp / name).mkdir(parents=True, exist_ok=True)
+            admit_everywhere(auths, Admission(name, "mix", layer, load_or_create_identity(tmp / name).public))
             await net.start_mix(name)
     epoch = epoch_at(wall_clock(), epoch_seconds)
     for target in (epoch, epoch + 1):
@@ -258,6 +263,12 @@ async def start_testnet(
     # Give every mix time to fetch the consensus too.
     await anyio.sleep(30)
     return net
+
+
+def admit_everywhere(authorities: list[Authority], entry: Admission) -> None:
+    """Admit a node at every running authority, as each operator's `mixnode authority admit` does."""
+    for authority in authorities:
+        admit(authority.config.data_dir, entry)
 
 
 def payload_for(i: int) -> bytes:

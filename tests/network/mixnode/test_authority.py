@@ -31,6 +31,8 @@ from anonmail.net.memory import MemoryNetwork
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 from mixnode.authority import Authority, AuthorityConfig, PeerAuthority
+from mixnode.authority.admission import ADMISSION_FILE, Admission, admit
+from mixnode.authority.voting import Vote, make_vote
 
 pytestmark = [pytest.mark.network, pytest.mark.anyio]
 
@@ -88,20 +90,28 @@ class Net:
             round_seconds=5,
             sync_delay=2,
             gossip_seconds=10,
+            vote_seconds=2,
         )
 
     @property
     def pinned(self) -> list[tuple[str, bytes]]:
         return [(a, k.public) for a, k in zip(self.addresses, self.keys)]
 
-    async def start(self, tg, i: int, *, write_status: bool = False) -> Authority:
+    async def start(self, tg, i: int, *, write_status: bool = False, cls: type[Authority] = Authority) -> Authority:
         """Run authority ``i`` (with its own transport) until :meth:`stop`."""
+
+        data_dir = self.config(i).data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not (data_dir / ADMISSION_FILE).exists():  # the operators admitted nodes 0..9 (node-i, layer i % 3 + 1)
+            for n in range(10):
+                admit(data_dir, Admission(f"node-{n}", "mix", n % 3 + 1, node_key(n).public))
+            admit(data_dir, Admission("alpha", "provider", 0, PROVIDER_KEY.public))
 
         async def serve(task_status=anyio.TASK_STATUS_IGNORED):
             with anyio.CancelScope() as scope:
                 self.scopes[i] = scope
                 async with self.network.transport(self.names[i]) as transport:
-                    authority = Authority(
+                    authority = cls(
                         self.config(i), Router([transport], production=False),
                         identity=self.keys[i], wall_clock=wall_clock, write_status=write_status,
                     )
@@ -126,11 +136,18 @@ class Net:
         )
 
 
-def descriptor(i: int, epoch: int, *, role: str = "mix", layer: int | None = None) -> pki.NodeDescriptor:
-    identity = IdentityKey.from_seed(bytes([100 + i]) * 32)
+def node_key(i: int) -> IdentityKey:
+    return IdentityKey.from_seed(bytes([100 + i]) * 32)
+
+
+PROVIDER_KEY = IdentityKey.from_seed(b"\xa1" * 32)
+
+
+def descriptor(i: int, epoch: int, *, role: str = "mix", layer: int | None = None, name: str | None = None,
+               identity: IdentityKey | None = None) -> pki.NodeDescriptor:
     return pki.sign_descriptor(
-        identity,
-        name=f"node-{i}",
+        identity or node_key(i),
+        name=name or f"node-{i}",
         role=role,
         layer=(i % 3 + 1) if layer is None and role == "mix" else (layer or 0),
         epoch=epoch,
@@ -205,19 +222,32 @@ async def test_one_authority_down_network_still_works(tmp_path):
 
 
 async def test_too_few_signatures_is_a_clear_error(tmp_path):
+    net = Net(tmp_path, threshold=3)
+    async with anyio.create_task_group() as tg:
+        await net.start(tg, 0)
+        await net.start(tg, 1)  # the third never comes up
+        async with net.client() as router:
+            assert await upload_all(router, net.addresses, E0, count=2) == [2, 2]
+            await anyio.sleep(20)
+            reply = await consensus_reply(router, net.addresses[0])
+            assert reply is not None and len(reply.signatures) == 2
+            with pytest.raises(DirectoryError) as info:
+                await net.directory(router).fetch(E0)
+            assert info.value.reason == "too_few_signatures"
+            assert "needs 3 of 3" in str(info.value)
+            assert "mem://auth-2: unreachable" in str(info.value)
+            tg.cancel_scope.cancel()
+
+
+async def test_a_lone_authority_makes_no_document(tmp_path):
+    """One authority of three cannot list nodes by itself: a majority of votes must carry them."""
     net = Net(tmp_path)
     async with anyio.create_task_group() as tg:
         await net.start(tg, 0)  # its peers never come up
         async with net.client() as router:
             assert await upload_all(router, net.addresses, E0, count=2) == [1, 1]
-            await anyio.sleep(10)
-            reply = await consensus_reply(router, net.addresses[0])
-            assert reply is not None and len(reply.signatures) == 1
-            with pytest.raises(DirectoryError) as info:
-                await net.directory(router).fetch(E0)
-            assert info.value.reason == "too_few_signatures"
-            assert "needs 2 of 3" in str(info.value)
-            assert "mem://auth-1: unreachable" in str(info.value)
+            await anyio.sleep(20)
+            assert await consensus_reply(router, net.addresses[0]) is None
             tg.cancel_scope.cancel()
 
 
@@ -384,7 +414,13 @@ async def test_authority_run_process_serves_and_stops_on_sigint(tmp_path, anyio_
     public = init.stdout.split("public key: ")[1].split()[0]
     config = str(directory / "authority.toml")
     with open(config, "a") as file:  # no [tables] in this config: these stay top-level
-        file.write("round_seconds = 2\nsync_delay = 1\n")
+        file.write("round_seconds = 2\nsync_delay = 1\nvote_seconds = 1\n")
+    node = base64.b64encode(node_key(1).public).decode()
+    admitted = subprocess.run([*command, "admit", "--config", config, "node-1", "mix", "1", node],
+                              capture_output=True, text=True, timeout=60)
+    assert admitted.returncode == 0, admitted.stderr
+    listed = subprocess.run([*command, "list", "--config", config], capture_output=True, text=True, timeout=60)
+    assert listed.stdout.split() == ["node-1", "mix", "1", node]
     proc = subprocess.Popen([*command, "run", "--config", config], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -409,6 +445,10 @@ async def test_authority_run_process_serves_and_stops_on_sigint(tmp_path, anyio_
             assert consensus.nodes == (d,)
         status = subprocess.run([*command, "status", "--config", config], capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and "running" in status.stdout, status.stdout
+        as_json = subprocess.run([*command, "status", "--config", config, "--json"], capture_output=True, text=True,
+                                 timeout=60)
+        assert json.loads(as_json.stdout)["admitted"] == [
+            {"name": "node-1", "role": "mix", "layer": 1, "identity_key": node}]
         proc.send_signal(signal.SIGINT)
         assert await anyio.to_thread.run_sync(lambda: proc.wait(timeout=20)) == 0
     finally:
@@ -419,3 +459,127 @@ async def test_authority_run_process_serves_and_stops_on_sigint(tmp_path, anyio_
         proc.stderr.close()
     status = subprocess.run([*command, "status", "--config", config], capture_output=True, text=True, timeout=60)
     assert status.returncode == 3 and "not running (it stopped)" in status.stderr
+
+
+# ----------------------------------------------------------------------------- attacks on admission
+
+
+def smaller_key_than(victim: bytes) -> IdentityKey:
+    """A fresh key that sorts before ``victim`` (what won a name under the old key-order rule)."""
+    seed = 0
+    while True:
+        key = IdentityKey.from_seed(seed.to_bytes(32, "big"))
+        if key.public < victim:
+            return key
+        seed += 1
+
+
+async def refused(router: Router, addresses, item: dict) -> set[str]:
+    """The reasons every authority gives for refusing an upload."""
+    reasons = set()
+    for address in addresses:
+        with pytest.raises(DirectoryError) as info:
+            await request_authority(router, address, dirproto.UploadDescriptor(item), dirproto.Accepted, role=Role.MIX)
+        reasons.add(info.value.reason)
+    return reasons
+
+
+async def test_attack_strangers_cannot_take_a_providers_name_join_as_mixes_or_plant_weak_keys(tmp_path):
+    net = Net(tmp_path)
+    target = E0 + 1
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            await net.start(tg, i)
+        async with net.client() as router:
+            assert await upload_all(router, net.addresses, target) == [3, 3, 3, 3]
+            real = descriptor(50, target, role="provider", name="alpha", identity=PROVIDER_KEY)
+            assert await upload_descriptor(router, net.addresses, real) == 3
+            # A stranger whose key sorts before the provider's claims its name.
+            thief = descriptor(60, target, role="provider", name="alpha", identity=smaller_key_than(PROVIDER_KEY.public))
+            assert await refused(router, net.addresses, thief.to_dict()) == {"not_admitted"}
+            # A stranger adds a mix under a new name.
+            sybil = descriptor(61, target, layer=1, name="mix-evil", identity=IdentityKey.generate())
+            assert await refused(router, net.addresses, sybil.to_dict()) == {"not_admitted"}
+            # An admitted key claims another name or layer than it was admitted with.
+            assert await refused(router, net.addresses, descriptor(4, target, name="node-5").to_dict()) == {"wrong_name"}
+            assert await refused(router, net.addresses, descriptor(4, target, layer=3).to_dict()) == {"wrong_layer"}
+            # An admitted key publishes a small-order Sphinx key (signed correctly by its own key).
+            body = {**descriptor(5, target).to_dict(), "sphinx_key": base64.b64encode(bytes(32)).decode()}
+            del body["signature"]
+            body["signature"] = base64.b64encode(
+                node_key(5).sign(pki.canonical_json(body), context=b"anonmail descriptor v1")).decode()
+            assert await refused(router, net.addresses, body) == {"bad_descriptor"}
+            listed = await request_authority(router, net.addresses[0], dirproto.GetDescriptors(target),
+                                             dirproto.DescriptorsReply)
+            assert sorted(d["name"] for d in listed.descriptors) == ["alpha", "node-0", "node-1", "node-2", "node-3"]
+            with anyio.fail_after(EPOCH):
+                consensus = await fetch_when_ready(net, router, target)
+            assert sorted(d.name for d in consensus.nodes) == ["alpha", "node-0", "node-1", "node-2", "node-3"]
+            assert consensus.by_name("alpha").identity_key == PROVIDER_KEY.public
+            assert wall_clock() < pki.epoch_start(target, EPOCH)
+            tg.cancel_scope.cancel()
+
+
+async def fetch_when_ready(net: Net, router: Router, epoch: int) -> pki.Consensus:
+    """Poll until the authorities serve an acceptable document for ``epoch``."""
+    while True:
+        try:
+            return await net.directory(router).fetch(epoch)
+        except DirectoryError:
+            await anyio.sleep(1)
+
+
+class Equivocator(Authority):
+    """Signs a different vote for every asker (one admits a stranger), and relays garbage."""
+
+    stranger = IdentityKey.from_seed(b"\x99" * 32)
+    asked = 0
+
+    def own_vote(self, epoch: int, point: int) -> Vote:
+        if self.now() < point:
+            return super().own_vote(epoch, point)
+        Equivocator.asked += 1
+        admissions = self.admissions
+        descriptors = self.store.descriptors(epoch, before=point)
+        if Equivocator.asked % 2:
+            admissions = admissions.with_entry(Admission("node-66", "mix", 1, self.stranger.public))
+            descriptors = [*descriptors, descriptor(66, epoch, layer=1, identity=self.stranger)]
+        else:
+            descriptors = descriptors[:1]
+        return make_vote(self.identity, epoch, point, admissions, descriptors)
+
+    def held_votes(self, epoch: int, point: int) -> list[Vote]:
+        return [self.own_vote(epoch, point), self.own_vote(epoch, point)]
+
+
+class Silent(Authority):
+    """Accepts connections and never answers."""
+
+    async def handle(self, stream) -> None:
+        await anyio.sleep_forever()
+
+
+@pytest.mark.parametrize("bad", [Equivocator, Silent], ids=["equivocating", "silent"])
+async def test_one_bad_authority_of_three_cannot_stop_or_bend_the_consensus(tmp_path, bad):
+    net = Net(tmp_path)
+    target = E0 + 1
+    async with anyio.create_task_group() as tg:
+        await net.start(tg, 0)
+        await net.start(tg, 1)
+        await net.start(tg, 2, cls=bad)
+        async with net.client() as router:
+            for i in range(4):
+                assert await upload_descriptor(router, net.addresses[:2], descriptor(i, target)) == 2
+                if bad is Equivocator:
+                    assert await upload_descriptor(router, net.addresses[2:], descriptor(i, target)) == 1
+            with anyio.fail_after(EPOCH):
+                while True:
+                    replies = [await consensus_reply(router, a, target) for a in net.addresses[:2]]
+                    if all(r is not None and len(r.signatures) >= 2 for r in replies):
+                        break
+                    await anyio.sleep(1)
+            assert wall_clock() < pki.epoch_start(target, EPOCH)  # on time: before the epoch starts
+            documents = [pki.consensus_from_dict(r.document, production=False) for r in replies]
+            assert documents[0] == documents[1]
+            assert sorted(d.name for d in documents[0].nodes) == ["node-0", "node-1", "node-2", "node-3"]
+            tg.cancel_scope.cancel()

@@ -15,12 +15,16 @@ REQUESTS = [
     D.GetDescriptors(7),
     D.GetDescriptors(7, 1234.5),
     D.GetSignature(7, DIGEST),
+    D.GetVote(7, 420),
+    D.GetVotes(7, 420),
 ]
 REPLIES = [
     D.Accepted(7),
     D.ConsensusReply(7, {"version": 1}, {"aa": "sig"}),
     D.DescriptorsReply(7, ({"name": "a"}, {"name": "b"})),
     D.SignatureReply(7, DIGEST, "c2ln"),
+    D.VoteReply({"epoch": 7}),
+    D.VotesReply(({"epoch": 7}, {"epoch": 7, "x": 1})),
 ]
 
 
@@ -58,6 +62,8 @@ def test_error_reply_parses_to_refused_whatever_was_expected():
         ({"type": "get_signature", "epoch": 1, "digest": "00"}, "bad_request"),
         ({"type": "get_signature", "epoch": 1, "digest": "AB" * 32}, "bad_request"),
         ({"type": "upload_descriptor", "descriptor": []}, "bad_request"),
+        ({"type": "get_vote", "epoch": 1}, "bad_request"),
+        ({"type": "get_votes", "epoch": 1, "point": -5}, "bad_request"),
     ],
 )
 def test_bad_requests_are_refused_with_a_reason(message, reason):
@@ -78,6 +84,8 @@ def test_bad_requests_are_refused_with_a_reason(message, reason):
         ({"type": "signature", "epoch": 1, "digest": DIGEST}, D.SignatureReply),
         ({"type": "error", "reason": "Bad Reason", "message": "x"}, D.Accepted),
         ({"type": "error", "reason": "x"}, D.Accepted),
+        ({"type": "votes", "votes": {}}, D.VotesReply),
+        ({"type": "vote", "vote": "x"}, D.VoteReply),
     ],
 )
 def test_bad_replies_are_refused(message, expect):

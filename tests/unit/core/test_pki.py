@@ -210,10 +210,18 @@ def test_build_keeps_one_descriptor_per_identity_and_per_name():
     chosen = min(first, second, key=lambda d: pki.canonical_json(d.to_dict()))
     consensus = pki.build_consensus(EPOCH, EPOCH_SECONDS, [second, first])
     assert consensus.nodes == (chosen,)
+    other = make(3)
     squatter = make(2, name="node-1")
-    consensus = pki.build_consensus(EPOCH, EPOCH_SECONDS, [first, squatter])
-    assert len(consensus.nodes) == 1
-    assert consensus.nodes[0].identity_key == min(first.identity_key, squatter.identity_key)
+    consensus = pki.build_consensus(EPOCH, EPOCH_SECONDS, [first, squatter, other])
+    # No key order picks a winner: a name claimed twice is left out, whoever sorts first.
+    assert consensus.nodes == (other,)
+
+
+def test_a_document_listing_one_name_twice_is_not_canonical():
+    first, squatter = make(1), make(2, name="node-1")
+    document = pki.Consensus(EPOCH, EPOCH_SECONDS, tuple(sorted((first, squatter), key=lambda d: d.node_id))).to_dict()
+    with pytest.raises(DirectoryError, match="canonical"):
+        pki.consensus_from_dict(document, production=False)
 
 
 def test_consensus_views():

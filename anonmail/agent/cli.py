@@ -13,6 +13,7 @@ stderr and a non-zero exit; nothing is stored then.
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import getpass
 import json
@@ -26,7 +27,7 @@ from pathlib import Path
 from anonmail.agent import account
 from anonmail.agent.store import AgentStore
 from anonmail.core import pki
-from anonmail.daemon.cli import address_key_arg
+from anonmail.daemon.cli import address_key_arg, parse_public_key
 from anonmail.errors import ConfigError, MailError, PassphraseError
 
 __all__ = ["add_user_parsers", "USER_COMMANDS", "init_user", "default_home"]
@@ -59,7 +60,9 @@ def add_user_parsers(sub: argparse._SubParsersAction) -> None:
                       help="a directory authority to trust (repeat for each; ask the network's operators)")
     init.add_argument("--threshold", type=int, default=None, help="authority signatures required (default and least: a majority)")
     init.add_argument("--epoch-seconds", type=int, default=3600, help="epoch length of the network")
-    init.add_argument("--provider", default=None, help="provider to register at (default: a random one)")
+    init.add_argument("--provider", default=None, metavar="NAME[=KEY]",
+                      help="provider to register at, with its identity key as its operator published it "
+                           "(`anonmail provider status`); without KEY the consensus's key is pinned (default: a random one)")
     init.add_argument("--tor", action="store_true", help="reach the network through tor (control port 9051)")
     init.add_argument("--tor-control-port", type=int, default=None, help="tor's control port (implies --tor)")
     init.add_argument("--i2p", action="store_true", help="reach the network through i2pd's SAM bridge")
@@ -148,10 +151,11 @@ def _short(address: str) -> str:
 
 async def init_user(home: Path, router, *, pins: list[tuple[str, bytes]], threshold: int, epoch_seconds: int,
                     production: bool, provider: str | None, passphrase: str, kdf: str = "moderate",
-                    rng: random.Random | None = None, progress=print):
+                    rng: random.Random | None = None, progress=print, provider_key: bytes | None = None):
     """Create a user: fetch the consensus, pick a provider, register, seal the identity.
 
-    Returns (address, provider name). On failure nothing is left behind but the directory.
+    With ``provider_key`` the consensus must bind the provider's name to that key. Returns
+    (address, provider name, provider key to pin). On failure nothing is left behind but the directory.
     """
     from anonmail.agent.enroll import enroll
     from anonmail.core.keys import IdentityKey, save_identity
@@ -171,6 +175,13 @@ async def init_user(home: Path, router, *, pins: list[tuple[str, bytes]], thresh
     elif provider not in reachable:
         raise MailError(f"provider {provider!r} is not in the consensus (or not reachable); choose one of: "
                         f"{', '.join(sorted(reachable))}", reason="no_provider")
+    listed = consensus.by_name(provider)
+    assert listed is not None
+    if provider_key is not None and listed.identity_key != provider_key:
+        raise MailError(f"the consensus binds provider {provider!r} to another key than the one you gave; check it "
+                        "with the provider's operator", reason="provider_key_mismatch")
+    if provider_key is None:
+        progress(f"pinning provider {provider}'s key from the consensus: {base64.b64encode(listed.identity_key).decode()}")
     identity = IdentityKey.generate()
     progress(f"registering at provider {provider}...")
     created = [home / account.STORE_FILE, home / (account.STORE_FILE + "-wal"), home / (account.STORE_FILE + "-shm")]
@@ -184,7 +195,20 @@ async def init_user(home: Path, router, *, pins: list[tuple[str, bytes]], thresh
         for path in created:
             path.unlink(missing_ok=True)
         raise
-    return address, provider
+    return address, provider, listed.identity_key
+
+
+def _provider_arg(text: str | None) -> tuple[str | None, bytes | None]:
+    """``NAME`` or ``NAME=KEY`` (base64 Ed25519, 44 characters) from ``--provider``."""
+    if text is None or "=" not in text.rstrip("="):
+        return text, None
+    name, key = text[:-45], text[-44:]
+    if len(text) < 46 or text[-45] != "=":
+        raise ConfigError(f"--provider {text!r}: expected NAME or NAME=KEY (the base64 key `anonmail provider init` printed)")
+    try:
+        return name, parse_public_key(key)
+    except ValueError as exc:
+        raise ConfigError(f"--provider {text!r}: {exc}") from None
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -205,6 +229,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if not (tor or i2p or args.test_mode):
         raise ConfigError("choose how to reach the network: --tor and/or --i2p (--test-mode on private test networks)")
     threshold = args.threshold or pki.majority(len(args.authority))
+    provider_name, provider_key = _provider_arg(args.provider)
     passphrase = _passphrase(args, new=True)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     text = render_agent_config(
@@ -226,15 +251,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
                 await stack.enter_async_context(transport)
             router = Router(transports, production=config.production)
             return await init_user(home, router, pins=pins, threshold=threshold, epoch_seconds=args.epoch_seconds,
-                                   production=config.production, provider=args.provider, passphrase=passphrase,
-                                   kdf=args.kdf, progress=lambda s: print(s, file=sys.stderr))
+                                   production=config.production, provider=provider_name, passphrase=passphrase,
+                                   kdf=args.kdf, progress=lambda s: print(s, file=sys.stderr), provider_key=provider_key)
 
     try:
-        address, provider = anyio.run(main)
+        address, provider, pinned = anyio.run(main)
     except BaseException:
         config_path.unlink(missing_ok=True)
         raise
-    config_path.write_text(text.replace('provider = "pending"', f'provider = "{provider}"', 1))
+    config_path.write_text(text.replace('provider = "pending"', f'provider = "{provider}"', 1).replace(
+        '# provider_key = ""', f'provider_key = "{base64.b64encode(pinned).decode()}"', 1))
     config = load_agent_config(home)
     from anonmail.bridge.cli import print_login
     from anonmail.bridge.credentials import create_login
@@ -323,7 +349,10 @@ def _status_rows(status: dict) -> list[tuple[str, str]]:
     errors = str(n("errors"))
     if status.get("last_error"):
         errors += f" (last: {status['last_error']}, {_when(status.get('last_error_at'))})"
+    rebound = status.get("provider_rebound")
     return [
+        *([("provider", f"[red]the consensus of epoch {rebound} binds {status.get('provider')} to another key than "
+                        "the pinned one: refused; ask your provider's operator[/]")] if rebound is not None else []),
         ("connection", ("connected" if status.get("connected") else "[yellow]connecting[/]")
          + f" (since {_when(status.get('started'))})"),
         ("packets", f"{n('packets_sent')} sent: {n('packets_real')} real, {n('packets_cover')} cover "

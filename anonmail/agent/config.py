@@ -74,6 +74,7 @@ def load_agent_config(home: Path) -> AgentConfig:
     test_mode = agent.bool("test_mode", default=False)
     settings = AgentSettings(
         provider=agent.str("provider", check=_provider_check),
+        provider_key=agent.public_key("provider_key") if agent.has("provider_key") else None,
         lambda_payload=agent.float("lambda_payload", default=DEFAULTS["lambda_payload"], minimum=0.01, maximum=1000),
         lambda_loop=agent.float("lambda_loop", default=DEFAULTS["lambda_loop"], minimum=0, maximum=1000),
         fetch_interval=agent.float("fetch_interval", default=DEFAULTS["fetch_interval"], minimum=0.05),
@@ -95,7 +96,7 @@ def load_agent_config(home: Path) -> AgentConfig:
                        bridge)
 
 
-def render_agent_config(*, provider: str, authorities: list[tuple[str, str]], threshold: int,
+def render_agent_config(*, provider: str, authorities: list[tuple[str, str]], threshold: int, provider_key: str = "",
                         epoch_seconds: int = DEFAULTS["epoch_seconds"], test_mode: bool = False,
                         tor_lines: list[str] | None = None, i2p_lines: list[str] | None = None) -> str:
     """The text of a new, commented ``agent.toml`` (what ``anonmail init`` writes)."""
@@ -106,6 +107,8 @@ def render_agent_config(*, provider: str, authorities: list[tuple[str, str]], th
         "",
         "[agent]",
         f'provider = "{provider}"      # your provider (the part after @ in your address)',
+        (f'provider_key = "{provider_key}"' if provider_key else '# provider_key = ""') +
+        "   # your provider's identity key, pinned: a consensus binding its name to another key is refused",
         f"lambda_payload = {d['lambda_payload']}     # packets per second you always send (mail or cover)",
         f"lambda_loop = {d['lambda_loop']}        # loop cover packets per second",
         f"fetch_interval = {d['fetch_interval']}     # seconds between mailbox fetches (fixed size: keep "

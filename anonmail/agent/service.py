@@ -74,6 +74,8 @@ class AgentSettings:
     """The agent's rates and timers (``agent.toml`` [agent] table)."""
 
     provider: str
+    #: The provider's pinned identity key: a consensus binding the name to another key is refused.
+    provider_key: bytes | None = None
     lambda_payload: float = 2.0
     lambda_loop: float = 0.5
     fetch_interval: float = 5.0
@@ -174,6 +176,8 @@ class Agent:
         self._split: OrderedDict[bytes, list[F.Fragment]] = OrderedDict()
         self._loops: dict[bytes, float] = {}
         self._excluded: set[bytes] = set()  # nodes whose published keys failed while building
+        #: The epoch of a consensus refused because it rebinds our provider's name (None: all well).
+        self.provider_rebound: int | None = None
         self._loop_surbs: set[bytes] = set()
         self._lookups: dict[bytes, float] = {}
         self._expired_since: dict[bytes, float] = {}
@@ -230,7 +234,17 @@ class Agent:
         consensus = self.directory.current()
         if consensus is not None and self._excluded:
             consensus = replace(consensus, nodes=tuple(n for n in consensus.nodes if n.node_id not in self._excluded))
-        return consensus, (consensus.by_name(self.settings.provider) if consensus is not None else None)
+        home = consensus.by_name(self.settings.provider) if consensus is not None else None
+        pinned = self.settings.provider_key
+        if home is not None and pinned is not None and home.identity_key != pinned:
+            if self.provider_rebound is None:
+                log.warning("refusing the consensus of epoch %d: it binds provider %s to another key than the one "
+                            "pinned at init (ask your provider's operator)", consensus.epoch, self.settings.provider)
+            self.provider_rebound = consensus.epoch
+            return None, None
+        if home is not None:
+            self.provider_rebound = None
+        return consensus, home
 
     def _exclude(self, exc: NodeKeyError) -> None:
         """Leave a node whose key cannot build a packet out of every later path."""

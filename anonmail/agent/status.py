@@ -54,6 +54,7 @@ def agent_status(agent: Agent, *, started: float, running: bool, now: float | No
         "running": running,
         "connected": agent.connected if running else False,
         "provider": agent.settings.provider,
+        "provider_rebound": agent.provider_rebound,
         **agent.stats.as_dict(),
         **agent.store.counts(),
     }

@@ -63,6 +63,8 @@ def _write_authority(tmp: Path) -> tuple[object, IdentityKey]:
 
 async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
     from mixnode.authority import Authority
+    from mixnode.authority.admission import Admission, admit
+    from anonmail.daemon.identity import load_or_create_identity
     from mixnode.config import render_mix_config
 
     tmp = Path(tempfile.mkdtemp(prefix="anonmail-mixbench-"))
@@ -111,6 +113,8 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
             (mix_dir / "mixnode.toml").write_text(text)
             # The sink first: the consensus is built once per epoch, and the mix needs the sink in it.
             sink_identity = IdentityKey.generate()
+            admit(config.data_dir, Admission("bench-sink", "provider", 0, sink_identity.public))  # the operator's step
+            admit(config.data_dir, Admission("bench-mix", "mix", 1, load_or_create_identity(mix_dir).public))
             _secret, public = sphinx.generate_node_keypair()
             epoch = epoch_at(time.time(), EPOCH_SECONDS)
             for target in (epoch, epoch + 1):

@@ -92,6 +92,7 @@ class Testnet:
     _tor_clients: dict[str, Any] = field(default_factory=dict, init=False)
     _i2p_net: Any = field(default=None, init=False)
     _pins: list[tuple[str, str]] = field(default_factory=list, init=False)
+    _node_keys: dict[str, str] = field(default_factory=dict, init=False)
     _addresses: dict[str, str] = field(default_factory=dict, init=False)
     _steps: list[dict] = field(default_factory=list, init=False)
     _phase: str = field(default="new", init=False)
@@ -474,11 +475,21 @@ class Testnet:
             argv = [executable("anonmail"), "provider", "init", "--dir", str(proc.dir), "--name", spec.name,
                     *self._pin_args(), *self._transport_flags()]
             config = proc.dir / "provider.toml"
-        run_command(argv, f"{' '.join(Path(argv[0]).name.split())} init ({spec.name})")
+        out = run_command(argv, f"{' '.join(Path(argv[0]).name.split())} init ({spec.name})")
         for table, values in self._transport_keys(spec, index).items():
             set_toml_keys(config, table, values)
         for table, values in self.node_settings.items():
             set_toml_keys(config, table, values)
+        match = re.search(r"public key:\s+(\S+)", out)
+        if match is None:
+            raise TestnetError(f"{spec.name}: init printed no public key")
+        self._node_keys[spec.name] = match.group(1)
+        # Every authority's operator admits the node's key under its name, role and layer.
+        node = [spec.name, spec.role] + ([str(spec.layer)] if spec.role == "mix" else []) + [match.group(1)]
+        for authority in (s for s in self.specs if s.role == "authority"):
+            run_command([executable("mixnode"), "authority", "admit", "--config",
+                                 str(self._proc(authority).dir / "authority.toml"), *node],
+                                f"mixnode authority admit {spec.name} ({authority.name})")
 
     def _start_nodes(self) -> None:
         t0 = time.monotonic()
@@ -509,7 +520,8 @@ class Testnet:
     def _user_init(self, spec: NodeSpec) -> None:
         proc = self._proc(spec)
         argv = [executable("anonmail"), "init", "--home", str(proc.dir), *self._pin_args(),
-                "--provider", spec.provider, "--passphrase-file", str(self._passphrase_file()), "--kdf", "interactive"]
+                "--provider", f"{spec.provider}={self._node_keys[spec.provider]}",
+                "--passphrase-file", str(self._passphrase_file()), "--kdf", "interactive"]
         tables = self._transport_keys(spec, 0)
         if self.tor:
             argv += ["--tor-control-port", str(tables["tor"]["control_port"])]

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,21 +156,31 @@ def _write(data_dir: Path, admissions: AdmissionList) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _locked(data_dir: Path) -> Iterator[None]:
+    """One editor at a time (operators, scripts admitting several nodes at once)."""
+    with open(data_dir / f".{ADMISSION_FILE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def admit(data_dir: Path, entry: Admission) -> AdmissionList:
     """Add a node to the durable list; ValueError if its name or key is taken."""
-    updated = load_admission(data_dir).with_entry(entry)
-    _write(data_dir, updated)
+    with _locked(data_dir):
+        updated = load_admission(data_dir).with_entry(entry)
+        _write(data_dir, updated)
     return updated
 
 
 def revoke(data_dir: Path, name_or_key: str) -> Admission:
     """Remove a node by name or base64 key; ValueError if it is not admitted."""
-    current = load_admission(data_dir)
-    entry = current.by_name(name_or_key) or next(
-        (e for e in current.entries if base64.b64encode(e.identity_key).decode() == name_or_key), None)
-    if entry is None:
-        raise ValueError(f"{name_or_key!r} is not admitted (see `mixnode authority list`)")
-    _write(data_dir, AdmissionList(tuple(e for e in current.entries if e != entry)))
+    with _locked(data_dir):
+        current = load_admission(data_dir)
+        entry = current.by_name(name_or_key) or next(
+            (e for e in current.entries if base64.b64encode(e.identity_key).decode() == name_or_key), None)
+        if entry is None:
+            raise ValueError(f"{name_or_key!r} is not admitted (see `mixnode authority list`)")
+        _write(data_dir, AdmissionList(tuple(e for e in current.entries if e != entry)))
     return entry
 
 

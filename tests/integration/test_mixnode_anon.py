@@ -26,6 +26,8 @@ from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 from anonmail.net.tor import OnionTransport
 from mixnode.authority import Authority, AuthorityConfig
+from mixnode.authority.admission import Admission, admit
+from anonmail.daemon.identity import load_or_create_identity
 from mixnode.node import MixNode
 from tests.network.mixnode.harness import mix_config
 
@@ -85,6 +87,9 @@ async def test_mix_serves_onion_and_i2p_and_forwards_to_an_onion_peer(tor_client
         router = Router([client_tcp], production=False)
         epoch = epoch_at(time.time(), EPOCH)
         sink_identity = IdentityKey.generate()
+        admit(auth_config.data_dir, Admission("sink", "provider", 0, sink_identity.public))
+        (tmp_path / "mix-anon").mkdir(parents=True, exist_ok=True)
+        admit(auth_config.data_dir, Admission("mix-anon", "mix", 1, load_or_create_identity(tmp_path / "mix-anon").public))
         for target in (epoch, epoch + 1):
             descriptor = sign_descriptor(
                 sink_identity, name="sink", role="provider", layer=0, epoch=target,

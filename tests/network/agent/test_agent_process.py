@@ -30,6 +30,8 @@ from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 from mixnode.authority import Authority, AuthorityConfig
 from anonmail.daemon.cli import EXIT_NOT_RUNNING as NOT_RUNNING
+from anonmail.daemon.identity import load_or_create_identity
+from mixnode.authority.admission import Admission, admit
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -129,11 +131,13 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
                 d = tmp_path / f"mix{layer}"
                 run("mixnode.cli", "init", "--dir", str(d), "--name", f"mix-{layer}", "--layer", str(layer),
                     "--tcp-listen", "tcp://127.0.0.1:0", "--authority", pin)
+                admit(config.data_dir, Admission(f"mix-{layer}", "mix", layer, load_or_create_identity(d).public))
                 start(stack, "mixnode.cli", "run", "--config", str(d / "mixnode.toml"), log=tmp_path / f"mix{layer}.log")
             for name in ("alpha", "beta"):
                 d = tmp_path / name
                 run("anonmail.cli", "provider", "init", "--dir", str(d), "--name", name,
                     "--listen", "tcp://127.0.0.1:0", "--authority", pin)
+                admit(config.data_dir, Admission(name, "provider", 0, load_or_create_identity(d).public))
                 start(stack, "anonmail.cli", "provider", "run", "--dir", str(d), log=tmp_path / f"{name}.log")
 
             def listed() -> bool:

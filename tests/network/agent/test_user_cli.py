@@ -77,7 +77,7 @@ async def test_a_new_user_from_init_to_reading_a_reply(tmp_path, capsys, monkeyp
         stack.callback(tg.cancel_scope.cancel)
         alice_home = tmp_path / "alice"
         steps: list[str] = []
-        address, provider = await init_user(
+        address, provider, _pinned = await init_user(
             alice_home, net.client_router("init"), pins=net.pins, threshold=2, epoch_seconds=net.epoch_seconds,
             production=False, provider=None, passphrase=PASSPHRASE, kdf="interactive", progress=steps.append)
         assert provider in ("alpha", "beta") and str(address).endswith("@" + provider)

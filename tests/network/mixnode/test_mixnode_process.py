@@ -16,6 +16,8 @@ from anonmail.daemon.cli import EXIT_NOT_RUNNING
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 from mixnode.authority import Authority, AuthorityConfig
+from mixnode.authority.admission import Admission, admit
+from anonmail.daemon.identity import load_or_create_identity
 from mixnode.cli import main
 
 pytestmark = pytest.mark.network
@@ -49,6 +51,7 @@ async def test_run_status_and_clean_stop(tmp_path):
         key = base64.b64encode(identity.public).decode()
         assert main(["init", "--dir", str(tmp_path / "mix"), "--name", "mix-p", "--layer", "1",
                      "--tcp-listen", "tcp://127.0.0.1:0", "--authority", f"{address}={key}"]) == 0
+        admit(config.data_dir, Admission("mix-p", "mix", 1, load_or_create_identity(tmp_path / "mix").public))
         mix_config = tmp_path / "mix" / "mixnode.toml"
         code, _ = await anyio.to_thread.run_sync(status, mix_config)
         assert code == EXIT_NOT_RUNNING  # never ran: not running, as for every daemon

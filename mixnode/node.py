@@ -661,6 +661,7 @@ class MixNode:
             "updated_at": self.wall_clock(),
             "epoch": self.epoch(),
             "consensus_epoch": consensus.epoch if consensus is not None else None,
+            "directory_grace": bool(self.directory is not None and self.directory.in_grace),
             "in_consensus": bool(consensus and self.identity and consensus.by_id(self.node_id)),
             "addresses": self.addresses,
             "node_id": self.node_id.hex() if self.identity is not None else None,

@@ -351,6 +351,8 @@ def _status_rows(status: dict) -> list[tuple[str, str]]:
         errors += f" (last: {status['last_error']}, {_when(status.get('last_error_at'))})"
     rebound = status.get("provider_rebound")
     return [
+        *([("directory", "[yellow]no consensus for this epoch yet: using the previous one (grace period)[/]")]
+          if status.get("directory_grace") else []),
         *([("provider", f"[red]the consensus of epoch {rebound} binds {status.get('provider')} to another key than "
                         "the pinned one: refused; ask your provider's operator[/]")] if rebound is not None else []),
         ("connection", ("connected" if status.get("connected") else "[yellow]connecting[/]")

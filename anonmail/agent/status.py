@@ -55,6 +55,7 @@ def agent_status(agent: Agent, *, started: float, running: bool, now: float | No
         "connected": agent.connected if running else False,
         "provider": agent.settings.provider,
         "provider_rebound": agent.provider_rebound,
+        "directory_grace": agent.directory.in_grace,
         **agent.stats.as_dict(),
         **agent.store.counts(),
     }

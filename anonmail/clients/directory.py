@@ -34,7 +34,8 @@ from anonmail.errors import AnonmailError, DirectoryError
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 
-__all__ = ["REQUEST_TIMEOUT", "RETRY_SECONDS", "request_authority", "upload_descriptor", "DirectoryClient"]
+__all__ = ["REQUEST_TIMEOUT", "RETRY_SECONDS", "GRACE_FRACTION", "request_authority", "upload_descriptor",
+           "DirectoryClient"]
 
 log = logging.getLogger("anonmail.clients.directory")
 
@@ -43,6 +44,8 @@ log = logging.getLogger("anonmail.clients.directory")
 REQUEST_TIMEOUT = 30.0
 #: Seconds between attempts while a wanted consensus is missing.
 RETRY_SECONDS = 5.0
+#: Default grace period, as a fraction of an epoch, in which the previous document stays in use.
+GRACE_FRACTION = 0.25
 
 
 async def request_authority(
@@ -137,6 +140,7 @@ class DirectoryClient:
         epoch_seconds: int = pki.DEFAULT_EPOCH_SECONDS,
         prefetch: float | None = None,
         retry_seconds: float = RETRY_SECONDS,
+        grace_seconds: float | None = None,
     ) -> None:
         if not authorities:
             raise ValueError("a directory client needs at least one authority")
@@ -159,6 +163,9 @@ class DirectoryClient:
         self._consensus: dict[int, pki.Consensus] = {}
         self._changed = anyio.Event()
         self.epoch_seconds = epoch_seconds
+        #: How long into an epoch without its document the previous one is still used.
+        self.grace_seconds = epoch_seconds * GRACE_FRACTION if grace_seconds is None else grace_seconds
+        self._grace_logged: int | None = None
 
     # ----------------------------------------------------------------- queries
 
@@ -167,8 +174,32 @@ class DirectoryClient:
         return self._consensus.get(epoch)
 
     def current(self) -> pki.Consensus | None:
-        """The consensus of the epoch containing now, if held."""
-        return self._consensus.get(pki.epoch_at(self.wall_clock(), self.epoch_seconds))
+        """The consensus of the epoch containing now; in the grace period, the previous one.
+
+        If no document for the new epoch arrived (the authorities could not agree, or cannot be
+        reached), the last one stays in use for :attr:`grace_seconds` into the new epoch, so
+        sessions and mailbox fetches go on; :attr:`in_grace` says so and it is logged once.
+        """
+        now = self.wall_clock()
+        epoch = pki.epoch_at(now, self.epoch_seconds)
+        consensus = self._consensus.get(epoch)
+        if consensus is not None:
+            self._grace_logged = None
+            return consensus
+        previous = self._consensus.get(epoch - 1)
+        if previous is None or now - pki.epoch_start(epoch, self.epoch_seconds) >= self.grace_seconds:
+            return None
+        if self._grace_logged != epoch:
+            self._grace_logged = epoch
+            log.warning("no consensus for epoch %d yet: using the one of epoch %d for up to %.0f s", epoch,
+                        epoch - 1, self.grace_seconds)
+        return previous
+
+    @property
+    def in_grace(self) -> bool:
+        """Whether :meth:`current` is answering with the previous epoch's document."""
+        current = self.current()
+        return current is not None and current.epoch < pki.epoch_at(self.wall_clock(), self.epoch_seconds)
 
     async def wait_for(self, epoch: int) -> pki.Consensus:
         """Wait until the consensus of ``epoch`` is held (the caller bounds the wait)."""

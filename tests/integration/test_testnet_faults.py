@@ -33,7 +33,7 @@ from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import ConnectError
 from anonmail.net.router import Router
 from anonmail.testnet.network import Testnet
-from anonmail.testnet.processes import log_tail
+from anonmail.testnet.processes import executable, log_tail
 
 pytestmark = [
     pytest.mark.integration,
@@ -390,3 +390,52 @@ def test_mail_client_bridge_over_tor_carries_an_attachment_and_threads_the_reply
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def test_attack_strangers_are_refused_over_tor_and_the_consensus_stays_as_admitted(net: Testnet, tmp_path: Path):
+    """Over Tor, as an outsider: a provider's name under a smaller key, a new mix, a weak Sphinx key."""
+    from anonmail.clients.directory import upload_descriptor
+    from anonmail.core import pki
+    from anonmail.core.keys import IdentityKey
+    from anonmail.errors import DirectoryError
+
+    async def attack() -> tuple[pki.Consensus, pki.Consensus, dict[str, str]]:
+        async with _Injector(net, tmp_path) as injector:
+            before = injector.consensus
+            alpha = before.by_name("alpha")
+            seed = 0
+            while (thief := IdentityKey.from_seed(seed.to_bytes(32, "big"))).public >= alpha.identity_key:
+                seed += 1
+            epoch = before.epoch
+            address = [_onion(net, "alpha")]
+            forged = {
+                "thief": pki.sign_descriptor(thief, name="alpha", role="provider", layer=0, epoch=epoch + 1,
+                                             sphinx_key=sphinx.generate_node_keypair()[1], addresses=address),
+                "sybil": pki.sign_descriptor(IdentityKey.generate(), name="mix1z", role="mix", layer=1,
+                                             epoch=epoch + 1, sphinx_key=sphinx.generate_node_keypair()[1],
+                                             addresses=address),
+            }
+            reasons = {}
+            for what, descriptor in forged.items():
+                try:
+                    await upload_descriptor(injector.router, [a for a, _ in net.pins], descriptor, role=Role.MIX)
+                except DirectoryError as exc:
+                    reasons[what] = exc.reason
+            directory = DirectoryClient(injector.router, net.pins, 2, production=True, epoch_seconds=EPOCH)
+            with anyio.fail_after(120):
+                after = await directory.fetch(epoch)
+            return before, after, reasons
+
+    before, after, reasons = anyio.run(attack)
+    assert reasons == {"thief": "not_admitted", "sybil": "not_admitted"}
+    assert after.digest() == before.digest()
+    status = json.loads(subprocess.run(
+        [executable("mixnode"), "authority",
+         "status", "--config", str(net.dir_of("auth1") / "authority.toml"), "--json"],
+        capture_output=True, text=True, timeout=60).stdout)
+    assert sorted(e["name"] for e in status["admitted"]) == sorted(d.name for d in before.nodes)
+    # alpha's users, who pinned alpha's key at init, keep sending and receiving.
+    assert (net.node_status("alice") or {}).get("provider_rebound") is None
+    subjects = ["after the attack"]
+    _send(net, "alice", "bob", subjects[0])
+    _deliver_and_check(net, subjects)

@@ -13,6 +13,10 @@ import trio.testing
 from anonmail.agent.enroll import enroll
 from anonmail.agent.outbox import queue_mail
 from anonmail.agent.service import Agent, AgentSettings
+from anonmail.agent.status import agent_status
+from anonmail.clients.directory import upload_descriptor
+from anonmail.core import pki, sphinx
+from anonmail.errors import DirectoryError
 from anonmail.core.keys import IdentityKey
 from anonmail.clients.directory import DirectoryClient
 from anonmail.testnet.memory import MemoryMixnet
@@ -249,3 +253,75 @@ async def test_status_file_is_rewritten_every_second_while_the_agent_runs(tmp_pa
         assert str(alice.address).split("@")[0] not in (home / "status.json").read_text()
         assert write_agent_status(alice, home, started=started, running=False)
         assert json.loads((home / "status.json").read_text())["running"] is False
+
+
+# ----------------------------------------------------------------------------- attacks on the directory
+
+QUIET = dict(mix_overrides={"lambda_loop": 0.0}, provider_overrides={"lambda_loop": 0.0})
+
+
+def smaller_key_than(victim: bytes) -> IdentityKey:
+    """A key that sorts before ``victim``: under the old key-order rule it won the victim's name."""
+    seed = 0
+    while (key := IdentityKey.from_seed(seed.to_bytes(32, "big"))).public >= victim:
+        seed += 1
+    return key
+
+
+@pytest.mark.anyio
+async def test_attack_a_stranger_cannot_take_a_providers_name_or_add_mixes(tmp_path):
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path, **QUIET)
+        epoch = pki.epoch_at(wall_clock(), EPOCH)
+        before = await net.directory.fetch(epoch)
+        alpha = before.by_name("alpha")
+        thief = smaller_key_than(alpha.identity_key)
+        router = net.client_router("stranger")
+        authorities = [address for address, _ in net.pins]
+        for target in (epoch, epoch + 1):
+            forged = [
+                pki.sign_descriptor(thief, name="alpha", role="provider", layer=0, epoch=target,
+                                    sphinx_key=sphinx.generate_node_keypair()[1], addresses=["mem://thief"],
+                                    production=False),
+                pki.sign_descriptor(IdentityKey.generate(), name="mix-1-9", role="mix", layer=1, epoch=target,
+                                    sphinx_key=sphinx.generate_node_keypair()[1], addresses=["mem://sybil"],
+                                    production=False),
+            ]
+            for descriptor in forged:
+                with pytest.raises(DirectoryError) as info:
+                    await upload_descriptor(router, authorities, descriptor)
+                assert info.value.reason == "not_admitted"
+        # The next epoch's document, built ahead of time, is the same network: alpha keeps its key.
+        with anyio.fail_after(EPOCH):
+            while True:
+                try:
+                    after = await net.directory.fetch(epoch + 1)
+                    break
+                except DirectoryError:
+                    await anyio.sleep(30)
+        assert sorted(d.name for d in after.nodes) == sorted(d.name for d in before.nodes)
+        assert after.by_name("alpha").identity_key == alpha.identity_key
+        # alpha's users keep sending and receiving.
+        alice = await start_user(stack, net, tg, "alice", "alpha", 1, provider_key=alpha.identity_key)
+        bob = await start_user(stack, net, tg, "bob", "beta", 2)
+        alice.store.add_contact("bob", str(bob.address), now=wall_clock())
+        queue_mail(alice.store, to="bob", subject="still here", body=b"hi", now=wall_clock())
+        await wait_until(lambda: len(bob.store.inbox()) == 1
+                         and all(m.state == "acknowledged" for m in alice.store.outbox()))
+        bob.store.add_contact("alice", str(alice.address), now=wall_clock())
+        queue_mail(bob.store, to="alice", subject="re", body=b"hello", now=wall_clock())
+        await wait_until(lambda: len(alice.store.inbox()) == 1)
+        assert alice.provider_rebound is None
+
+
+@pytest.mark.anyio
+async def test_an_agent_refuses_a_consensus_that_binds_its_provider_to_another_key(tmp_path):
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path, **QUIET)
+        pinned = IdentityKey.generate().public  # what the user was told alpha's key is; the network says otherwise
+        carol = await start_user(stack, net, tg, "carol", "alpha", 3, provider_key=pinned)
+        await anyio.sleep(30)
+        epoch = pki.epoch_at(wall_clock(), EPOCH)
+        assert carol.provider_rebound == epoch
+        assert not carol.connected and carol.stats.packets_real + carol.stats.packets_drop == 0
+        assert agent_status(carol, started=0, running=True)["provider_rebound"] == epoch

@@ -270,7 +270,7 @@ async def test_client_rejects_a_consensus_whose_epoch_ended(tmp_path):
             with pytest.raises(DirectoryError, match="which ended") as info:
                 await net.directory(router).fetch(E0)
             assert info.value.reason == "stale"
-            assert directory.get(E0) is not None and directory.current() is None
+            assert directory.get(E0) is not None and directory.current() is directory.get(E0) and directory.in_grace
             tg.cancel_scope.cancel()
 
 
@@ -582,4 +582,27 @@ async def test_one_bad_authority_of_three_cannot_stop_or_bend_the_consensus(tmp_
             documents = [pki.consensus_from_dict(r.document, production=False) for r in replies]
             assert documents[0] == documents[1]
             assert sorted(d.name for d in documents[0].nodes) == ["node-0", "node-1", "node-2", "node-3"]
+            tg.cancel_scope.cancel()
+
+
+async def test_the_last_consensus_stays_in_use_for_a_bounded_grace_period(tmp_path):
+    net = Net(tmp_path)
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            await net.start(tg, i)
+        async with net.client() as router:
+            await upload_all(router, net.addresses, E0)
+            directory = net.directory(router)
+            with anyio.fail_after(30):
+                while directory.current() is None:
+                    with contextlib.suppress(DirectoryError):
+                        await directory.fetch(E0)
+                    await anyio.sleep(1)
+            assert not directory.in_grace
+            for i in range(3):  # no document for the next epoch will ever come
+                net.stop(i)
+            await anyio.sleep(pki.epoch_start(E0 + 1, EPOCH) + 5 - wall_clock())
+            assert directory.current().epoch == E0 and directory.in_grace
+            await anyio.sleep(directory.grace_seconds)
+            assert directory.current() is None and not directory.in_grace
             tg.cancel_scope.cancel()

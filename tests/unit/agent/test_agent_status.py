@@ -41,7 +41,7 @@ def store(tmp_path):
 def fake_agent(store: AgentStore) -> SimpleNamespace:
     stats = AgentStats(packets_real=5, packets_drop=30, packets_loop=7, retransmissions=2, loops_returned=6,
                        fetches=11, entries_fetched=9, errors=1, last_error="fetch: TransportError: timeout")
-    return SimpleNamespace(stats=stats, store=store, connected=True, provider_rebound=None, wall_clock=time.time,
+    return SimpleNamespace(stats=stats, store=store, connected=True, provider_rebound=None, directory=SimpleNamespace(in_grace=False), wall_clock=time.time,
                            settings=AgentSettings(provider="alpha", threads=False))
 
 

@@ -161,6 +161,7 @@ class MemoryMixnet:
                 test_mode=True,
                 round_seconds=1,
                 sync_delay=0,
+                vote_seconds=1,
                 gossip_seconds=5,
                 bootstrap_nodes=bootstrap_nodes,
             )

@@ -40,7 +40,7 @@ FAST = dict(lambda_payload=10.0, lambda_loop=1.0, fetch_interval=1.0, delay_mean
             threads=False, poll_interval=0.5)
 
 
-async def start_user(stack, net, tg, name, provider, seed, **settings):
+async def start_user(stack, net, tg, name, provider, seed, *, connected=True, **settings):
     identity = IdentityKey.generate()
     router = net.client_router(name)
     extra = {"key_lifetime": settings["key_lifetime"]} if "key_lifetime" in settings else {}
@@ -54,11 +54,14 @@ async def start_user(stack, net, tg, name, provider, seed, **settings):
                   wall_clock=wall_clock, keep_emissions=True)
     scope = anyio.CancelScope()
 
-    async def run(*, task_status):
+    async def run(*, task_status=anyio.TASK_STATUS_IGNORED):
         with scope:
             await agent.run(task_status=task_status)
 
-    await tg.start(run)
+    if connected:
+        await tg.start(run)  # returns once the agent's session with its provider is up
+    else:
+        tg.start_soon(run)
     agent.scope = scope
     return agent
 
@@ -319,7 +322,7 @@ async def test_an_agent_refuses_a_consensus_that_binds_its_provider_to_another_k
     async with AsyncExitStack() as stack:
         net, tg = await network(stack, tmp_path, **QUIET)
         pinned = IdentityKey.generate().public  # what the user was told alpha's key is; the network says otherwise
-        carol = await start_user(stack, net, tg, "carol", "alpha", 3, provider_key=pinned)
+        carol = await start_user(stack, net, tg, "carol", "alpha", 3, provider_key=pinned, connected=False)
         await anyio.sleep(30)
         epoch = pki.epoch_at(wall_clock(), EPOCH)
         assert carol.provider_rebound == epoch

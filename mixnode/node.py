@@ -665,6 +665,8 @@ class MixNode:
             "in_consensus": bool(consensus and self.identity and consensus.by_id(self.node_id)),
             "addresses": self.addresses,
             "node_id": self.node_id.hex() if self.identity is not None else None,
+            # What users pin (anonmail init --provider NAME=KEY) and authorities admit.
+            "identity_key": base64.b64encode(self.identity.public).decode() if self.identity is not None else None,
             # Public keys only (they are published in descriptors anyway).
             "sphinx_keys": {str(e): base64.b64encode(k).decode() for e, k in sorted(self._publics.items())},
             **self.stats.as_dict(),

@@ -203,6 +203,7 @@ def node_status_rows(status: dict, rows: list[tuple[str, str]]) -> list[tuple[st
         ("epoch", f"{status.get('epoch')} (consensus {status.get('consensus_epoch')}, "
                   f"listed: {status.get('in_consensus')})"),
         ("addresses", "\n".join(status.get("addresses") or []) or "-"),
+        ("identity key", status.get("identity_key") or "-"),
         *rows,
         ("dropped", ", ".join(f"{k} {v}" for k, v in (status.get("dropped") or {}).items()) or "0"),
         ("links", ", ".join(f"{n}{'' if link.get('connected') else ' (down)'}"

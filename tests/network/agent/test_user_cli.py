@@ -18,7 +18,7 @@ from anonmail.agent.enroll import enroll
 from anonmail.agent.service import Agent, AgentSettings
 from anonmail.agent.store import AgentStore
 from anonmail.cli import main
-from anonmail.core.keys import IdentityKey, certify_encryption_key, load_identity
+from anonmail.core.keys import EncryptionKey, IdentityKey, certify_encryption_key, load_identity
 from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import PassphraseError
 from anonmail.testnet.memory import MemoryMixnet
@@ -174,7 +174,7 @@ async def test_bad_input_is_one_line_and_stores_nothing(tmp_path, capsys, monkey
             assert fragment in lines[0], (argv, lines[0])
         assert store.outbox() == []
         # An expired key: refused with a warning that says what to do; nothing queued.
-        expired = certify_encryption_key(bob, os.urandom(32), not_before=int(time.time()) - 10_000, lifetime_s=100)
+        expired = certify_encryption_key(bob, EncryptionKey.generate().public, not_before=int(time.time()) - 10_000, lifetime_s=100)
         store.add_contact_certs(Address.for_key(bob.public, "beta").fingerprint, bob.public,
                                 [(expired.to_bytes(), expired.not_before, expired.not_after)])
         code, _, err = cli(capsys, "send", "--to", "bob", str(small), "--home", str(home))

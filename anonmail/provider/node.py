@@ -1,23 +1,24 @@
 """The provider service: a layer-0 node that is its users' ingress and their mailbox (egress).
 
-A :class:`Provider` is a :class:`mixnode.node.MixNode` (same unwrap workers, replay store,
-delay heap, links, descriptor publishing, loop cover, status file) with three additions::
+A :class:`Provider` composes the mix engine (:class:`mixnode.node.MixNode`: unwrap workers,
+replay store, delay heap, links, descriptor publishing, loop cover, status file) with the
+services of :class:`mixnode.interfaces.NodeServices` it implements::
 
-    user agents ──CLIENT session──▶ auth, rate limit ──▶ inbound queue (first hop is us)
+    user agents ──CLIENT session──▶ auth, rate limit ──▶ engine.submit (first hop is us)
                                     fetch / confirm / publish_keys / keys
-    unwrap worker (thread): replay tags persisted ─▶ Deliver / SurbDelivery for our users
-        ─▶ quota check ─▶ ONE durable transaction per batch ─▶ ACK SURB packaged
-    event loop: ACK queued on the link to the SURB's first hop (only after the commit)
+    engine worker (thread): replay tags persisted ─▶ Provider.deliver: Deliver / SurbDelivery
+        ─▶ quota check ─▶ ONE durable transaction per batch ─▶ Stored(size, ACK)   (delivery.py)
+    engine event loop: Provider.stored counts; the ACK goes on the link to the SURB's first hop
 
 The client protocol is :mod:`anonmail.core.mailproto`. A crash can never ACK something that
-was not stored: the ACK packet leaves only after :meth:`MailboxStore.store_many` returned.
+was not stored: the ACK packet is made only after :meth:`MailboxStore.store_many` returned.
 Over-quota and unknown-mailbox deliveries are dropped without ACK (the sender retries later).
 
-What a provider learns (DESIGN.md §7): who its users are (identity keys), when they connect,
-fetch and send, how much mail waits for them; never the content (sealed to the recipient),
-never who sent it (the sender is inside the sealed fragment; the previous hop is a mix), never
-where a user's packets go (Sphinx). Logs and ``status.json`` carry counts only: no addresses,
-mailbox ids or keys of users.
+What a provider learns: who its users are (identity keys), when they connect, fetch and send,
+how much mail waits for them; never the content (sealed to the recipient), never who sent it
+(the sender is inside the sealed fragment; the previous hop is a mix), never where a user's
+packets go (Sphinx). Logs and ``status.json`` carry counts only: no addresses, mailbox ids or
+keys of users.
 """
 
 from __future__ import annotations
@@ -34,14 +35,11 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from anonmail.core import sphinx
+from anonmail.clients.directory import DirectoryClient
 from anonmail.core.address import Address, parse_address
-from anonmail.core.fragments import ACK_MESSAGE, KIND_DROP, CoverPayload, decode_payload
-from anonmail.core.keys import EncryptionKeyCert
+from anonmail.core.keys import EncryptionKeyCert, IdentityKey
 from anonmail.core.mailproto import (
     AUTH_OPS,
-    ENTRY_FRAGMENT,
-    ENTRY_REPLY,
     NONCE_BYTES,
     b64d,
     b64e,
@@ -54,7 +52,6 @@ from anonmail.core.mailproto import (
 from anonmail.core.wire import Close, Control, Packet, Role, encode_frame
 from anonmail.errors import (
     AddressError,
-    FragmentError,
     KeyExpiredError,
     LinkError,
     ProtocolError,
@@ -65,8 +62,11 @@ from anonmail.errors import (
 from anonmail.net.base import Transport
 from anonmail.net.framed import FramedStream
 from anonmail.provider.config import ProviderConfig
-from anonmail.provider.store import MailboxStore, NewEntry, Usage
-from mixnode.node import MixNode
+from anonmail.provider.delivery import Candidate, Quota, admit, classify, mailboxes_of, settle
+from anonmail.provider.store import MailboxStore, Usage
+from mixnode.decisions import Decision, DropReason, Stored, Unwrapped
+from mixnode.node import MixNode, Stats
+from mixnode.replay import ReplayStore
 
 __all__ = ["Provider", "TokenBucket", "MAILBOX_DB", "MAX_CERTS"]
 
@@ -102,15 +102,6 @@ class TokenBucket:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    """Unwrap result after the store committed: the data size and the ACK to send, if any."""
-
-    size: int
-    ack_hop: bytes | None
-    ack_packet: bytes | None
-
-
 @dataclass
 class _Session:
     """One client connection's state."""
@@ -120,11 +111,19 @@ class _Session:
     identity: bytes | None = None
 
 
-class Provider(MixNode):
-    """One provider; ``await provider.run()`` serves until cancelled (use ``tg.start(provider.run)``)."""
+class Provider:
+    """One provider; ``await provider.run()`` serves until cancelled (use ``tg.start(provider.run)``).
 
+    It is the mix engine (:class:`mixnode.node.MixNode`, held as :attr:`node`) composed with
+    this provider's :class:`mixnode.interfaces.NodeServices`: delivery into mailboxes and the
+    users' sessions. The engine calls those services; the provider reaches the engine only
+    through its public methods (``submit``, ``blocking``, ``stats``).
+    """
+
+    #: The role published in the descriptor (NodeServices).
     role = "provider"
-    serves_clients = True
+    #: A final-hop packet that is not one of our loops (NodeServices).
+    foreign_final = DropReason.FOREIGN_LOOP
 
     def __init__(
         self,
@@ -135,10 +134,11 @@ class Provider(MixNode):
         rng: random.Random | None = None,
         link_loss: float = 0.0,
     ) -> None:
-        super().__init__(config, transports, wall_clock=wall_clock, rng=rng, link_loss=link_loss)
-        self.config: ProviderConfig = config
+        self.config = config
+        self.node = MixNode(config, transports, wall_clock=wall_clock, rng=rng, link_loss=link_loss, services=self)
+        self.wall_clock = wall_clock
         self.store: MailboxStore | None = None
-        #: Provider counters (beside the MixNode ``stats``): stored, acks_sent, fetches, ...
+        #: Provider counters (beside the engine's ``stats``): stored, acks_sent, fetches, ...
         self.mail: Counter = Counter()
         self._mailboxes: set[bytes] = set()
         self._buckets: dict[bytes, TokenBucket] = {}
@@ -146,107 +146,114 @@ class Provider(MixNode):
         self._stored_bytes = 0
         self._sessions = 0
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ the engine's face
+
+    @property
+    def stats(self) -> Stats:
+        """The engine's counters."""
+        return self.node.stats
+
+    @property
+    def node_id(self) -> bytes:
+        """This provider's routing id."""
+        return self.node.node_id
+
+    @property
+    def identity(self) -> IdentityKey | None:
+        """The node identity (None before ``run``)."""
+        return self.node.identity
+
+    @property
+    def addresses(self) -> list[str]:
+        """Where this provider is served."""
+        return self.node.addresses
+
+    @property
+    def directory(self) -> DirectoryClient | None:
+        """The engine's directory client."""
+        return self.node.directory
+
+    @property
+    def replay(self) -> ReplayStore | None:
+        """The engine's replay store."""
+        return self.node.replay
 
     async def run(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        """Open the mailbox store, then serve as a node until cancelled; ``started(self)`` once listening."""
+        """Serve as a node until cancelled; ``started(self)`` once listening."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.node.run)
+            task_status.started(self)
+
+    def status(self, running: bool = True) -> dict:
+        """The node status plus mailbox counters (counts only: no user is named)."""
+        return self.node.status(running)
+
+    # ------------------------------------------------------------------ NodeServices
+
+    async def open(self) -> None:
+        """Open the mailbox store before the engine serves."""
         data_dir: Path = self.config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.store = await self._blocking(MailboxStore, data_dir / MAILBOX_DB)  # type: ignore[assignment]
-        try:
-            self._mailboxes = await self._blocking(self.store.mailbox_ids)  # type: ignore[union-attr,assignment]
-            totals: Usage = await self._blocking(self.store.totals)  # type: ignore[union-attr,assignment]
-            self._stored_entries, self._stored_bytes = totals.entries, totals.bytes
-            log.info("provider %s: %d accounts, %d stored entries", self.config.name, len(self._mailboxes),
-                     totals.entries)
-            await super().run(task_status=task_status)
-        finally:
-            store, self.store = self.store, None
-            if store is not None:
-                store.close()
+        self.store = await self.node.blocking(MailboxStore, data_dir / MAILBOX_DB)  # type: ignore[assignment]
+        self._mailboxes = await self.node.blocking(self.store.mailbox_ids)  # type: ignore[union-attr,assignment]
+        totals: Usage = await self.node.blocking(self.store.totals)  # type: ignore[union-attr,assignment]
+        self._stored_entries, self._stored_bytes = totals.entries, totals.bytes
+        log.info("provider %s: %d accounts, %d stored entries", self.config.name, len(self._mailboxes),
+                 totals.entries)
 
-    # ------------------------------------------------------------------ egress (worker thread)
+    def close(self) -> None:
+        """Close the mailbox store after the engine stopped."""
+        store, self.store = self.store, None
+        if store is not None:
+            store.close()
 
-    def _process_batch(self, packets: list[bytes], now: float) -> list[object]:
-        """(Worker thread.) Unwrap and persist tags (MixNode), then store deliveries durably."""
-        return self._store_deliveries(super()._process_batch(packets, now), now)
-
-    def _store_deliveries(self, results: list[object], now: float) -> list[object]:
-        """Turn deliveries for our users into stored entries in one transaction; others into drops."""
+    def deliver(self, results: list[Unwrapped], now: float) -> list[Unwrapped | Decision]:
+        """(Worker thread.) Store deliveries for our users durably, in one transaction per batch."""
+        steps = [classify(r) for r in results]
         store = self.store
-        out = list(results)
-        new: list[NewEntry] = []
-        placed: list[tuple[int, sphinx.Surb | None]] = []
-        usage: dict[bytes, Usage] = {}
-        for i, result in enumerate(results):
-            ack = None
-            if isinstance(result, sphinx.Deliver):
-                try:
-                    payload = decode_payload(result.payload)
-                except FragmentError:
-                    out[i] = "bad_payload"
-                    continue
-                if isinstance(payload, CoverPayload):
-                    if payload.kind == KIND_DROP:
-                        out[i] = "drop_cover"
-                    continue  # a loop: _dispatch decides whether it is one of ours
-                entry = NewEntry(result.mailbox_id, ENTRY_FRAGMENT, payload.sealed)
-                ack = payload.ack_surb
-            elif isinstance(result, sphinx.SurbDelivery):
-                entry = NewEntry(result.mailbox_id, ENTRY_REPLY, result.surb_id + result.body)
-            else:
-                continue
-            if store is None or entry.mailbox_id not in self._mailboxes:
-                out[i] = "unknown_mailbox"
-                continue
+        usage: dict[bytes, Usage | None] = {}
+        for mailbox in mailboxes_of(steps, self._mailboxes):
             try:
-                held = usage.get(entry.mailbox_id) or store.usage(entry.mailbox_id)
+                usage[mailbox] = store.usage(mailbox) if store is not None else None
             except StoreError as exc:
                 log.error("%s", exc)
-                out[i] = "store_error"
-                continue
-            if held.entries + 1 > self.config.quota_entries or held.bytes + len(entry.data) > self.config.quota_bytes:
-                out[i] = "mailbox_full"
-                continue
-            usage[entry.mailbox_id] = Usage(held.entries + 1, held.bytes + len(entry.data))
-            new.append(entry)
-            placed.append((i, ack))
-        if not new:
-            return out
-        assert store is not None
-        try:
-            store.store_many(new, now)
-        except StoreError as exc:
-            # Not stored, so not acknowledged: the sender retransmits.
-            log.error("%s", exc)
-            for i, _ in placed:
-                out[i] = "store_error"
-            return out
-        for (i, ack), entry in zip(placed, new, strict=True):
-            if ack is None:
-                out[i] = _Stored(len(entry.data), None, None)
-            else:
-                out[i] = _Stored(len(entry.data), ack.first_hop, sphinx.package_surb(ack, ACK_MESSAGE))
-        return out
+                usage[mailbox] = None
+        steps = admit(steps, self._mailboxes, usage, Quota(self.config.quota_entries, self.config.quota_bytes))
+        entries = [s.entry for s in steps if isinstance(s, Candidate)]
+        committed = True
+        if entries:
+            try:
+                assert store is not None
+                store.store_many(entries, now)
+            except StoreError as exc:
+                log.error("%s", exc)
+                committed = False
+        return settle(steps, committed)
 
-    def _dispatch(self, received_at: float, result: object) -> None:
-        """Act on one unwrap result on the event loop: ACK what was stored, count the rest."""
-        if isinstance(result, _Stored):
-            self.mail["stored"] += 1
-            self._stored_entries += 1
-            self._stored_bytes += result.size
-            if result.ack_hop is not None and result.ack_packet is not None:
-                self.mail["acks_sent"] += 1
-                self._send_to(result.ack_hop, result.ack_packet)
-            return
-        if isinstance(result, sphinx.Deliver) and result.mailbox_id not in self._pending_loops:
-            self.stats.dropped["foreign_loop"] += 1  # a loop payload that is not ours: discard
-            return
-        super()._dispatch(received_at, result)
+    def stored(self, decision: Stored) -> None:
+        """(Event loop.) Count a committed delivery; the engine sends its ACK."""
+        self.mail["stored"] += 1
+        self._stored_entries += 1
+        self._stored_bytes += decision.size
+        if decision.ack is not None:
+            self.mail["acks_sent"] += 1
+
+    def status_fields(self) -> dict:
+        """Mailbox counters added to the node status."""
+        return {
+            "role": "provider",
+            "accounts": len(self._mailboxes),
+            "stored_entries": self._stored_entries,
+            "stored_bytes": self._stored_bytes,
+            "client_sessions": self._sessions,
+            "rate_limited": self.stats.dropped.get(DropReason.RATE_LIMITED, 0),
+            "mail": dict(sorted(self.mail.items())),
+            **{k: self.mail.get(k, 0) for k in ("stored", "acks_sent", "fetches", "confirmed", "ingress")},
+        }
 
     # ------------------------------------------------------------------ client sessions
 
-    async def _serve_client(self, framed: FramedStream) -> None:
+    async def serve_client(self, framed: FramedStream) -> None:
         """Serve one user agent (mailproto): challenge, auth, ingress packets, fetch, keys."""
         session = _Session(os.urandom(NONCE_BYTES))
         self._sessions += 1
@@ -274,12 +281,12 @@ class Provider(MixNode):
                     elif isinstance(frame, Close):
                         return
                     else:
-                        self.stats.dropped["client_unexpected_frame"] += 1
+                        self.stats.dropped[DropReason.CLIENT_UNEXPECTED_FRAME] += 1
                         replies.append(encode_frame(Control(error_message("unexpected_frame", "unexpected frame type"))))
                 if replies:
                     await self._send_client(framed, replies)
         except WireError:
-            self.stats.dropped["client_bad_frame"] += 1
+            self.stats.dropped[DropReason.CLIENT_BAD_FRAME] += 1
         except TimeoutError:
             self.mail["sessions_timed_out"] += 1
         except LinkError:
@@ -294,21 +301,17 @@ class Provider(MixNode):
     def _ingress(self, session: _Session, packet: bytes) -> None:
         """A user's packet: rate-limit per account, then the inbound queue like mix traffic."""
         if session.mailbox is None:
-            self.stats.dropped["unauthenticated_packet"] += 1
+            self.stats.dropped[DropReason.UNAUTHENTICATED_PACKET] += 1
             return
         now = anyio.current_time()
         bucket = self._buckets.get(session.mailbox)
         if bucket is None:
             bucket = self._buckets[session.mailbox] = TokenBucket(self.config.send_rate, self.config.send_burst, now)
         if not bucket.take(now):
-            self.stats.dropped["rate_limited"] += 1
+            self.stats.dropped[DropReason.RATE_LIMITED] += 1
             return
-        self.stats.received += 1
         self.mail["ingress"] += 1
-        try:
-            self._inbound_send.send_nowait((now, packet))
-        except anyio.WouldBlock:
-            self.stats.dropped["queue_full"] += 1
+        self.node.submit(packet, now)
 
     async def _control(self, session: _Session, message: dict) -> tuple[list[bytes], bool]:
         """Answer one CONTROL request: (encoded reply frames, whether the session goes on)."""
@@ -355,7 +358,7 @@ class Provider(MixNode):
             if mailbox not in self._mailboxes:
                 if self.config.registration != "open":
                     raise ProtocolError("this provider does not accept new accounts", reason="registration_closed")
-                outcome = await self._blocking(self.store.register, mailbox, identity, self.wall_clock(),
+                outcome = await self.node.blocking(self.store.register, mailbox, identity, self.wall_clock(),
                                                self.config.max_accounts)
                 if outcome == "full":
                     raise ProtocolError("this provider has no room for new accounts", reason="provider_full")
@@ -394,14 +397,14 @@ class Provider(MixNode):
     async def _merge_certs(self, mailbox: bytes, certs: list[EncryptionKeyCert]) -> None:
         """Keep the newest few valid certificates: the new ones and the still-valid old ones."""
         assert self.store is not None
-        account = await self._blocking(self.store.account, mailbox)
+        account = await self.node.blocking(self.store.account, mailbox)
         kept = {c.to_bytes(): c for c in certs}
         for blob in account.certs if account is not None else ():  # type: ignore[union-attr]
             cert = self._valid_cert(blob)
             if cert is not None:
                 kept.setdefault(blob, cert)
         newest = sorted(kept.values(), key=lambda c: (c.not_before, c.not_after), reverse=True)[:MAX_CERTS]
-        await self._blocking(self.store.set_certs, mailbox, [c.to_bytes() for c in newest])
+        await self.node.blocking(self.store.set_certs, mailbox, [c.to_bytes() for c in newest])
 
     def _valid_cert(self, blob: bytes) -> EncryptionKeyCert | None:
         try:
@@ -426,7 +429,7 @@ class Provider(MixNode):
                                 reason="wrong_provider")
         self.mail["key_lookups"] += 1
         assert self.store is not None
-        account = await self._blocking(self.store.account, address.mailbox_id)
+        account = await self.node.blocking(self.store.account, address.mailbox_id)
         if account is None:
             return {"type": "keys", "identity": None, "certs": []}
         certs = [b64e(b) for b in account.certs if self._valid_cert(b) is not None]  # type: ignore[union-attr]
@@ -437,7 +440,7 @@ class Provider(MixNode):
         require_fields(message, [])
         assert self.store is not None and session.mailbox is not None
         n = self.config.fetch_batch
-        entries, remaining = await self._blocking(self.store.fetch, session.mailbox, n)  # type: ignore[misc]
+        entries, remaining = await self.node.blocking(self.store.fetch, session.mailbox, n)  # type: ignore[misc]
         self.mail["fetches"] += 1
         self.mail["fetched"] += len(entries)
         frames = [encode_frame(Control({"type": "entries", "count": n}))]
@@ -454,28 +457,11 @@ class Provider(MixNode):
                 or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**64 for i in ids)):
             raise ProtocolError(f"confirm carries exactly {n} entry ids (integers)", reason="malformed")
         assert self.store is not None and session.mailbox is not None
-        before: Usage = await self._blocking(self.store.usage, session.mailbox)  # type: ignore[assignment]
-        deleted: int = await self._blocking(self.store.delete, session.mailbox, ids)  # type: ignore[assignment]
+        before: Usage = await self.node.blocking(self.store.usage, session.mailbox)  # type: ignore[assignment]
+        deleted: int = await self.node.blocking(self.store.delete, session.mailbox, ids)  # type: ignore[assignment]
         if deleted:
-            after: Usage = await self._blocking(self.store.usage, session.mailbox)  # type: ignore[assignment]
+            after: Usage = await self.node.blocking(self.store.usage, session.mailbox)  # type: ignore[assignment]
             self._stored_entries -= before.entries - after.entries
             self._stored_bytes -= before.bytes - after.bytes
         self.mail["confirmed"] += deleted
         return {"type": "confirmed", "deleted": deleted}
-
-    # ------------------------------------------------------------------ status
-
-    def status(self, running: bool = True) -> dict:
-        """The node status plus mailbox counters (counts only: no user is named)."""
-        status = super().status(running)
-        status.update({
-            "role": "provider",
-            "accounts": len(self._mailboxes),
-            "stored_entries": self._stored_entries,
-            "stored_bytes": self._stored_bytes,
-            "client_sessions": self._sessions,
-            "rate_limited": self.stats.dropped.get("rate_limited", 0),
-            "mail": dict(sorted(self.mail.items())),
-            **{k: self.mail.get(k, 0) for k in ("stored", "acks_sent", "fetches", "confirmed", "ingress")},
-        })
-        return status

@@ -126,7 +126,7 @@ async def test_mix_serves_onion_and_i2p_and_forwards_to_an_onion_peer(tor_client
         onion_address = next(a for a in mix.addresses if a.startswith("onion://"))
         i2p_address = next(a for a in mix.addresses if a.startswith("i2p://"))
 
-        route = [sphinx.Hop(mix.node_id, mix._publics[epoch], 0), sphinx.Hop(sink_identity_id(sink_identity), sink_public, 0)]
+        route = [sphinx.Hop(mix.node_id, mix.keys.public(epoch), 0), sphinx.Hop(sink_identity_id(sink_identity), sink_public, 0)]
         injectors = {
             onion_address: await stack.enter_async_context(OnionTransport(client_tor.settings(connect_timeout=90.0))),
             i2p_address: await stack.enter_async_context(I2PTransport(None, i2p_network.settings(1))),

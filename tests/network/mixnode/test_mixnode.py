@@ -237,7 +237,7 @@ async def test_links_to_every_next_layer_node_are_up_before_any_packet(tmp_path)
         for name, mix in net.mixes.items():
             layer = mix.config.layer
             expected = by_layer[layer + 1] if layer < 3 else by_layer[0]
-            links = {link.name: link.connected for link in mix._links.values()}
+            links = mix.links.connected()
             assert links == {n: True for n in expected}, name
             assert mix.stats.forwarded == 0 and mix.stats.link_failures == 0, name
         # The first packet rides a link that is already up: no connection set-up in its latency.

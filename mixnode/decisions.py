@@ -1,0 +1,176 @@
+"""The packet pipeline's decision step: pure functions from packets to typed decisions.
+
+A node (mix or provider) moves bytes and time; everything it *decides* about a packet is made
+here, without I/O, so it can be tested with recorded inputs and outputs::
+
+    packets ──unwrap_batch──▶ Unwrapped ──(node persists fresh tags)──▶ decide ──▶ Decision
+                  │                                                        │
+      sphinx.process per key of the epoch window,          Forward(next_node, packet, delay_ms)
+      replay check (a callback over an in-memory set)      LoopReturned(mailbox_id)
+                                                           Stored(size, ack)   (providers)
+                                                           Drop(reason)
+
+Every drop carries a :class:`DropReason`, the one vocabulary of the node's ``dropped``
+counters (a ``str`` enum, so counters and ``status.json`` keep the plain names).
+Deliveries (:class:`sphinx.Deliver`, :class:`sphinx.SurbDelivery`) that a node's delivery
+service does not turn into :class:`Stored` or :class:`Drop` reach :func:`decide`, which keeps
+the node's own returning loops and drops the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeAlias
+
+from anonmail.core import sphinx
+from anonmail.errors import HeaderMacError, PacketError
+
+__all__ = [
+    "DropReason",
+    "Forward",
+    "LoopReturned",
+    "Stored",
+    "Drop",
+    "Decision",
+    "Unwrapped",
+    "UnwrapResult",
+    "unwrap_batch",
+    "fail_batch",
+    "decide",
+]
+
+
+class DropReason(StrEnum):
+    """Why a packet, frame or connection was dropped (the names of the ``dropped`` counters)."""
+
+    # Sphinx processing (the ``reason`` of each PacketError subclass)
+    MALFORMED = "malformed"
+    BAD_SIZE = "bad_size"
+    BAD_MAC = "bad_mac"
+    BAD_ALPHA = "bad_alpha"
+    BAD_ROUTING = "bad_routing"
+    BAD_BODY = "bad_body"
+    REPLAY = "replay"
+    TOO_LARGE = "too_large"
+    # the node's own state
+    STORE_ERROR = "store_error"
+    QUEUE_FULL = "queue_full"
+    NOT_FOR_A_MIX = "not_for_a_mix"
+    UNKNOWN_NEXT_HOP = "unknown_next_hop"
+    LINK_FULL = "link_full"
+    LINK_LOSS = "link_loss"
+    LOOP_NO_PATH = "loop_no_path"
+    LOOP_BAD_KEY = "loop_bad_key"
+    # connections and frames
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    NO_HELLO = "no_hello"
+    BAD_FRAME = "bad_frame"
+    UNEXPECTED_FRAME = "unexpected_frame"
+    # providers
+    BAD_PAYLOAD = "bad_payload"
+    DROP_COVER = "drop_cover"
+    FOREIGN_LOOP = "foreign_loop"
+    UNKNOWN_MAILBOX = "unknown_mailbox"
+    MAILBOX_FULL = "mailbox_full"
+    UNAUTHENTICATED_PACKET = "unauthenticated_packet"
+    RATE_LIMITED = "rate_limited"
+    CLIENT_BAD_FRAME = "client_bad_frame"
+    CLIENT_UNEXPECTED_FRAME = "client_unexpected_frame"
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Hold ``packet`` for ``delay_ms`` (0: not at all), then queue it on the link to ``next_node``."""
+
+    next_node: bytes
+    packet: bytes
+    delay_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LoopReturned:
+    """One of this node's own loop cover packets came back (mailbox id of the loop)."""
+
+    mailbox_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A provider committed a delivery of ``size`` data bytes; ``ack`` (if any) leaves only now."""
+
+    size: int
+    ack: Forward | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Discard the packet and count it under ``reason``."""
+
+    reason: DropReason
+
+
+Decision: TypeAlias = Forward | LoopReturned | Stored | Drop
+#: What unwrapping one packet gives: Sphinx's own result, or a drop.
+Unwrapped: TypeAlias = sphinx.Forward | sphinx.Deliver | sphinx.SurbDelivery | Drop
+
+
+@dataclass(frozen=True, slots=True)
+class UnwrapResult:
+    """One result per packet, in order, and the new replay tags per epoch to persist first."""
+
+    results: list[Unwrapped]
+    fresh_tags: dict[int, list[bytes]] = field(default_factory=dict)
+
+
+def unwrap_batch(
+    packets: Sequence[bytes],
+    keys: Sequence[tuple[int, bytes]],
+    is_replay: Callable[[int, bytes], bool],
+) -> UnwrapResult:
+    """Unwrap each packet with the first key of ``keys`` ((epoch, secret) pairs) whose MAC fits.
+
+    ``is_replay(epoch, tag)`` answers (and remembers) whether a tag was seen in that epoch. A
+    packet no key opens is ``Drop(BAD_MAC)``; every other rejection is the PacketError's reason.
+    The caller must persist ``fresh_tags`` before it acts on any result (else :func:`fail_batch`).
+    """
+    results: list[Unwrapped] = []
+    fresh: dict[int, list[bytes]] = {}
+    for packet in packets:
+        outcome: Unwrapped = Drop(DropReason.BAD_MAC)
+        for epoch, secret in keys:
+            try:
+                unwrapped = sphinx.process(packet, secret, is_replay=lambda tag, e=epoch: is_replay(e, tag))
+            except HeaderMacError:
+                continue
+            except PacketError as exc:
+                outcome = Drop(DropReason(exc.reason))
+            else:
+                fresh.setdefault(epoch, []).append(unwrapped.tag)
+                outcome = unwrapped
+            break
+        results.append(outcome)
+    return UnwrapResult(results, fresh)
+
+
+def fail_batch(results: Sequence[Unwrapped | Decision], reason: DropReason) -> list[Drop]:
+    """Every result that is not already a drop becomes ``Drop(reason)`` (nothing of it may go on)."""
+    return [r if isinstance(r, Drop) else Drop(reason) for r in results]
+
+
+def decide(result: Unwrapped | Decision, pending_loops: Container[bytes], *, foreign_loop: DropReason) -> Decision:
+    """The decision for one result after delivery: forward, count our loop, or drop.
+
+    ``pending_loops`` holds the mailbox ids of this node's loops in flight; a final-hop packet
+    that is none of them is dropped as ``foreign_loop`` (a mix: ``NOT_FOR_A_MIX``).
+    """
+    if isinstance(result, sphinx.Forward):
+        return Forward(result.next_node, result.packet, result.delay_ms)
+    if isinstance(result, sphinx.Deliver):
+        if result.mailbox_id in pending_loops:
+            return LoopReturned(result.mailbox_id)
+        return Drop(foreign_loop)
+    if isinstance(result, sphinx.SurbDelivery):
+        return Drop(foreign_loop)
+    return result

@@ -46,7 +46,7 @@ boundary with ``raise ...Error(...) from exc``.
     ├── DirectoryError              a descriptor or consensus is rejected (has ``reason``)
     ├── PathError                   no usable path through the topology
     │   └── NodeKeyError            a node's published key cannot build a packet (has ``node_id``)
-    ├── StoreError                  a local SQLite store cannot be opened or written
+    ├── StoreError                  a local SQLite store cannot be opened or written (has ``reason``)
     ├── ProtocolError               a provider/agent request or answer is refused (has ``reason``)
     ├── MailError                   a user's request cannot be done (has ``reason``; CLI-facing)
     └── TestnetError                a private Tor/I2P/anonmail test network failed
@@ -319,7 +319,12 @@ class NodeKeyError(PathError):
 
 
 class StoreError(AnonmailError):
-    """A local SQLite store cannot be opened, migrated or written."""
+    """A local SQLite store cannot be opened, migrated or written; ``reason`` is a stable code, ``path`` the file."""
+
+    def __init__(self, message: str, *, reason: str = "failed", path: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
 
 
 class ProtocolError(AnonmailError):

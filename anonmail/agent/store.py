@@ -3,8 +3,8 @@
 SQLite is the interface between the CLI and a running agent (docs/design.md, "Roles"): ``anonmail send``
 inserts into the outbox and returns; the agent picks the message up, fragments it, sends the
 fragments in its Poisson payload slots and marks them acknowledged as ACKs return. Both open the
-same file (WAL, ``synchronous=FULL``, ``secure_delete=ON``, a busy timeout), so either may run
-without the other and nothing is lost when one of them crashes:
+same file (:func:`anonmail.daemon.sqlite.connect`: WAL, ``synchronous=FULL``, ``secure_delete=ON``,
+a busy timeout), so either may run without the other and nothing is lost when one of them crashes:
 
 * a message is in ``outbox`` before ``send`` returns; its fragments are acknowledged one by one
   and it is *acknowledged* when all are;
@@ -21,16 +21,17 @@ Secrets: encryption-key secrets are stored encrypted under a key derived from th
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from anonmail.daemon.sqlite import PerThread, transaction, translated
 from anonmail.errors import StoreError
 
 __all__ = ["AgentStore", "OutboxMessage", "InboxMessage", "SCHEMA_VERSION", "STATES"]
 
 SCHEMA_VERSION = 1
+_STORE = "agent store"
 #: Outbox states, in order.
 STATES = ("queued", "sending", "acknowledged", "failed")
 
@@ -111,11 +112,9 @@ class AgentStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
-        try:
-            conn = self._conn()
+        self._conns = PerThread(self.path, store=_STORE, private=True)
+        conn = self._conn()
+        with translated(_STORE, self.path, "create the tables"):
             conn.executescript(_SCHEMA)
             for table, column, definition in _ADDED_COLUMNS:
                 if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
@@ -123,53 +122,27 @@ class AgentStore:
             with conn:
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              [str(SCHEMA_VERSION)])
-            version = self.meta("schema_version")
-        except sqlite3.Error as exc:
-            raise StoreError(f"agent store {self.path}: {exc}") from exc
+        version = self.meta("schema_version")
         if version != str(SCHEMA_VERSION):
             raise StoreError(f"agent store {self.path} has schema version {version}; "
-                             f"this anonmail understands {SCHEMA_VERSION}")
+                             f"this anonmail understands {SCHEMA_VERSION}", reason="schema", path=str(self.path))
 
     # ------------------------------------------------------------------ plumbing
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("PRAGMA secure_delete=ON")
-                conn.execute("PRAGMA busy_timeout=30000")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open agent store {self.path}: {exc}") from exc
-            try:
-                self.path.chmod(0o600)
-            except OSError:
-                pass
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
+        return self._conns.get()
 
     def _tx(self):
         """A write transaction (BEGIN IMMEDIATE ... COMMIT), durable on commit."""
-        return _Transaction(self._conn(), self.path)
+        return transaction(self._conn(), store=_STORE, path=self.path)
 
     def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
-        try:
+        with translated(_STORE, self.path, "read"):
             return self._conn().execute(sql, list(args)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"agent store {self.path}: {exc}") from exc
 
     def close(self) -> None:
         """Close every connection (call once, when done)."""
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
-        self._local = threading.local()
+        self._conns.close()
 
     # ------------------------------------------------------------------ meta
 
@@ -399,32 +372,6 @@ class OutboxFullError(StoreError):
 
     def __init__(self, pending: int, size: int, quota: int) -> None:
         super().__init__(f"outbox full: {pending} bytes wait for acknowledgement and this message has {size};"
-                         f" the limit is {quota} bytes")
+                         f" the limit is {quota} bytes", reason="outbox_full")
         self.pending, self.size, self.quota = pending, size, quota
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT on one connection; SQLite errors become StoreError."""
-
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self.conn, self.path = conn, path
-
-    def __enter__(self) -> sqlite3.Connection:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"agent store {self.path}: {exc}") from exc
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            try:
-                self.conn.execute("COMMIT")
-                return
-            except sqlite3.Error as err:
-                self.conn.execute("ROLLBACK")
-                raise StoreError(f"agent store {self.path}: {err}") from err
-        self.conn.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
-            raise StoreError(f"agent store {self.path}: {exc}") from exc
 

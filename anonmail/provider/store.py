@@ -15,13 +15,13 @@ Tables::
 (AUTOINCREMENT), so a late ``confirm`` can never delete a newer entry.
 
 Methods block: the provider calls them from worker threads, or inline when ``workers = 0``.
-One connection is shared under a lock. Every SQLite failure becomes a :class:`StoreError`
-naming the store and the operation (never user data).
+One connection (:func:`anonmail.daemon.sqlite.connect`) is shared under a lock. Every SQLite
+failure becomes a :class:`~anonmail.errors.StoreError` naming the store and the operation
+(never user data).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,11 +31,12 @@ import sqlite_utils
 
 from anonmail.core.keys import EncryptionKeyCert
 from anonmail.core.mailproto import ENTRY_FRAGMENT, ENTRY_REPLY, Entry
-from anonmail.errors import StoreError
+from anonmail.daemon.sqlite import connect, transaction, translated
 
 __all__ = ["MailboxStore", "Account", "NewEntry", "Usage"]
 
 _CERT_BYTES = EncryptionKeyCert.CERT_BYTES
+_STORE = "mailbox store"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,27 +72,24 @@ class MailboxStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA secure_delete=ON")
-            self._conn = conn
-            self.db = sqlite_utils.Database(conn)
+        self._conn = connect(self.path, store=_STORE)
+        with self._errors("create the tables"):
+            self.db = sqlite_utils.Database(self._conn)
             self.db["accounts"].create(
                 {"mailbox_id": bytes, "identity": bytes, "created": float, "certs": bytes},
                 pk="mailbox_id", if_not_exists=True,
             )
-            conn.execute(
+            self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                 "mailbox_id BLOB NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL, stored_at REAL NOT NULL)"
             )
             self.db["entries"].create_index(["mailbox_id", "id"], if_not_exists=True)
-        except sqlite3.Error as exc:
-            raise StoreError(f"mailbox store {self.path}: cannot open: {exc}") from exc
 
-    def _fail(self, what: str, exc: sqlite3.Error) -> StoreError:
-        return StoreError(f"mailbox store {self.path}: cannot {what}: {exc}")
+    def _errors(self, action: str):
+        return translated(_STORE, self.path, action)
+
+    def _write(self, action: str):
+        return transaction(self._conn, store=_STORE, path=self.path, action=action)
 
     def pragma(self, name: str) -> object:
         """The value of a PRAGMA (tests check the durability settings)."""
@@ -107,40 +105,25 @@ class MailboxStore:
 
     def register(self, mailbox_id: bytes, identity: bytes, created: float, max_accounts: int | None = None) -> str:
         """Create an account: "created", "exists" (already there) or "full" (``max_accounts`` reached)."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if self._conn.execute("SELECT 1 FROM accounts WHERE mailbox_id = ?", [mailbox_id]).fetchone():
-                        self._conn.execute("ROLLBACK")
-                        return "exists"
-                    if max_accounts is not None:
-                        (count,) = self._conn.execute("SELECT count(*) FROM accounts").fetchone()
-                        if count >= max_accounts:
-                            self._conn.execute("ROLLBACK")
-                            return "full"
-                    self._conn.execute(
-                        "INSERT INTO accounts (mailbox_id, identity, created, certs) VALUES (?, ?, ?, ?)",
-                        [mailbox_id, identity, created, b""],
-                    )
-                    self._conn.execute("COMMIT")
-                    return "created"
-                except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._fail("register an account", exc) from exc
+        with self._lock, self._write("register an account"):
+            if self._conn.execute("SELECT 1 FROM accounts WHERE mailbox_id = ?", [mailbox_id]).fetchone():
+                return "exists"
+            if max_accounts is not None:
+                (count,) = self._conn.execute("SELECT count(*) FROM accounts").fetchone()
+                if count >= max_accounts:
+                    return "full"
+            self._conn.execute(
+                "INSERT INTO accounts (mailbox_id, identity, created, certs) VALUES (?, ?, ?, ?)",
+                [mailbox_id, identity, created, b""],
+            )
+            return "created"
 
     def account(self, mailbox_id: bytes) -> Account | None:
         """The account of a mailbox, or None."""
-        with self._lock:
-            try:
-                row = self._conn.execute(
-                    "SELECT mailbox_id, identity, created, certs FROM accounts WHERE mailbox_id = ?", [mailbox_id]
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise self._fail("read an account", exc) from exc
+        with self._lock, self._errors("read an account"):
+            row = self._conn.execute(
+                "SELECT mailbox_id, identity, created, certs FROM accounts WHERE mailbox_id = ?", [mailbox_id]
+            ).fetchone()
         if row is None:
             return None
         blob = bytes(row[3] or b"")
@@ -149,35 +132,22 @@ class MailboxStore:
 
     def mailbox_ids(self) -> set[bytes]:
         """Every registered mailbox id (the provider keeps this set in memory)."""
-        with self._lock:
-            try:
-                return {bytes(r[0]) for r in self._conn.execute("SELECT mailbox_id FROM accounts")}
-            except sqlite3.Error as exc:
-                raise self._fail("list accounts", exc) from exc
+        with self._lock, self._errors("list accounts"):
+            return {bytes(r[0]) for r in self._conn.execute("SELECT mailbox_id FROM accounts")}
 
     def account_count(self) -> int:
         """How many accounts exist."""
-        with self._lock:
-            try:
-                return int(self._conn.execute("SELECT count(*) FROM accounts").fetchone()[0])
-            except sqlite3.Error as exc:
-                raise self._fail("count accounts", exc) from exc
+        with self._lock, self._errors("count accounts"):
+            return int(self._conn.execute("SELECT count(*) FROM accounts").fetchone()[0])
 
     def set_certs(self, mailbox_id: bytes, certs: Sequence[bytes]) -> None:
         """Replace the published certificates of an account (already verified by the caller)."""
         if any(len(c) != _CERT_BYTES for c in certs):
             raise ValueError(f"a certificate is {_CERT_BYTES} bytes")
-        with self._lock:
-            try:
-                with self._tx():
-                    self._conn.execute("UPDATE accounts SET certs = ? WHERE mailbox_id = ?", [b"".join(certs), mailbox_id])
-            except sqlite3.Error as exc:
-                raise self._fail("store certificates", exc) from exc
+        with self._lock, self._write("store certificates"):
+            self._conn.execute("UPDATE accounts SET certs = ? WHERE mailbox_id = ?", [b"".join(certs), mailbox_id])
 
     # ------------------------------------------------------------------ entries
-
-    def _tx(self) -> _Tx:
-        return _Tx(self._conn)
 
     def store_many(self, entries: Iterable[NewEntry], stored_at: float) -> list[int]:
         """Store entries in ONE transaction, committed durably before returning; their ids."""
@@ -188,28 +158,21 @@ class MailboxStore:
         if not rows:
             return []
         ids: list[int] = []
-        with self._lock:
-            try:
-                with self._tx():
-                    for row in rows:
-                        cursor = self._conn.execute(
-                            "INSERT INTO entries (mailbox_id, kind, data, stored_at) VALUES (?, ?, ?, ?)", row
-                        )
-                        ids.append(int(cursor.lastrowid))
-            except sqlite3.Error as exc:
-                raise self._fail(f"store {len(rows)} entries", exc) from exc
+        with self._lock, self._write(f"store {len(rows)} entries"):
+            for row in rows:
+                cursor = self._conn.execute(
+                    "INSERT INTO entries (mailbox_id, kind, data, stored_at) VALUES (?, ?, ?, ?)", row
+                )
+                ids.append(int(cursor.lastrowid))
         return ids
 
     def fetch(self, mailbox_id: bytes, n: int) -> tuple[list[Entry], int]:
         """The oldest ``n`` entries of a mailbox and how many more remain after them."""
-        with self._lock:
-            try:
-                rows = self._conn.execute(
-                    "SELECT id, kind, data FROM entries WHERE mailbox_id = ? ORDER BY id LIMIT ?", [mailbox_id, n]
-                ).fetchall()
-                (total,) = self._conn.execute("SELECT count(*) FROM entries WHERE mailbox_id = ?", [mailbox_id]).fetchone()
-            except sqlite3.Error as exc:
-                raise self._fail("fetch entries", exc) from exc
+        with self._lock, self._errors("fetch entries"):
+            rows = self._conn.execute(
+                "SELECT id, kind, data FROM entries WHERE mailbox_id = ? ORDER BY id LIMIT ?", [mailbox_id, n]
+            ).fetchall()
+            (total,) = self._conn.execute("SELECT count(*) FROM entries WHERE mailbox_id = ?", [mailbox_id]).fetchone()
         remaining = max(0, int(total) - len(rows))
         return [Entry(int(k), int(i), remaining, bytes(d)) for i, k, d in rows], remaining
 
@@ -218,51 +181,26 @@ class MailboxStore:
         wanted = sorted({int(i) for i in ids if 0 < int(i) < 2**63})
         if not wanted:
             return 0
-        with self._lock:
-            try:
-                with self._tx():
-                    marks = ",".join("?" * len(wanted))
-                    cursor = self._conn.execute(
-                        f"DELETE FROM entries WHERE mailbox_id = ? AND id IN ({marks})", [mailbox_id, *wanted]
-                    )
-                    return int(cursor.rowcount)
-            except sqlite3.Error as exc:
-                raise self._fail("delete entries", exc) from exc
+        with self._lock, self._write("delete entries"):
+            marks = ",".join("?" * len(wanted))
+            cursor = self._conn.execute(
+                f"DELETE FROM entries WHERE mailbox_id = ? AND id IN ({marks})", [mailbox_id, *wanted]
+            )
+            return int(cursor.rowcount)
 
     def usage(self, mailbox_id: bytes) -> Usage:
         """Entries and data bytes a mailbox holds (for its quota)."""
-        with self._lock:
-            try:
-                count, size = self._conn.execute(
-                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM entries WHERE mailbox_id = ?", [mailbox_id]
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise self._fail("measure a mailbox", exc) from exc
+        with self._lock, self._errors("measure a mailbox"):
+            count, size = self._conn.execute(
+                "SELECT count(*), coalesce(sum(length(data)), 0) FROM entries WHERE mailbox_id = ?", [mailbox_id]
+            ).fetchone()
         return Usage(int(count), int(size))
 
     def totals(self) -> Usage:
         """Entries and data bytes over all mailboxes (for the status file)."""
-        with self._lock:
-            try:
-                count, size = self._conn.execute(
-                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM entries"
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise self._fail("measure the store", exc) from exc
+        with self._lock, self._errors("measure the store"):
+            count, size = self._conn.execute(
+                "SELECT count(*), coalesce(sum(length(data)), 0) FROM entries"
+            ).fetchone()
         return Usage(int(count), int(size))
 
-
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT (rolled back on any error); the caller holds the lock."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if exc_type is None:
-            self._conn.execute("COMMIT")
-        elif self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")

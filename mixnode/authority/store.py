@@ -1,8 +1,10 @@
 """The authority's durable state: descriptors, documents and signatures per epoch (SQLite, WAL).
 
 The store is small and its statements take well under a millisecond, so the authority runs
-them inline on the event loop (this keeps virtual-time tests deterministic). Every SQLite
-failure on a write is a :class:`~anonmail.errors.StoreError`.
+them inline on the event loop (this keeps virtual-time tests deterministic). The file is opened
+by :func:`anonmail.daemon.sqlite.connect` with ``synchronous=NORMAL``: everything here can be
+learnt again from peers and nodes, so a commit need not survive a power cut. Every SQLite failure
+on a write is a :class:`~anonmail.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -10,29 +12,28 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 
 import sqlite_utils
 
 from anonmail.core import pki
-from anonmail.errors import StoreError
+from anonmail.daemon.sqlite import connect, transaction, translated
 
 __all__ = ["DATABASE_FILE", "AuthorityStore"]
 
 DATABASE_FILE = "authority.sqlite"
+_STORE = "authority store"
 
 
 class AuthorityStore:
     """Descriptors, documents and signatures per epoch, in SQLite (WAL)."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.path = path
+        # Descriptors and documents are public: overwriting purged ones buys nothing.
+        self._conn = connect(path, store=_STORE, durable=False, secure_delete=False)
+        with translated(_STORE, path, "create the tables"):
             self.db = sqlite_utils.Database(self._conn)
-            self.db.enable_wal()
-            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db["descriptors"].create(
                 {"epoch": int, "identity_key": str, "digest": str, "body": str, "learned_at": float},
                 pk=("epoch", "digest"),
@@ -48,8 +49,6 @@ class AuthorityStore:
                 pk=("epoch", "authority_id"),
                 if_not_exists=True,
             )
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open authority store {path}: {exc}") from exc
 
     def close(self) -> None:
         """Close the database."""
@@ -144,33 +143,8 @@ class AuthorityStore:
             for table in ("descriptors", "consensus", "signatures"):
                 self._conn.execute(f"DELETE FROM {table} WHERE epoch<?", (epoch,))
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._conn)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, translating SQLite errors into StoreError."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"authority store: cannot begin a write: {exc}") from exc
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if exc is None:
-            try:
-                self._conn.execute("COMMIT")
-                return
-            except sqlite3.Error as error:
-                self._conn.execute("ROLLBACK")
-                raise StoreError(f"authority store: write failed: {error}") from error
-        self._conn.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"authority store: write failed: {exc}") from exc
+    def _write(self):
+        return transaction(self._conn, store=_STORE, path=self.path)
 
 
 def _sha256_hex(data: bytes) -> str:

@@ -38,11 +38,6 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 PASSPHRASE = "a long enough passphrase"
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def run(*argv: str, home: Path | None = None, check: bool = True, stdin: bytes | None = None):
     env = dict(os.environ, ANONMAIL_PASSPHRASE=PASSPHRASE)
     cmd = [sys.executable, "-m", argv[0], *argv[1:]]

@@ -12,19 +12,13 @@ import logging
 from contextlib import AsyncExitStack
 
 import pytest
-import trio.testing
 
 from anonmail.agent.outbox import queue_mail
 from anonmail.core.address import Address
 from anonmail.core.keys import IdentityKey
 from tests.network.agent.test_agent import network, start_user, wait_until, wall_clock
 
-pytestmark = pytest.mark.network
-
-
-@pytest.fixture
-def anyio_backend():
-    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+pytestmark = [pytest.mark.network, pytest.mark.virtual_time]
 
 
 def spellings(secret: bytes) -> list[str]:

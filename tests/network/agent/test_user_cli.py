@@ -30,11 +30,6 @@ FAST = AgentSettings(provider="alpha", lambda_payload=20.0, lambda_loop=1.0, fet
                      transport_slack=1.0, poll_interval=0.2, threads=False)
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-import trio.testing
 
 from anonmail.core import dirproto, pki, sphinx
 from anonmail.core.keys import IdentityKey
@@ -34,16 +33,11 @@ from mixnode.authority import Authority, AuthorityConfig, PeerAuthority
 from mixnode.authority.admission import ADMISSION_FILE, Admission, admit
 from mixnode.authority.voting import Vote, make_vote
 
-pytestmark = [pytest.mark.network, pytest.mark.anyio]
+pytestmark = [pytest.mark.network, pytest.mark.anyio, pytest.mark.virtual_time]
 
 EPOCH = 60
 T0 = 60 * 29_000_000 + 10  # 10 s into an epoch
 E0 = pki.epoch_at(T0, EPOCH)
-
-
-@pytest.fixture
-def anyio_backend():
-    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
 
 
 def wall_clock() -> float:

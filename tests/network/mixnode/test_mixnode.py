@@ -9,19 +9,13 @@ from contextlib import AsyncExitStack
 
 import anyio
 import pytest
-import trio.testing
 
 from anonmail.core import sphinx
 from anonmail.core.wire import Hello, Role, encode_frame
 from anonmail.core.pki import epoch_at, epoch_start
 from tests.network.mixnode.harness import payload_for, start_testnet, wall_clock
 
-pytestmark = pytest.mark.network
-
-
-@pytest.fixture
-def anyio_backend():
-    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+pytestmark = [pytest.mark.network, pytest.mark.virtual_time]
 
 
 def build(net, consensus, names, delays, i):

@@ -23,11 +23,6 @@ from mixnode.cli import main
 pytestmark = pytest.mark.network
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def status(config) -> tuple[int, dict]:
     proc = subprocess.run(
         [sys.executable, "-m", "mixnode.cli", "status", "--config", str(config), "--json"],

@@ -8,7 +8,6 @@ import os
 
 import anyio
 import pytest
-import trio.testing
 
 from anonmail.core import sphinx
 from anonmail.core.address import Address
@@ -32,7 +31,7 @@ from anonmail.net.framed import FramedStream
 from anonmail.clients.provider import ProviderClient, lookup_keys
 from anonmail.provider.config import DEFAULT_FETCH_BATCH
 
-pytestmark = pytest.mark.network
+pytestmark = [pytest.mark.network, pytest.mark.virtual_time]
 
 EPOCH_SECONDS = 3600
 #: Virtual Unix time at which the clock starts: 10 minutes into an epoch.
@@ -42,11 +41,6 @@ QUIET = {"lambda_loop": 0.0}
 
 def wall_clock() -> float:
     return T0 + anyio.current_time()
-
-
-@pytest.fixture
-def anyio_backend():
-    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
 
 
 def start(tmp_path, **provider_overrides):

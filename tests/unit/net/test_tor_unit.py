@@ -29,11 +29,6 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:setDaemon\(\) is deprecated:Dep
 ONION = "onion://" + "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd" + ".onion:7000"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # --- SOCKS replies
 
 

@@ -92,11 +92,11 @@ def run_testnet_command(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     if args.testnet_command == "tor-check":
-        from anonmail.testnet.tor import run_tor_check as check
+        from anonmail.testnet.checks import run_tor_check as check
 
         options = {"relays": args.relays}
     else:
-        from anonmail.testnet.i2p import run_i2p_check as check
+        from anonmail.testnet.checks import run_i2p_check as check
 
         options = {"routers": args.routers}
 

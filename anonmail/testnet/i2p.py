@@ -1,4 +1,4 @@
-"""A private I2P network of i2pd routers on 127.0.0.1, and the ``anonmail testnet i2p-check``.
+"""A private I2P network of i2pd routers on 127.0.0.1 (``anonmail testnet i2p-check`` is in :mod:`.checks`).
 
 :class:`I2PNetwork` starts N routers (all floodfill, own ``netid``, 1-hop exploratory tunnels,
 no reseed servers, no outside peers) in two phases: every router starts once to write its
@@ -24,7 +24,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
@@ -34,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anonmail.errors import AnonmailError, TestnetError
+from anonmail.errors import TestnetError
 
 __all__ = [
     "MIN_I2PD_VERSION",
@@ -44,7 +43,6 @@ __all__ = [
     "i2pd_version",
     "parse_i2pd_version",
     "i2pd_cache_dir",
-    "run_i2p_check",
 ]
 
 Progress = Callable[[str], None]
@@ -86,7 +84,7 @@ def i2pd_cache_dir() -> Path:
     return Path(base) / "anonmail"
 
 
-def _fmt(version: tuple[int, ...]) -> str:
+def format_version(version: tuple[int, ...]) -> str:
     return ".".join(map(str, version))
 
 
@@ -105,14 +103,14 @@ def find_i2pd() -> tuple[Path, tuple[int, int, int]]:
         if not (path.is_file() and os.access(path, os.X_OK)):
             continue
         version = i2pd_version(path)
-        seen.append(f"{path} ({_fmt(version) if version else 'does not run'})")
+        seen.append(f"{path} ({format_version(version) if version else 'does not run'})")
         if version and version >= MIN_I2PD_VERSION:
             return path, version
     found = "; found: " + ", ".join(seen) if seen else "; found none"
     raise TestnetError(
-        f"a private I2P network needs i2pd >= {_fmt(MIN_I2PD_VERSION)} (older ones drop peers on "
+        f"a private I2P network needs i2pd >= {format_version(MIN_I2PD_VERSION)} (older ones drop peers on "
         f"127.0.0.1){found}. Run `make bootstrap` (as root, it builds i2pd from Debian trixie's "
-        f"source into {i2pd_cache_dir()}), or point ANONMAIL_I2PD at an i2pd >= {_fmt(MIN_I2PD_VERSION)}."
+        f"source into {i2pd_cache_dir()}), or point ANONMAIL_I2PD at an i2pd >= {format_version(MIN_I2PD_VERSION)}."
     )
 
 
@@ -335,7 +333,7 @@ class I2PNetwork:
             self.routers.append(router)
 
         t0 = time.monotonic()
-        self._say(f"i2p: starting {self.count} i2pd {_fmt(self.version or (0, 0, 0))} routers "
+        self._say(f"i2p: starting {self.count} i2pd {format_version(self.version or (0, 0, 0))} routers "
                   f"({self._binary}) in {self._base}")
         for router in self.routers:
             self._spawn(router)
@@ -503,116 +501,3 @@ def _known_routers(router: I2PRouter) -> int:
         return -1
     match = _ROUTERS_RE.search(page)
     return int(match[1]) if match else -1
-
-
-# ----------------------------------------------------------------- i2p-check ---
-
-CHECK_ROUND_TRIPS = 20
-CHECK_CONNECT_DEADLINE = 120.0
-
-
-def run_i2p_check(progress: Progress | None = None, routers: int = 3) -> dict:
-    """Bring up a private I2P network, do frame round trips over the i2p transport, tear down.
-
-    Returns ``{"ok", "bootstrap_s", "rtt_ms", "routers", ...}`` plus ``"error"`` when not ok;
-    reports only through ``progress``. KeyboardInterrupt propagates after teardown.
-    """
-    import anyio
-
-    say = progress or (lambda text: None)
-    result: dict = {"ok": False, "routers": routers, "bootstrap_s": None, "rtt_ms": None}
-    t0 = time.monotonic()
-    network: I2PNetwork | None = None
-    try:
-        with tempfile.TemporaryDirectory(prefix="anonmail-i2p-check-") as tmp:
-            network = I2PNetwork(routers, base_dir=Path(tmp) / "net", progress=say)
-            with network:
-                result["i2pd_version"] = _fmt(network.version or (0, 0, 0))
-                result["network_s"] = round(time.monotonic() - t0, 2)
-                anyio.run(_check_round_trips, network, Path(tmp) / "node", t0, result, say,
-                          backend="asyncio")
-                t_down = time.monotonic()
-            result["teardown_s"] = round(time.monotonic() - t_down, 2)
-            say(f"i2p: network stopped ({result['teardown_s']:.1f} s)")
-        result["ok"] = True
-    except AnonmailError as exc:
-        result["error"] = str(exc)
-    except OSError as exc:
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        if network is not None and network.pids:  # never leave a router behind
-            network.stop()
-    result["total_s"] = round(time.monotonic() - t0, 2)
-    return result
-
-
-async def _check_round_trips(network: I2PNetwork, node_dir: Path, t0: float, result: dict,
-                             say: Progress) -> None:
-    import anyio
-
-    from anonmail.core.sizes import PACKET_BYTES
-    from anonmail.core.wire import Packet, Role
-    from anonmail.errors import ConnectError
-    from anonmail.net.framed import FramedStream
-    from anonmail.net.i2p import I2PTransport
-
-    async def echo(stream) -> None:
-        framed = FramedStream(stream)
-        await framed.expect_hello()
-        await framed.hello(Role.MIX)
-        while (frame := await framed.receive()) is not None:
-            await framed.send(frame)
-
-    listen_router, connect_router = 0, 1
-    async with I2PTransport(node_dir, network.settings(listen_router)) as listener, \
-            I2PTransport(None, network.settings(connect_router)) as connector:
-        ts = time.monotonic()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: listener.open_session())
-            tg.start_soon(lambda: connector.open_session(listening=False))
-        result["session_s"] = round(time.monotonic() - ts, 2)
-        say(f"i2p: SAM sessions on routers {listen_router} and {connect_router} ready "
-            f"({result['session_s']:.1f} s)")
-        (address,) = await listener.listen(echo)
-
-        tc = time.monotonic()
-        deadline = tc + CHECK_CONNECT_DEADLINE
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                stream = await connector.connect(address)
-                break
-            except ConnectError as exc:
-                if time.monotonic() > deadline:
-                    raise
-                say(f"i2p: connect attempt {attempts} failed ({exc.reason}); retrying")
-                await anyio.sleep(1.0)
-        result["connect_s"] = round(time.monotonic() - tc, 2)
-        say(f"i2p: stream to {address[:20]}... open after {attempts} attempt(s) ({result['connect_s']:.1f} s)")
-
-        rtts: list[float] = []
-        async with stream:
-            framed = FramedStream(stream)
-            with anyio.fail_after(60):
-                await framed.hello(Role.MIX)
-                await framed.expect_hello()
-            for i in range(CHECK_ROUND_TRIPS):
-                packet = Packet(os.urandom(PACKET_BYTES))
-                start = time.monotonic()
-                with anyio.fail_after(60):
-                    await framed.send(packet)
-                    echoed = await framed.receive()
-                rtts.append(time.monotonic() - start)
-                if echoed != packet:
-                    raise TestnetError("the echoed frame differs from the one sent")
-                if i == 0:
-                    result["bootstrap_s"] = round(time.monotonic() - t0, 2)
-                    say(f"i2p: first frame round trip {rtts[0] * 1000:.0f} ms, "
-                        f"{result['bootstrap_s']:.1f} s after start")
-        result["rtt_ms"] = round(statistics.median(rtts) * 1000, 1)
-        result["rtt_first_ms"] = round(rtts[0] * 1000, 1)
-        result["rtt_max_ms"] = round(max(rtts) * 1000, 1)
-        result["round_trips"] = len(rtts)
-        say(f"i2p: {len(rtts)} round trips of {PACKET_BYTES}-byte packet frames, median "
-            f"{result['rtt_ms']:.0f} ms")

@@ -16,8 +16,7 @@ hands out what a node needs: :meth:`TorNetwork.client_torrc_lines` (for an
 Every port is bound on 127.0.0.1. Teardown is SIGTERM then SIGKILL per PID, on ``__exit__``
 (exceptions and KeyboardInterrupt included) and at interpreter exit.
 
-:func:`run_tor_check` is ``anonmail testnet tor-check``: network up, one onion round trip
-each way, figures, network down.
+``anonmail testnet tor-check`` is :func:`anonmail.testnet.checks.run_tor_check`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
@@ -49,7 +47,7 @@ from anonmail.net.tor import (
 )
 from anonmail.net.tor.process import log_tail
 
-__all__ = ["MIN_RELAYS", "TorClient", "TorNetwork", "run_tor_check"]
+__all__ = ["MIN_RELAYS", "TorClient", "TorNetwork"]
 
 #: Onion-service circuits need four distinct relays; fewer never works: measured on a private network.
 MIN_RELAYS = 4
@@ -496,109 +494,3 @@ class TorNetwork:
                 if time.monotonic() > deadline:
                     raise TestnetError(f"client tor in {data_dir} opened no control port in {timeout:.0f} s") from None
                 time.sleep(0.05)
-
-
-# --- tor-check ------------------------------------------------------------------------------
-
-ROUND_TRIPS = 20
-
-
-def run_tor_check(progress: Progress = None, relays: int = 4) -> dict[str, Any]:
-    """Bring up a private Tor network, do onion round trips, tear it down; return the figures.
-
-    Prints nothing itself (progress goes to ``progress``). The result has ``ok``,
-    ``bootstrap_s`` (start to the first successful round trip), ``rtt_ms`` (median of
-    :data:`ROUND_TRIPS` frame round trips), ``nodes`` (tor processes), and ``error`` if not ok.
-    """
-    import anyio
-
-    say = progress or (lambda text: None)
-    result: dict[str, Any] = {"ok": False, "relays": relays, "authorities": 1}
-    start = time.monotonic()
-    network = None
-    try:
-        network = TorNetwork(relays=relays, authorities=1, progress=say)
-        network.start()
-        t0 = time.monotonic()
-        server, client = network.launch_clients([("server", False), ("client", True)])
-        result["clients_s"] = round(time.monotonic() - t0, 2)
-        result["nodes"] = network.nodes
-        with tempfile.TemporaryDirectory(prefix="anonmail-torcheck-") as node_dir:
-            figures = anyio.run(_round_trips, server, client, Path(node_dir), start, say)
-        result.update(figures)
-        result["ok"] = True
-    except Exception as exc:  # the check reports any failure in its result, never a traceback
-        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-        result["error"] = f"{type(exc).__name__}: {exc}"
-        say(f"failed: {result['error']}")
-    finally:
-        if network is not None:
-            result.setdefault("nodes", len(network.pids))
-            t1 = time.monotonic()
-            network.stop()
-            result["teardown_s"] = round(time.monotonic() - t1, 2)
-            say(f"network stopped in {result['teardown_s']:.1f} s")
-        result.setdefault("nodes", 0)
-        result["total_s"] = round(time.monotonic() - start, 2)
-    return result
-
-
-async def _round_trips(
-    server: TorClient, client: TorClient, node_dir: Path, start: float, say: Callable[[str], None]
-) -> dict[str, Any]:
-    import anyio
-
-    from anonmail.core.sizes import PACKET_BYTES
-    from anonmail.core.wire import Hello, Packet, Role
-    from anonmail.net.framed import FramedStream
-    from anonmail.net.tor import OnionTransport
-
-    async def echo(stream) -> None:
-        framed = FramedStream(stream)
-        first = await framed.receive()
-        if first is None:  # a stream tor opened and closed again (a retried connect): not an error
-            return
-        if not isinstance(first, Hello):
-            raise TestnetError(f"expected HELLO first over the onion link, got {type(first).__name__}")
-        await framed.hello(Role.MIX)
-        while (frame := await framed.receive()) is not None:
-            if isinstance(frame, Packet):
-                await framed.send(Packet(frame.data[::-1]))
-
-    figures: dict[str, Any] = {}
-    async with OnionTransport(server.settings(), data_dir=node_dir) as listener, \
-            OnionTransport(client.settings()) as connector:
-        t0 = time.monotonic()
-        (address,) = await listener.listen(echo)
-        figures["publish_s"] = round(time.monotonic() - t0, 2)
-        say(f"onion service {address[8:20]}… published in {figures['publish_s']:.1f} s")
-        t1 = time.monotonic()
-        stream = await connector.connect(address)
-        figures["connect_s"] = round(time.monotonic() - t1, 2)
-        say(f"connected through tor in {figures['connect_s']:.1f} s")
-        rtts: list[float] = []
-        async with stream:
-            framed = FramedStream(stream)
-            with anyio.fail_after(60):
-                await framed.hello(Role.CLIENT)
-                hello = await framed.receive()
-                if not isinstance(hello, Hello):
-                    raise TestnetError(f"expected HELLO back over the onion link, got {type(hello).__name__}")
-                for i in range(ROUND_TRIPS):
-                    data = os.urandom(PACKET_BYTES)
-                    t = time.monotonic()
-                    await framed.send(Packet(data))
-                    reply = await framed.receive()
-                    rtts.append(time.monotonic() - t)
-                    if not isinstance(reply, Packet) or reply.data != data[::-1]:
-                        raise TestnetError(f"round trip {i}: the echoed packet does not match")
-                    if i == 0:
-                        figures["bootstrap_s"] = round(time.monotonic() - start, 2)
-                        say(f"first frame round trip {figures['bootstrap_s']:.1f} s after start")
-        figures["rtt_ms"] = round(statistics.median(rtts) * 1000, 1)
-        figures["rtt_max_ms"] = round(max(rtts) * 1000, 1)
-        figures["round_trips"] = len(rtts)
-        figures["frame_bytes"] = PACKET_BYTES + 5
-        say(f"{len(rtts)} round trips of {PACKET_BYTES}-byte packets: median {figures['rtt_ms']} ms")
-    return figures

@@ -23,7 +23,8 @@ from anonmail.core.wire import Packet, Role
 from anonmail.errors import ConnectError, I2PError
 from anonmail.net.framed import FramedStream
 from anonmail.net.i2p import DESTINATION_FILE, I2PSettings, I2PTransport, SessionLostError
-from anonmail.testnet.i2p import I2PNetwork, run_i2p_check
+from anonmail.testnet.checks import run_i2p_check
+from anonmail.testnet.i2p import I2PNetwork
 from tests.conformance import TransportConformance
 
 pytestmark = [pytest.mark.integration, pytest.mark.i2p]

@@ -31,7 +31,7 @@ from anonmail.net.tor import (
     start_tor_process,
     stop_tor_process,
 )
-from anonmail.testnet.tor import run_tor_check
+from anonmail.testnet.checks import run_tor_check
 from tests.conformance import TransportConformance, read_exactly
 
 pytestmark = [

@@ -17,7 +17,7 @@ from pathlib import Path
 from nacl.bindings import crypto_scalarmult_base
 
 from anonmail.core import sphinx
-from anonmail.core.keys import read_key_file, write_key_file
+from anonmail.keyfiles import read_key_file, write_key_file
 from anonmail.core.pki import epoch_at, epoch_start
 
 __all__ = ["EpochKeys", "EPOCH_GRACE_MAX"]

@@ -158,7 +158,8 @@ async def init_user(home: Path, router, *, pins: list[tuple[str, bytes]], thresh
     (address, provider name, provider key to pin). On failure nothing is left behind but the directory.
     """
     from anonmail.agent.enroll import enroll
-    from anonmail.core.keys import IdentityKey, save_identity
+    from anonmail.core.keys import IdentityKey
+    from anonmail.keyfiles import save_identity
     from anonmail.core.pki import epoch_at
     from anonmail.clients.directory import DirectoryClient
 
@@ -281,7 +282,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from anonmail.agent.config import load_agent_config
     from anonmail.agent.service import Agent
     from anonmail.agent.status import keep_status, write_agent_status
-    from anonmail.core.keys import load_identity
+    from anonmail.keyfiles import load_identity
     from anonmail.clients.directory import DirectoryClient
     from anonmail.daemon.commands import run_daemon
     from anonmail.daemon.lifecycle import serve_until_signal

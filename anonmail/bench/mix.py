@@ -26,7 +26,8 @@ import anyio
 import anyio.abc
 
 from anonmail.core import sphinx
-from anonmail.core.keys import IdentityKey, write_key_file
+from anonmail.core.keys import IdentityKey
+from anonmail.keyfiles import write_key_file
 from anonmail.core.pki import epoch_at, sign_descriptor
 from anonmail.core.wire import FRAME_HEADER_BYTES, PACKET_BYTES, Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anonmail.core.keys import IdentityKey, read_key_file, write_key_file
+from anonmail.core.keys import IdentityKey
+from anonmail.keyfiles import read_key_file, write_key_file
 from anonmail.errors import StoreError
 
 __all__ = ["IDENTITY_FILE", "load_or_create_identity"]

@@ -17,7 +17,8 @@ import logging
 from pathlib import Path
 
 from anonmail.config import install_config
-from anonmail.core.keys import IdentityKey, read_key_file, write_key_file
+from anonmail.core.keys import IdentityKey
+from anonmail.keyfiles import read_key_file, write_key_file
 from anonmail.daemon.cli import address_key_arg
 from anonmail.daemon.commands import (
     LOG_LEVELS,

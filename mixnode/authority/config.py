@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from anonmail.config import load_toml
 from anonmail.core import pki
-from anonmail.core.keys import IdentityKey, read_key_file
+from anonmail.core.keys import IdentityKey
+from anonmail.keyfiles import read_key_file
 from anonmail.daemon.node_config import check_node_name
 from anonmail.errors import AnonmailError, ConfigError
 from anonmail.net.settings import i2p_settings_from_table, tor_settings_from_table

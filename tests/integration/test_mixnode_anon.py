@@ -16,7 +16,8 @@ import anyio.abc
 import pytest
 
 from anonmail.core import sphinx
-from anonmail.core.keys import IdentityKey, write_key_file
+from anonmail.core.keys import IdentityKey
+from anonmail.keyfiles import write_key_file
 from anonmail.core.pki import epoch_at, sign_descriptor
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor

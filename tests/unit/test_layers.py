@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "anonmail": 0,  # the package itself (__version__)
     "anonmail.errors": 0,
     "anonmail.config": 0,
+    "anonmail.keyfiles": 0,  # key files on disk (0600, atomic), below the transports that keep onion keys
     "anonmail.core": 0,
     # 1: transports
     "anonmail.net": 1,

@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from anonmail.core.keys import read_key_file, write_key_file
+from anonmail.keyfiles import read_key_file, write_key_file
 from anonmail.errors import KeyFileError
 from anonmail.net.tor.settings import DEFAULT_VIRTUAL_PORT
 

@@ -18,7 +18,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from anonmail.core.keys import write_key_file
+from anonmail.keyfiles import write_key_file
 from anonmail.core.uri import parse_transport_address
 from anonmail.errors import ConnectError, TorError, TransportAddressError
 from anonmail.net.base import Handler, Transport

@@ -25,7 +25,8 @@ import anyio
 import pytest
 
 from anonmail.core.fragments import fragment_count
-from anonmail.core.keys import IdentityKey, write_key_file
+from anonmail.core.keys import IdentityKey
+from anonmail.keyfiles import write_key_file
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 from mixnode.authority import Authority, AuthorityConfig

@@ -18,7 +18,8 @@ from anonmail.agent.enroll import enroll
 from anonmail.agent.service import Agent, AgentSettings
 from anonmail.agent.store import AgentStore
 from anonmail.cli import main
-from anonmail.core.keys import EncryptionKey, IdentityKey, certify_encryption_key, load_identity
+from anonmail.core.keys import EncryptionKey, IdentityKey, certify_encryption_key
+from anonmail.keyfiles import load_identity
 from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import PassphraseError
 from anonmail.testnet.memory import MemoryMixnet
@@ -133,7 +134,7 @@ async def test_bad_input_is_one_line_and_stores_nothing(tmp_path, capsys, monkey
         identity = IdentityKey.generate()
         store, _ = await enroll(home, identity, "alpha", net.client_router("alice"), net.provider_address("alpha"),
                                 now=int(time.time()))
-        from anonmail.core.keys import save_identity
+        from anonmail.keyfiles import save_identity
 
         save_identity(home / account.IDENTITY_FILE, identity, PASSPHRASE, opslimit=2, memlimit=64 * 1024 * 1024)
         write_config(home, "alpha", net, outbox_quota=100_000)

@@ -11,7 +11,8 @@ import sys
 import anyio
 import pytest
 
-from anonmail.core.keys import IdentityKey, write_key_file
+from anonmail.core.keys import IdentityKey
+from anonmail.keyfiles import write_key_file
 from anonmail.daemon.cli import EXIT_NOT_RUNNING
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport

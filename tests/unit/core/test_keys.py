@@ -19,16 +19,13 @@ from anonmail.core.keys import (
     IdentityKey,
     certify_encryption_key,
     fingerprint,
-    load_identity,
     newest_valid,
     node_id,
     open_sealed,
-    read_key_file,
-    save_identity,
     seal_secret,
     verify_signature,
-    write_key_file,
 )
+from anonmail.keyfiles import load_identity, read_key_file, save_identity, write_key_file
 from anonmail.errors import (
     AnonmailError,
     KeyError_,

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from anonmail.core.keys import IdentityKey, read_key_file
+from anonmail.core.keys import IdentityKey
+from anonmail.keyfiles import read_key_file
 from anonmail.errors import ConfigError
 from mixnode.authority import build_points, load_authority_config, next_build_point
 from anonmail.daemon.cli import EXIT_NOT_RUNNING, run_command

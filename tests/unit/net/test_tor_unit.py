@@ -9,7 +9,7 @@ import stat
 import anyio
 import pytest
 
-from anonmail.core.keys import write_key_file
+from anonmail.keyfiles import write_key_file
 from anonmail.errors import ConfigError, ConnectError, KeyFileError, TestnetError, TorError, TransportAddressError
 from anonmail.net.tor import (
     ONION_KEY_FILE,

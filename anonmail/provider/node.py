@@ -11,7 +11,10 @@ delay heap, links, descriptor publishing, loop cover, status file) with three ad
 
 The client protocol is :mod:`anonmail.core.mailproto`. A crash can never ACK something that
 was not stored: the ACK packet leaves only after :meth:`MailboxStore.store_many` returned.
-Over-quota and unknown-mailbox deliveries are dropped without ACK (the sender retries later).
+A full mailbox still stores and ACKs what arrives and evicts its own oldest entries (ACK replies
+first) to stay within quota, so an ACK never tells a sender whether the owner has fetched; the
+owner is told at its next fetch (``full``, ``evicted``). Deliveries to an unknown mailbox are
+dropped without ACK.
 
 What a provider learns (DESIGN.md §7): who its users are (identity keys), when they connect,
 fetch and send, how much mail waits for them; never the content (sealed to the recipient),
@@ -106,9 +109,12 @@ class TokenBucket:
 class _Stored:
     """Unwrap result after the store committed: the data size and the ACK to send, if any."""
 
+    mailbox_id: bytes
     size: int
     ack_hop: bytes | None
     ack_packet: bytes | None
+    #: What the mailbox evicted to stay within its quota when this entry went in.
+    evicted: Usage
 
 
 @dataclass
@@ -142,6 +148,8 @@ class Provider(MixNode):
         self.mail: Counter = Counter()
         self._mailboxes: set[bytes] = set()
         self._buckets: dict[bytes, TokenBucket] = {}
+        #: Entries evicted from a full mailbox since its owner last fetched (told at the next fetch).
+        self._evicted: Counter[bytes] = Counter()
         self._stored_entries = 0
         self._stored_bytes = 0
         self._sessions = 0
@@ -177,7 +185,6 @@ class Provider(MixNode):
         out = list(results)
         new: list[NewEntry] = []
         placed: list[tuple[int, sphinx.Surb | None]] = []
-        usage: dict[bytes, Usage] = {}
         for i, result in enumerate(results):
             ack = None
             if isinstance(result, sphinx.Deliver):
@@ -199,23 +206,14 @@ class Provider(MixNode):
             if store is None or entry.mailbox_id not in self._mailboxes:
                 out[i] = "unknown_mailbox"
                 continue
-            try:
-                held = usage.get(entry.mailbox_id) or store.usage(entry.mailbox_id)
-            except StoreError as exc:
-                log.error("%s", exc)
-                out[i] = "store_error"
-                continue
-            if held.entries + 1 > self.config.quota_entries or held.bytes + len(entry.data) > self.config.quota_bytes:
-                out[i] = "mailbox_full"
-                continue
-            usage[entry.mailbox_id] = Usage(held.entries + 1, held.bytes + len(entry.data))
             new.append(entry)
             placed.append((i, ack))
         if not new:
             return out
         assert store is not None
+        quota = Usage(self.config.quota_entries, self.config.quota_bytes)
         try:
-            store.store_many(new, now)
+            _ids, evicted = store.store_within_quota(new, now, quota)
         except StoreError as exc:
             # Not stored, so not acknowledged: the sender retransmits.
             log.error("%s", exc)
@@ -223,18 +221,21 @@ class Provider(MixNode):
                 out[i] = "store_error"
             return out
         for (i, ack), entry in zip(placed, new, strict=True):
-            if ack is None:
-                out[i] = _Stored(len(entry.data), None, None)
-            else:
-                out[i] = _Stored(len(entry.data), ack.first_hop, sphinx.package_surb(ack, ACK_MESSAGE))
+            # A full mailbox evicted its oldest entries to take this one: it is ACKed like any other.
+            gone = evicted.pop(entry.mailbox_id, Usage(0, 0))
+            packet = sphinx.package_surb(ack, ACK_MESSAGE) if ack is not None else None
+            out[i] = _Stored(entry.mailbox_id, len(entry.data), ack.first_hop if ack else None, packet, gone)
         return out
 
     def _dispatch(self, received_at: float, result: object) -> None:
         """Act on one unwrap result on the event loop: ACK what was stored, count the rest."""
         if isinstance(result, _Stored):
             self.mail["stored"] += 1
-            self._stored_entries += 1
-            self._stored_bytes += result.size
+            self._stored_entries += 1 - result.evicted.entries
+            self._stored_bytes += result.size - result.evicted.bytes
+            if result.evicted.entries:
+                self.mail["evicted"] += result.evicted.entries
+                self._evicted[result.mailbox_id] += result.evicted.entries
             if result.ack_hop is not None and result.ack_packet is not None:
                 self.mail["acks_sent"] += 1
                 self._send_to(result.ack_hop, result.ack_packet)
@@ -440,7 +441,10 @@ class Provider(MixNode):
         entries, remaining = await self._blocking(self.store.fetch, session.mailbox, n)  # type: ignore[misc]
         self.mail["fetches"] += 1
         self.mail["fetched"] += len(entries)
-        frames = [encode_frame(Control({"type": "entries", "count": n}))]
+        held: Usage = await self._blocking(self.store.usage, session.mailbox)  # type: ignore[assignment]
+        full = held.entries >= self.config.quota_entries or held.bytes >= self.config.quota_bytes
+        evicted = self._evicted.pop(session.mailbox, 0)
+        frames = [encode_frame(Control({"type": "entries", "count": n, "full": full, "evicted": evicted}))]
         frames += [encode_frame(Packet(encode_entry(e))) for e in entries]
         frames += [encode_frame(Packet(dummy_entry(remaining))) for _ in range(n - len(entries))]
         return frames

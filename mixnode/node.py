@@ -47,6 +47,7 @@ from anonmail.core.policy import PoissonSchedule, loop_route, sample_delay_ms
 from anonmail.core.sizes import MAILBOX_ID_BYTES
 from anonmail.core.wire import Close, Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
+from anonmail.daemon.containment import FaultCounter
 from anonmail.daemon.identity import load_or_create_identity
 from anonmail.daemon.node_config import NodeConfig
 from anonmail.daemon.status import write_status
@@ -158,6 +159,8 @@ class MixNode:
         # Paths and delays of our own loops must be unpredictable: system randomness by default.
         self.rng = rng if rng is not None else random.SystemRandom()
         self.stats = Stats()
+        #: Items (packets, requests) dropped after an unexpected error, by reason (logged once each).
+        self.faults = FaultCounter(log, f"{self.role} {config.name}")
         self.addresses: list[str] = []
         self.identity: IdentityKey | None = None
         self.router: Router | None = None
@@ -337,15 +340,23 @@ class MixNode:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 packets = [p for _, p in batch]
-                if self.config.workers == 0:  # inline: deterministic under a virtual clock
-                    await anyio.lowlevel.checkpoint()
-                    results = self._process_batch(packets, self.wall_clock())
-                else:
-                    results = await anyio.to_thread.run_sync(
-                        self._process_batch, packets, self.wall_clock(), limiter=limiter
-                    )
+                try:
+                    if self.config.workers == 0:  # inline: deterministic under a virtual clock
+                        await anyio.lowlevel.checkpoint()
+                        results = self._process_batch(packets, self.wall_clock())
+                    else:
+                        results = await anyio.to_thread.run_sync(
+                            self._process_batch, packets, self.wall_clock(), limiter=limiter
+                        )
+                except Exception as exc:  # containment: a batch never stops the node
+                    self.faults.record(exc, "packet batch")
+                    results = ["unexpected_error"] * len(packets)
                 for (received_at, _), result in zip(batch, results, strict=True):
-                    self._dispatch(received_at, result)
+                    try:
+                        self._dispatch(received_at, result)
+                    except Exception as exc:  # containment: one packet never stops the node
+                        self.faults.record(exc, "packet")
+                        self.stats.dropped["unexpected_error"] += 1
 
     def _candidate_epochs(self, now: float) -> list[int]:
         seconds = self.config.epoch_seconds
@@ -374,6 +385,9 @@ class MixNode:
                     continue
                 except PacketError as exc:
                     outcome = exc.reason
+                except Exception as exc:  # containment: one packet never stops the node
+                    self.faults.record(exc, "packet")
+                    outcome = "unexpected_error"
                 else:
                     fresh.setdefault(epoch, []).append(outcome.tag)  # type: ignore[attr-defined]
                 break
@@ -681,6 +695,7 @@ class MixNode:
                 for link in self._links.values()
             },
             "inbound_connections": self._inbound_connections,
+            "faults": self.faults.as_dict(),
         }
 
     def _write_status(self, running: bool = True) -> None:

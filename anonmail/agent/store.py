@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from anonmail.errors import StoreError
+from anonmail.errors import ReassemblyError, StoreError
 
 __all__ = ["AgentStore", "OutboxMessage", "InboxMessage", "SCHEMA_VERSION", "STATES", "MAX_PARTIALS_PER_SENDER",
            "MAX_PARTIAL_BYTES_PER_SENDER", "MAX_PARTIAL_BYTES"]
@@ -339,6 +339,8 @@ class AgentStore:
                      total: int, data: bytes, now: float) -> str:
         """Keep a received fragment durably; 'duplicate' | 'stored' | 'complete'.
 
+        ReassemblyError if it disagrees with the message's stored fragments on count or length.
+
         The first fragment of a new incomplete message makes room first: the sender's oldest
         incomplete messages go beyond :data:`MAX_PARTIALS_PER_SENDER` messages or
         :data:`MAX_PARTIAL_BYTES_PER_SENDER` bytes, everyone's oldest beyond
@@ -348,9 +350,12 @@ class AgentStore:
             if c.execute("SELECT 1 FROM received WHERE sender_fpr = ? AND message_id = ?",
                          [sender_fpr, message_id]).fetchone():
                 return "duplicate"
-            if not c.execute("SELECT 1 FROM partials WHERE sender_fpr = ? AND message_id = ? LIMIT 1",
-                             [sender_fpr, message_id]).fetchone():
+            earlier = c.execute("SELECT count, total FROM partials WHERE sender_fpr = ? AND message_id = ? LIMIT 1",
+                                [sender_fpr, message_id]).fetchone()
+            if earlier is None:
                 self._make_room(c, sender_fpr, len(data))
+            elif tuple(earlier) != (count, total):
+                raise ReassemblyError(f"fragment {idx} disagrees with earlier fragments on the message size")
             cur = c.execute("INSERT OR IGNORE INTO partials VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             [sender_fpr, message_id, idx, count, total, sender, data, now])
             if not cur.rowcount:

@@ -193,6 +193,10 @@ class Provider(MixNode):
                 except FragmentError:
                     out[i] = "bad_payload"
                     continue
+                except Exception as exc:  # containment: one delivery never stops the provider
+                    self.faults.record(exc, "delivery")
+                    out[i] = "unexpected_error"
+                    continue
                 if isinstance(payload, CoverPayload):
                     if payload.kind == KIND_DROP:
                         out[i] = "drop_cover"
@@ -338,6 +342,10 @@ class Provider(MixNode):
         except StoreError as exc:
             log.error("%s", exc)
             return [encode_frame(Control(error_message("internal", "the provider's store failed; try later")))], True
+        except Exception as exc:  # containment: one request never ends the session or the provider
+            self.faults.record(exc, "client request")
+            self.mail["refused_internal"] += 1
+            return [encode_frame(Control(error_message("internal", "the provider could not handle this request")))], True
 
     async def _auth(self, session: _Session, message: dict) -> dict:
         require_fields(message, ["op", "identity", "signature", "certs"])

@@ -467,6 +467,10 @@ class Agent:
             log.warning("key lookup failed (%s); will retry", _why(exc))
             self._lookups.pop(recipient.fingerprint, None)
             return
+        except Exception as exc:  # containment: a provider's odd answer never stops the agent
+            self._error("key lookup", exc)
+            self.inbound.faults.record(exc, "key lookup answer")
+            return
         rows = [(c.to_bytes(), c.not_before, c.not_after) for c in certs if c.identity_public == identity]
         await self._blocking(self.store.add_contact_certs, recipient.fingerprint, identity, rows)
 

@@ -552,6 +552,7 @@ class Authority:
                 address: {"up": state.up, "last_ok": state.last_ok, "last_error": state.last_error}
                 for address, state in self.peers.items()
             },
+            "faults": self.faults.as_dict(),
         }
 
     async def _status_loop(self) -> None:

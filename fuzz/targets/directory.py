@@ -91,7 +91,9 @@ def authority_request(data: bytes) -> None:
     for frame in frames:
         if isinstance(frame, wire.Control):
             answers, store = _the_authority()
+            before = answers.faults.total
             reply = answers.answer(store, frame.message)
+            assert answers.faults.total == before, answers.faults.as_dict()  # nothing failed unexpectedly
             wire.encode_frame(wire.Control(reply), max_control_bytes=wire.MAX_DIRECTORY_CONTROL_BYTES)
             assert reply["type"] != "error" or dirproto.parse_reply(reply, dirproto.Accepted).reason
 

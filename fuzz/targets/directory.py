@@ -6,10 +6,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from nacl.public import PrivateKey
+
 from anonmail.core import dirproto, pki, strictjson, wire
 from anonmail.core.keys import IdentityKey
 from anonmail.errors import DirectoryError, JSONError, WireError
 from fuzz.registry import target
+from mixnode.authority.admission import AdmissionList
 from mixnode.authority.answers import Answers
 from mixnode.authority.config import AuthorityConfig
 from mixnode.authority.store import AuthorityStore
@@ -22,7 +25,7 @@ _AUTHORITY = IdentityKey.from_seed(bytes([9]) * 32)
 
 def _descriptor(i: int, role: str, layer: int) -> pki.NodeDescriptor:
     return pki.sign_descriptor(IdentityKey.from_seed(bytes([20 + i]) * 32), name=f"node-{i}", role=role, layer=layer,
-                               epoch=_EPOCH, sphinx_key=bytes([i]) * 32, addresses=[f"mem://node-{i}"],
+                               epoch=_EPOCH, sphinx_key=bytes(PrivateKey(bytes([i + 1]) * 32).public_key), addresses=[f"mem://node-{i}"],
                                production=False)
 
 
@@ -65,6 +68,16 @@ def consensus(data: bytes) -> None:
 _answers: tuple[Answers, AuthorityStore] | None = None
 
 
+class _NoVotes:
+    """A ballot with no build round under way (vote requests are refused as not ready)."""
+
+    def own_vote(self, epoch: int, point: int):
+        raise DirectoryError("no vote yet", reason="not_ready")
+
+    def held_votes(self, epoch: int, point: int):
+        raise DirectoryError("no votes yet", reason="not_ready")
+
+
 def _the_authority() -> tuple[Answers, AuthorityStore]:
     global _answers
     if _answers is None:
@@ -73,7 +86,8 @@ def _the_authority() -> tuple[Answers, AuthorityStore]:
                                  listen=("mem://auth-0",), test_mode=True, epoch_seconds=_EPOCH_SECONDS)
         store = AuthorityStore(folder / "authority.sqlite")
         store.put_consensus(pki.build_consensus(_EPOCH, _EPOCH_SECONDS, _NODES[1:]), _NOW)
-        _answers = (Answers(config, pki.authority_id(_AUTHORITY.public), lambda: _NOW), store)
+        _answers = (Answers(config, pki.authority_id(_AUTHORITY.public), lambda: _NOW, AdmissionList, _NoVotes()),
+                    store)
     return _answers
 
 

@@ -5,8 +5,11 @@ SHELL := /bin/bash
 VENV        := .venv
 PYTHON      := $(VENV)/bin/python
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 1
+FUZZ_TARGETS ?=
 
-.PHONY: help bootstrap test demo bench clean
+.PHONY: help bootstrap test demo bench fuzz clean
 
 help:
 	@echo "anonmail make targets:"
@@ -14,6 +17,7 @@ help:
 	@echo "  make test        bootstrap, then run pytest (extra args: PYTEST_ARGS='-k foo')"
 	@echo "  make demo        bootstrap, then run 'anonmail demo --network tor' (mail over a private Tor network)"
 	@echo "  make bench       bootstrap, then run 'anonmail bench'"
+	@echo "  make fuzz        bootstrap, then fuzz every parser FUZZ_SECONDS (60) each; FUZZ_JOBS, FUZZ_TARGETS"
 	@echo "  make clean       remove .venv, caches and build artefacts"
 
 bootstrap:
@@ -27,6 +31,9 @@ demo: bootstrap
 
 bench: bootstrap
 	$(VENV)/bin/anonmail bench
+
+fuzz: bootstrap
+	$(PYTHON) -m fuzz run --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .hypothesis simulations/_fastloop.c simulations/_fastloop.*.so

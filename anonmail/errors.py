@@ -26,6 +26,7 @@ boundary with ``raise ...Error(...) from exc``.
     ├── FragmentError               a fragment does not decrypt, verify or parse
     │   ├── MessageTooLargeError    a message exceeds the documented limit
     │   └── ReassemblyError         fragments of one message contradict each other
+    ├── JSONError                   a JSON document from outside breaks the strict rules (has ``reason``)
     ├── WireError                   a frame on a byte stream is malformed
     │   └── FrameTooLargeError      a frame exceeds its maximum size
     ├── TransportError              a peer cannot be reached or a stream broke (has ``address``)
@@ -74,6 +75,7 @@ __all__ = [
     "FragmentError",
     "MessageTooLargeError",
     "ReassemblyError",
+    "JSONError",
     "WireError",
     "FrameTooLargeError",
     "TransportError",
@@ -196,6 +198,18 @@ class MessageTooLargeError(FragmentError, ValueError):
 
 class ReassemblyError(FragmentError):
     """Fragments claiming the same message disagree (count, length or content)."""
+
+
+class JSONError(AnonmailError, ValueError):
+    """JSON read from outside is malformed or breaks a bound (depth, integer range, size...).
+
+    ``reason`` is a stable code for counters: ``malformed``, ``too_deep``, ``int_range``,
+    ``too_many``. The message names the rule broken, never the input text.
+    """
+
+    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class WireError(AnonmailError):

@@ -63,6 +63,7 @@ class DropReason(StrEnum):
     LINK_LOSS = "link_loss"
     LOOP_NO_PATH = "loop_no_path"
     LOOP_BAD_KEY = "loop_bad_key"
+    UNEXPECTED_ERROR = "unexpected_error"  # a bug one item triggered: contained, counted, logged once
     # connections and frames
     TOO_MANY_CONNECTIONS = "too_many_connections"
     NO_HELLO = "no_hello"
@@ -73,7 +74,6 @@ class DropReason(StrEnum):
     DROP_COVER = "drop_cover"
     FOREIGN_LOOP = "foreign_loop"
     UNKNOWN_MAILBOX = "unknown_mailbox"
-    MAILBOX_FULL = "mailbox_full"
     UNAUTHENTICATED_PACKET = "unauthenticated_packet"
     RATE_LIMITED = "rate_limited"
     CLIENT_BAD_FRAME = "client_bad_frame"
@@ -128,12 +128,14 @@ def unwrap_batch(
     packets: Sequence[bytes],
     keys: Sequence[tuple[int, bytes]],
     is_replay: Callable[[int, bytes], bool],
+    on_fault: Callable[[Exception], None] | None = None,
 ) -> UnwrapResult:
     """Unwrap each packet with the first key of ``keys`` ((epoch, secret) pairs) whose MAC fits.
 
     ``is_replay(epoch, tag)`` answers (and remembers) whether a tag was seen in that epoch. A
     packet no key opens is ``Drop(BAD_MAC)``; every other rejection is the PacketError's reason.
     The caller must persist ``fresh_tags`` before it acts on any result (else :func:`fail_batch`).
+    Any other exception one packet raises is contained: ``on_fault(exc)``, ``Drop(UNEXPECTED_ERROR)``.
     """
     results: list[Unwrapped] = []
     fresh: dict[int, list[bytes]] = {}
@@ -146,6 +148,10 @@ def unwrap_batch(
                 continue
             except PacketError as exc:
                 outcome = Drop(DropReason(exc.reason))
+            except Exception as exc:  # containment: one packet never stops the node
+                if on_fault is not None:
+                    on_fault(exc)
+                outcome = Drop(DropReason.UNEXPECTED_ERROR)
             else:
                 fresh.setdefault(epoch, []).append(unwrapped.tag)
                 outcome = unwrapped

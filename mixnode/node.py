@@ -48,6 +48,7 @@ from anonmail.core.policy import PoissonSchedule, loop_route, sample_delay_ms
 from anonmail.core.sizes import MAILBOX_ID_BYTES
 from anonmail.core.wire import Close, Packet, Role
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
+from anonmail.daemon.containment import FaultCounter
 from anonmail.daemon.identity import load_or_create_identity
 from anonmail.daemon.node_config import NodeConfig
 from anonmail.daemon.status import write_status
@@ -135,6 +136,8 @@ class MixNode:
         # Paths and delays of our own loops must be unpredictable: system randomness by default.
         self.rng = rng if rng is not None else random.SystemRandom()
         self.stats = Stats()
+        #: Items (packets, requests) dropped after an unexpected error, by reason (logged once each).
+        self.faults = FaultCounter(log, f"{self.role} {config.name}")
         self.addresses: list[str] = []
         self.identity: IdentityKey | None = None
         self.router: Router | None = None
@@ -289,21 +292,30 @@ class MixNode:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 packets = [p for _, p in batch]
-                if self.config.workers == 0:  # inline: deterministic under a virtual clock
-                    await anyio.lowlevel.checkpoint()
-                    results = self._process_batch(packets, self.wall_clock())
-                else:
-                    results = await anyio.to_thread.run_sync(
-                        self._process_batch, packets, self.wall_clock(), limiter=limiter
-                    )
+                try:
+                    if self.config.workers == 0:  # inline: deterministic under a virtual clock
+                        await anyio.lowlevel.checkpoint()
+                        results = self._process_batch(packets, self.wall_clock())
+                    else:
+                        results = await anyio.to_thread.run_sync(
+                            self._process_batch, packets, self.wall_clock(), limiter=limiter
+                        )
+                except Exception as exc:  # containment: a batch never stops the node
+                    self.faults.record(exc, "packet batch")
+                    results = [Drop(DropReason.UNEXPECTED_ERROR)] * len(packets)
                 for (received_at, _), result in zip(batch, results, strict=True):
-                    self._act(received_at, decide(result, self._pending_loops, foreign_loop=self._foreign_final))
+                    try:
+                        self._act(received_at, decide(result, self._pending_loops, foreign_loop=self._foreign_final))
+                    except Exception as exc:  # containment: one packet never stops the node
+                        self.faults.record(exc, "packet")
+                        self.stats.dropped[DropReason.UNEXPECTED_ERROR] += 1
 
     def _process_batch(self, packets: list[bytes], now: float) -> list[Unwrapped | Decision]:
         """(Worker thread.) Unwrap; record new tags durably; let the services store deliveries."""
         replay = self.replay
         assert replay is not None
-        unwrapped = unwrap_batch(packets, self.keys.candidates(now), replay.check_and_add)
+        unwrapped = unwrap_batch(packets, self.keys.candidates(now), replay.check_and_add,
+                                 on_fault=lambda exc: self.faults.record(exc, "packet"))
         try:
             for epoch, tags in unwrapped.fresh_tags.items():
                 replay.persist(epoch, tags)
@@ -484,6 +496,7 @@ class MixNode:
             "loops_pending": len(self._pending_loops),
             "links": self.links.status() if self.links is not None else {},
             "inbound_connections": self._inbound_connections,
+            "faults": self.faults.as_dict(),
         }
         if self.services is not None:
             status.update(self.services.status_fields())

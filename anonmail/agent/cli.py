@@ -27,6 +27,7 @@ from pathlib import Path
 from anonmail.agent import account
 from anonmail.agent.store import AgentStore
 from anonmail.core import pki
+from anonmail.core.display import body_for_terminal, for_terminal
 from anonmail.daemon.cli import address_key_arg, parse_public_key
 from anonmail.errors import ConfigError, MailError, PassphraseError
 
@@ -101,6 +102,8 @@ def add_user_parsers(sub: argparse._SubParsersAction) -> None:
     inbox.add_argument("--json", action="store_true", help="one JSON object per line")
     read = home(sub.add_parser("read", help="print a received message"))
     read.add_argument("id", type=int, help="its number in `anonmail inbox`")
+    read.add_argument("--raw", action="store_true",
+                      help="write the body's bytes unchanged (for a file or a pipe; control characters included)")
     delete = home(sub.add_parser("delete", help="delete a received message for good"))
     delete.add_argument("id", type=int, help="its number in `anonmail inbox`")
 
@@ -139,7 +142,12 @@ def _passphrase(args: argparse.Namespace, *, new: bool) -> str:
 
 
 def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+    if not ts:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):  # a sender's clock far outside what time_t holds
+        return f"@{ts:.0f}"
 
 
 def _short(address: str) -> str:
@@ -367,6 +375,11 @@ def _status_rows(status: dict) -> list[tuple[str, str]]:
         ("outbox", f"{n('outbox_queued')} waiting for ACKs, {n('outbox_acknowledged')} acknowledged, "
                    f"{n('outbox_failed')} failed"),
         ("inbox", f"{n('inbox')} messages ({n('delivered')} since start)"),
+        ("mailbox", ("[red]FULL at the provider[/]: it drops its oldest entries to take new mail"
+                     if status.get("mailbox_full") else "ok")
+         + (f"; {n('mailbox_evicted')} entries dropped since start" if n("mailbox_evicted") else "")),
+        ("bad entries", f"{n('bad_entries')} dropped (did not open or parse), "
+                        f"{n('partials_expired') + n('partials_evicted')} incomplete messages dropped"),
         ("errors", errors),
     ]
 
@@ -486,7 +499,9 @@ def _cmd_inbox(args: argparse.Namespace) -> int:
     for m in rows:
         sender = store.contact_name(m.sender) or _short(m.sender)
         flag = " " if m.read else "*"
-        print(f"{m.id:>4}{flag} {_when(m.received_at)}  {sender:<20.20}  {m.subject[:40]:<40}  {len(m.body)} bytes")
+        subject = for_terminal(m.subject)[:40]
+        print(f"{m.id:>4}{flag} {_when(m.received_at)}  {for_terminal(sender):<20.20}  {subject:<40}  "
+              f"{len(m.body)} bytes")
     return 0
 
 
@@ -502,13 +517,18 @@ def _cmd_read(args: argparse.Namespace) -> int:
     m = _inbox_message(store, args.id)
     name = store.contact_name(m.sender)
     out = sys.stdout
-    out.write(f"From:     {m.sender}{f' ({name})' if name else ''}\n")
-    out.write(f"Subject:  {m.subject}\nSent:     {_when(m.sent_at)}\nReceived: {_when(m.received_at)}\n\n")
-    out.flush()
-    sys.stdout.buffer.write(m.body)
-    if not m.body.endswith(b"\n"):
-        sys.stdout.buffer.write(b"\n")
-    sys.stdout.buffer.flush()
+    # Everything a sender wrote is escaped: a terminal must never act on a stranger's bytes.
+    out.write(f"From:     {for_terminal(m.sender)}{f' ({for_terminal(name)})' if name else ''}\n")
+    out.write(f"Subject:  {for_terminal(m.subject)}\nSent:     {_when(m.sent_at)}\n"
+              f"Received: {_when(m.received_at)}\n\n")
+    if args.raw:
+        out.flush()
+        sys.stdout.buffer.write(m.body if m.body.endswith(b"\n") else m.body + b"\n")
+        sys.stdout.buffer.flush()
+    else:
+        text = body_for_terminal(m.body)
+        out.write(text if text.endswith("\n") else text + "\n")
+        out.flush()
     store.mark_read(m.id)
     return 0
 

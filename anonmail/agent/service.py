@@ -42,22 +42,19 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from anonmail.agent import account
-from anonmail.agent.packets import Built, build_drop_packet, build_fragment_packet, surb_keys_from_bytes, surb_keys_to_bytes
+from anonmail.agent.inbound import Inbound
+from anonmail.agent.packets import Built, build_drop_packet, build_fragment_packet, surb_keys_to_bytes
 from anonmail.agent.store import AgentStore
 from anonmail.core import fragments as F
-from anonmail.core import mailproto
-from anonmail.core import sphinx
 from anonmail.core.address import Address, parse_address
-from anonmail.core.envelope import decode_envelope, encode_keys
+from anonmail.core.envelope import encode_keys
 from anonmail.core.keys import IdentityKey
 from anonmail.core.policy import PoissonSchedule
 from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import (
     AnonmailError,
-    FragmentError,
     KeyExpiredError,
     NodeKeyError,
-    PacketError,
     PathError,
     ProtocolError,
     TransportError,
@@ -115,7 +112,16 @@ class AgentStats:
     fragments_received: int = 0
     duplicates_merged: int = 0
     delivered: int = 0
+    #: Fetched entries dropped because they did not open, parse or store (``bad_entry_reasons`` says why).
     bad_entries: int = 0
+    bad_entry_reasons: dict[str, int] = field(default_factory=dict)
+    #: Incomplete messages dropped: their other fragments never came, or room was needed (bounds).
+    partials_expired: int = 0
+    partials_evicted: int = 0
+    #: Whether our provider said at the last fetch that our mailbox is at its quota.
+    mailbox_full: bool = False
+    #: Entries our full mailbox dropped (oldest first) to take new ones, as the provider told us.
+    mailbox_evicted: int = 0
     #: Failed logins, broken sessions (a send, fetch or key publication that failed) and failed key lookups.
     errors: int = 0
     #: The latest of those, as ``"what: ErrorType: reason"`` (never an address), or None.
@@ -140,7 +146,7 @@ class AgentStats:
 
     def as_dict(self) -> dict:
         """JSON-ready counters."""
-        return {k: v for k, v in self.__dict__.items() if k != "emissions"} | {
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in self.__dict__.items() if k != "emissions"} | {
             "packets_cover": self.packets_cover, "packets_sent": self.packets_sent, "loops_sent": self.loops_sent}
 
 
@@ -174,25 +180,24 @@ class Agent:
         self._ready: deque[tuple[bytes, int]] = deque()
         self._queued: set[tuple[bytes, int]] = set()
         self._split: OrderedDict[bytes, list[F.Fragment]] = OrderedDict()
-        self._loops: dict[bytes, float] = {}
         self._excluded: set[bytes] = set()  # nodes whose published keys failed while building
         #: The epoch of a consensus refused because it rebinds our provider's name (None: all well).
         self.provider_rebound: int | None = None
-        self._loop_surbs: set[bytes] = set()
+        self.inbound = Inbound(store=store, address=self.address, stats=self.stats, wall_clock=wall_clock,
+                               on_delivered=on_delivered)
         self._lookups: dict[bytes, float] = {}
         self._expired_since: dict[bytes, float] = {}
         self._client = None
         self._client_lock = anyio.Lock()
         self._session_lost = anyio.Event()
         self._connected = anyio.Event()
-        self._secrets: list[bytes] = []
         self._tg: anyio.abc.TaskGroup | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; reports started once the session with the provider is up."""
-        self._secrets = await self._blocking(account.my_secrets, self.store, self.identity)
+        self.inbound.secrets = await self._blocking(account.my_secrets, self.store, self.identity)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -462,6 +467,10 @@ class Agent:
             log.warning("key lookup failed (%s); will retry", _why(exc))
             self._lookups.pop(recipient.fingerprint, None)
             return
+        except Exception as exc:  # containment: a provider's odd answer never stops the agent
+            self._error("key lookup", exc)
+            self.inbound.faults.record(exc, "key lookup answer")
+            return
         rows = [(c.to_bytes(), c.not_before, c.not_after) for c in certs if c.identity_public == identity]
         await self._blocking(self.store.add_contact_certs, recipient.fingerprint, identity, rows)
 
@@ -520,13 +529,8 @@ class Agent:
             if await self._send(built.packet):
                 self._emitted()
                 self.stats.packets_loop += 1
-                self._loops[message_id] = anyio.current_time()
                 assert built.surb_keys is not None
-                self._loop_surbs.add(built.surb_keys.surb_id)
-                if len(self._loops) > 10000:
-                    self._loops.pop(next(iter(self._loops)))
-                if len(self._loop_surbs) > 10000:
-                    self._loop_surbs.pop()
+                self.inbound.expect_loop(message_id, built.surb_keys.surb_id, anyio.current_time())
 
     # ------------------------------------------------------------------ fetch
 
@@ -545,7 +549,7 @@ class Agent:
             async with self._client_lock:
                 with anyio.fail_after(60):
                     result = await client.fetch()
-                handled = await self._blocking(self._handle_entries, result.entries)
+                handled = await self._blocking(self.inbound.handle_entries, result.entries)
                 with anyio.fail_after(60):
                     await client.confirm(handled)
         except (TransportError, ProtocolError, TimeoutError) as exc:
@@ -553,6 +557,10 @@ class Agent:
             return 0
         self.stats.fetches += 1
         self.stats.entries_fetched += len(result.entries)
+        self.stats.mailbox_full = result.full
+        self.stats.mailbox_evicted += result.evicted
+        if result.evicted:
+            log.warning("our mailbox at the provider is full: it dropped %d of its oldest entries", result.evicted)
         if self.stats.fetches == 1:
             self._check_fetch_capacity(client.fetch_batch)
         return len(result.entries)
@@ -570,79 +578,6 @@ class Agent:
             log.warning("mailbox fetch capacity %.1f entries/s (%d per %.3g s) is below 1.5x the %.1f/s that "
                         "ACKs of our own stream and loops can bring; mail will back up: lower fetch_interval",
                         capacity, fetch_batch, self.settings.fetch_interval, own)
-
-    def _handle_entries(self, entries) -> list[int]:
-        """(Thread.) Act on fetched entries; return the ids that may be confirmed (all handled)."""
-        done = []
-        for entry in entries:
-            try:
-                if entry.kind == mailproto.ENTRY_REPLY:
-                    self._handle_reply(entry.data)
-                elif entry.kind == mailproto.ENTRY_FRAGMENT:
-                    self._handle_fragment(entry.data)
-            except (FragmentError, PacketError) as exc:
-                self.stats.bad_entries += 1
-                log.info("dropped a mailbox entry that does not open (%s)", type(exc).__name__)
-            done.append(entry.entry_id)
-        return done
-
-    def _handle_reply(self, data: bytes) -> None:
-        surb_id, body = data[:16], data[16:]
-        if surb_id in self._loop_surbs:
-            self._loop_surbs.discard(surb_id)
-            return
-        found = self.store.surb_keys(surb_id)
-        if found is None:
-            return  # an ACK for a fragment already acknowledged through another transmission
-        message_id, idx, blob = found
-        if sphinx.open_surb_reply(surb_keys_from_bytes(blob), body) != F.ACK_MESSAGE:
-            raise FragmentError("a reply on an ACK SURB is not an ACK")
-        new, complete = self.store.acknowledge(message_id, idx, self.wall_clock())
-        if new:
-            self.stats.acks += 1
-
-    def _handle_fragment(self, sealed: bytes) -> None:
-        opened = F.open_fragment(sealed, recipient_keys=self._secrets, recipient_address=self.address)
-        frag = opened.fragment
-        if opened.sender == self.address and frag.message_id in self._loops:
-            del self._loops[frag.message_id]
-            self.stats.loops_returned += 1
-            return
-        self.stats.fragments_received += 1
-        state = self.store.add_fragment(
-            sender_fpr=opened.sender.fingerprint, sender=str(opened.sender), message_id=frag.message_id,
-            idx=frag.index, count=frag.count, total=frag.total_length, data=frag.data, now=self.wall_clock())
-        if state == "duplicate":
-            self.stats.duplicates_merged += 1
-            return
-        if state != "complete":
-            return
-        assembled = self.store.assemble(opened.sender.fingerprint, frag.message_id)
-        if assembled is None:
-            return
-        sender, data, _first = assembled
-        try:
-            envelope = decode_envelope(data)
-        except FragmentError:
-            self.store.finish_message(sender_fpr=opened.sender.fingerprint, sender=sender,
-                                      message_id=frag.message_id, subject=None, body=b"", sent_at=0,
-                                      now=self.wall_clock())
-            raise
-        if envelope.type == "keys":
-            rows = [(c.to_bytes(), c.not_before, c.not_after) for c in envelope.certs
-                    if c.identity_public == opened.sender_identity]
-            self.store.add_contact_certs(opened.sender.fingerprint, opened.sender_identity, rows)
-            self.store.finish_message(sender_fpr=opened.sender.fingerprint, sender=sender,
-                                      message_id=frag.message_id, subject=None, body=b"", sent_at=envelope.sent_at,
-                                      now=self.wall_clock())
-            return
-        ident = self.store.finish_message(
-            sender_fpr=opened.sender.fingerprint, sender=sender, message_id=frag.message_id, kind=envelope.type,
-            subject=envelope.subject, body=envelope.body, sent_at=envelope.sent_at, now=self.wall_clock())
-        if ident is not None:
-            self.stats.delivered += 1
-            if self.on_delivered is not None:
-                self.on_delivered(ident, frag.message_id.hex())
 
     # ------------------------------------------------------------------ key rotation
 
@@ -662,7 +597,7 @@ class Agent:
         now = self.now()
         cert = await self._blocking(lambda: account.add_encryption_key(
             self.store, self.identity, now=now, lifetime=self.settings.key_lifetime))
-        self._secrets = await self._blocking(account.my_secrets, self.store, self.identity)
+        self.inbound.secrets = await self._blocking(account.my_secrets, self.store, self.identity)
         client = self._client
         if client is not None:
             try:

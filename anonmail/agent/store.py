@@ -12,7 +12,9 @@ a busy timeout), so either may run without the other and nothing is lost when on
   after a restart still opens;
 * a received fragment is committed (``partials``) before the agent confirms it to the provider,
   and a completed message moves to ``inbox`` and into ``received`` in one transaction, so a
-  retransmitted duplicate is merged, never shown twice (``received`` outlives ``delete``).
+  retransmitted duplicate is merged, never shown twice (``received`` outlives ``delete``);
+* incomplete messages are bounded per sender and in total (oldest evicted first) and expire
+  (:meth:`AgentStore.expire_partials`), so strangers cannot fill the disk with first fragments.
 
 Secrets: encryption-key secrets are stored encrypted under a key derived from the identity seed
 (which lives only in the passphrase-sealed key file), so the database alone opens nothing.
@@ -26,12 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anonmail.daemon.sqlite import PerThread, transaction, translated
-from anonmail.errors import StoreError
+from anonmail.errors import ReassemblyError, StoreError
 
-__all__ = ["AgentStore", "OutboxMessage", "InboxMessage", "SCHEMA_VERSION", "STATES"]
+__all__ = ["AgentStore", "OutboxMessage", "InboxMessage", "SCHEMA_VERSION", "STATES", "MAX_PARTIALS_PER_SENDER",
+           "MAX_PARTIAL_BYTES_PER_SENDER", "MAX_PARTIAL_BYTES"]
 
 SCHEMA_VERSION = 1
 _STORE = "agent store"
+#: Incomplete messages kept per sender (a stranger can only fill a few slots of their own).
+MAX_PARTIALS_PER_SENDER = 8
+#: Bytes of incomplete messages kept per sender (two of the largest messages).
+MAX_PARTIAL_BYTES_PER_SENDER = 8 * 1024 * 1024
+#: Bytes of incomplete messages kept in all (many throwaway senders evict each other, oldest first).
+MAX_PARTIAL_BYTES = 64 * 1024 * 1024
 #: Outbox states, in order.
 STATES = ("queued", "sending", "acknowledged", "failed")
 
@@ -113,6 +122,8 @@ class AgentStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._conns = PerThread(self.path, store=_STORE, private=True)
+        #: Incomplete messages evicted to respect the bounds above (since this store was opened).
+        self.partials_evicted = 0
         conn = self._conn()
         with translated(_STORE, self.path, "create the tables"):
             conn.executescript(_SCHEMA)
@@ -299,11 +310,25 @@ class AgentStore:
 
     def add_fragment(self, *, sender_fpr: bytes, sender: str, message_id: bytes, idx: int, count: int,
                      total: int, data: bytes, now: float) -> str:
-        """Keep a received fragment durably; 'duplicate' | 'stored' | 'complete'."""
+        """Keep a received fragment durably; 'duplicate' | 'stored' | 'complete'.
+
+        ReassemblyError if it disagrees with the message's stored fragments on count or length.
+
+        The first fragment of a new incomplete message makes room first: the sender's oldest
+        incomplete messages go beyond :data:`MAX_PARTIALS_PER_SENDER` messages or
+        :data:`MAX_PARTIAL_BYTES_PER_SENDER` bytes, everyone's oldest beyond
+        :data:`MAX_PARTIAL_BYTES` (counted in :attr:`partials_evicted`).
+        """
         with self._tx() as c:
             if c.execute("SELECT 1 FROM received WHERE sender_fpr = ? AND message_id = ?",
                          [sender_fpr, message_id]).fetchone():
                 return "duplicate"
+            earlier = c.execute("SELECT count, total FROM partials WHERE sender_fpr = ? AND message_id = ? LIMIT 1",
+                                [sender_fpr, message_id]).fetchone()
+            if earlier is None:
+                self._make_room(c, sender_fpr, len(data))
+            elif tuple(earlier) != (count, total):
+                raise ReassemblyError(f"fragment {idx} disagrees with earlier fragments on the message size")
             cur = c.execute("INSERT OR IGNORE INTO partials VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             [sender_fpr, message_id, idx, count, total, sender, data, now])
             if not cur.rowcount:
@@ -311,6 +336,46 @@ class AgentStore:
             (have,) = c.execute("SELECT COUNT(*) FROM partials WHERE sender_fpr = ? AND message_id = ?",
                                 [sender_fpr, message_id]).fetchone()
             return "complete" if have == count else "stored"
+
+    def _make_room(self, c: sqlite3.Connection, sender_fpr: bytes, size: int) -> None:
+        """Evict whole incomplete messages, oldest first, until a new one of ``size`` bytes fits."""
+        def oldest(where: str, args: list) -> tuple[bytes, bytes] | None:
+            row = c.execute(f"SELECT sender_fpr, message_id FROM partials {where} GROUP BY sender_fpr, message_id"
+                            " ORDER BY MIN(first_seen) LIMIT 1", args).fetchone()
+            return (row[0], row[1]) if row else None
+
+        def evict(victim: tuple[bytes, bytes] | None) -> bool:
+            if victim is None:
+                return False
+            c.execute("DELETE FROM partials WHERE sender_fpr = ? AND message_id = ?", list(victim))
+            self.partials_evicted += 1
+            return True
+
+        mine = "WHERE sender_fpr = ?"
+        while True:
+            (messages, held) = c.execute("SELECT COUNT(DISTINCT message_id), COALESCE(SUM(LENGTH(data)), 0)"
+                                         f" FROM partials {mine}", [sender_fpr]).fetchone()
+            if messages < MAX_PARTIALS_PER_SENDER and held + size <= MAX_PARTIAL_BYTES_PER_SENDER:
+                break
+            if not evict(oldest(mine, [sender_fpr])):
+                break
+        while True:
+            (held,) = c.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM partials").fetchone()
+            if held + size <= MAX_PARTIAL_BYTES or not evict(oldest("", [])):
+                break
+
+    def expire_partials(self, before: float) -> int:
+        """Drop incomplete messages whose first fragment came before ``before``; how many went."""
+        with self._tx() as c:
+            stale = c.execute("SELECT sender_fpr, message_id FROM partials GROUP BY sender_fpr, message_id"
+                              " HAVING MIN(first_seen) < ?", [before]).fetchall()
+            c.executemany("DELETE FROM partials WHERE sender_fpr = ? AND message_id = ?", stale)
+            return len(stale)
+
+    def partial_messages(self) -> int:
+        """How many incomplete messages wait for fragments."""
+        ((n,),) = self._query("SELECT COUNT(*) FROM (SELECT 1 FROM partials GROUP BY sender_fpr, message_id)")
+        return n
 
     def assemble(self, sender_fpr: bytes, message_id: bytes) -> tuple[str, bytes, float] | None:
         """(sender, message bytes, first fragment time) of a complete partial message."""

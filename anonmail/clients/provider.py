@@ -48,10 +48,16 @@ REQUEST_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class FetchResult:
-    """What one fetch brought: the real entries (dummies removed) and how many still wait."""
+    """What one fetch brought: the real entries (dummies removed) and how many still wait.
+
+    ``full``: the mailbox is at its quota; ``evicted``: entries it dropped (oldest first) since
+    the previous fetch to take new ones.
+    """
 
     entries: list[Entry]
     remaining: int
+    full: bool = False
+    evicted: int = 0
 
 
 async def _open(router: Router, address: str, timeout: float) -> FramedStream:
@@ -237,8 +243,10 @@ class ProviderClient:
 
     async def _fetch(self) -> FetchResult:
         reply = await self._request({"type": "fetch"}, "entries")
-        require_fields(reply, ["count"])
-        count = reply["count"]
+        require_fields(reply, ["count", "full", "evicted"])
+        count, full, evicted = reply["count"], reply["full"], reply["evicted"]
+        if not isinstance(full, bool) or not isinstance(evicted, int) or isinstance(evicted, bool) or evicted < 0:
+            raise ProtocolError("the provider's entries reply is malformed", reason="malformed")
         if count != self.fetch_batch:
             raise ProtocolError(f"the provider sent {count!r} entries, expected {self.fetch_batch}", reason="malformed")
         entries: list[Entry] = []
@@ -253,7 +261,7 @@ class ProviderClient:
             remaining = max(remaining, entry.remaining)
             if entry.kind != ENTRY_DUMMY:
                 entries.append(entry)
-        return FetchResult(entries, remaining)
+        return FetchResult(entries, remaining, full, evicted)
 
     async def confirm(self, entry_ids: Sequence[int]) -> int:
         """Delete fetched entries at the provider (ids padded with random ones); how many went."""

@@ -271,7 +271,8 @@ def parse_request(message: object) -> Request:
     """A request from a CONTROL object; DirectoryError(``unknown_request`` | ``bad_request``)."""
     if not isinstance(message, Mapping):
         raise DirectoryError("a request must be a JSON object", reason="bad_request")
-    cls = _REQUESTS.get(message.get("type"))  # type: ignore[arg-type]
+    kind = message.get("type")
+    cls = _REQUESTS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise DirectoryError(f"unknown request type {message.get('type')!r}", reason="unknown_request")
     if cls is UploadDescriptor:
@@ -301,7 +302,7 @@ def parse_reply(message: object, expect: type[R]) -> R | Refused:
     if kind == Refused.TYPE:
         fields = _Fields(message, {"reason", "message"}, "bad_reply")
         return Refused(fields.text("reason", _REASON), fields.text("message")[:MAX_MESSAGE_CHARS])
-    if _REPLIES.get(kind) is not expect:  # type: ignore[arg-type]
+    if not isinstance(kind, str) or _REPLIES.get(kind) is not expect:
         raise DirectoryError(f"expected a {expect.TYPE!r} reply, got {kind!r}", reason="bad_reply")
     if expect is Accepted:
         return Accepted(_Fields(message, {"epoch"}, "bad_reply").epoch())  # type: ignore[return-value]

@@ -8,23 +8,32 @@ The header is ``{"v": 1, "type": "mail", "subject": str, "sent_at": int}`` for m
 ``{"v": 1, "type": "keys", "certs": [base64 EncryptionKeyCert...], "sent_at": int}`` for a key
 announcement (the body is empty), or ``{"v": 1, "type": "rfc822", "sent_at": int}`` for a whole
 Internet message (RFC 5322 bytes with its MIME parts, as a mail client submitted it to the bridge;
-the body is those bytes, unchanged). Receivers reject anything else with FragmentError.
+the body is those bytes, unchanged). Anyone can write to a user, so the header is read with the
+strict JSON rules of :mod:`anonmail.core.strictjson` (depth at most 2, 64-bit integers, no lone
+surrogates) and ``sent_at`` must lie in ``0 .. MAX_SENT_AT``. Receivers reject anything else with
+FragmentError. The subject may hold any character but a newline: whoever shows it escapes
+control characters (:func:`anonmail.core.display.for_terminal`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import struct
 from dataclasses import dataclass, field
 
+from anonmail.core import strictjson
 from anonmail.core.keys import EncryptionKeyCert
-from anonmail.errors import FragmentError, SignatureError
+from anonmail.errors import FragmentError, JSONError, SignatureError
 
-__all__ = ["Envelope", "encode_mail", "encode_keys", "encode_rfc822", "rfc822_subject", "decode_envelope", "MAX_SUBJECT_CHARS"]
+__all__ = ["Envelope", "encode_mail", "encode_keys", "encode_rfc822", "rfc822_subject", "decode_envelope",
+           "MAX_SUBJECT_CHARS", "MAX_SENT_AT"]
 
 MAX_SUBJECT_CHARS = 200
+#: Latest ``sent_at`` accepted (SQLite's INTEGER is signed 64-bit).
+MAX_SENT_AT = strictjson.MAX_INT
+#: A header is one object holding at most one list (``certs``).
+_MAX_HEADER_DEPTH = 2
 _LEN = struct.Struct(">I")
 _MAX_HEADER = 64 * 1024
 
@@ -44,7 +53,10 @@ class Envelope:
 
 
 def _encode(header: dict, body: bytes) -> bytes:
-    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        raw = strictjson.dumps(header, what="envelope header", max_depth=_MAX_HEADER_DEPTH)
+    except JSONError as exc:
+        raise ValueError(f"cannot encode this envelope: {exc}") from None
     return _LEN.pack(len(raw)) + raw + body
 
 
@@ -95,15 +107,16 @@ def decode_envelope(data: bytes) -> Envelope:
     if length > min(_MAX_HEADER, len(data) - _LEN.size):
         raise FragmentError(f"envelope header length {length} is out of range")
     try:
-        header = json.loads(data[_LEN.size : _LEN.size + length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FragmentError("envelope header is not JSON") from exc
+        header = strictjson.loads(data[_LEN.size : _LEN.size + length], what="envelope header",
+                                  max_depth=_MAX_HEADER_DEPTH)
+    except JSONError as exc:
+        raise FragmentError(f"envelope header is not strict JSON: {exc}") from None
     body = data[_LEN.size + length :]
     if not isinstance(header, dict) or header.get("v") != 1:
         raise FragmentError("unknown envelope version")
     sent_at = header.get("sent_at")
-    if not isinstance(sent_at, int) or isinstance(sent_at, bool):
-        raise FragmentError("envelope sent_at must be an integer")
+    if not isinstance(sent_at, int) or isinstance(sent_at, bool) or not 0 <= sent_at <= MAX_SENT_AT:
+        raise FragmentError(f"envelope sent_at must be an integer from 0 to {MAX_SENT_AT}")
     kind = header.get("type")
     if kind == "mail" and set(header) == {"v", "type", "subject", "sent_at"}:
         subject = header["subject"]

@@ -11,7 +11,8 @@ A client (a user's agent) talks to its provider over one stream of wire frames
                                   ◀──  CONTROL {"type": "auth_ok", "mailbox", "limits"} | error
       PACKET ...                  ──▶  ingress: Sphinx packets whose first hop is this provider
       CONTROL {"type": "fetch"}   ──▶
-                                  ◀──  CONTROL {"type": "entries", "count": N}, then N PACKET frames
+                                  ◀──  CONTROL {"type": "entries", "count": N, "full", "evicted"},
+                                       then N PACKET frames
       CONTROL {"type": "confirm", "ids": [N ids]}
                                   ◀──  CONTROL {"type": "confirmed", "deleted": k}
       CONTROL {"type": "publish_keys", "certs"}  ◀── {"type": "ok"}
@@ -24,6 +25,9 @@ self-certifying (the identity key must hash to the address's fingerprint).
 ``fetch_batch``), each a PACKET-sized frame (:func:`encode_entry`), padded with dummy entries, so
 neither the count nor the kind of the stored mail shows on the wire; a confirm always carries
 ``N`` ids (the client pads with random ids). Every entry says how many real entries remain.
+``full`` says the mailbox is at its quota and ``evicted`` how many of its oldest entries it
+dropped since the last fetch to take new ones: a full mailbox still stores and acknowledges
+what arrives, so no sender can learn from ACKs when its owner fetches.
 
 The signature of ``auth`` covers the nonce, the provider's name, the operation and the identity
 key under its own context, so a challenge answered for one provider or operation is useless for

@@ -20,11 +20,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from anonmail.core import strictjson
 from anonmail.core.keys import IdentityKey, check_x25519_public, node_id, verify_signature
 from anonmail.core.policy import NodeRef, Topology
 from anonmail.core.uri import parse_transport_address
@@ -67,8 +67,8 @@ _CONSENSUS_CONTEXT = b"anonmail consensus v1"
 
 
 def canonical_json(obj: object) -> bytes:
-    """The one byte encoding that gets signed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """The one byte encoding that gets signed: sorted keys, no spaces, UTF-8 (strict JSON bounds)."""
+    return strictjson.dumps(obj, what="directory document")
 
 
 def _b64(data: bytes) -> str:

@@ -21,8 +21,9 @@ Frame layout (all integers big-endian)::
     0x04  CLOSE    reason code (1 byte) | UTF-8 text              1 to 1 + MAX_CLOSE_TEXT_BYTES
 
 A CONTROL payload is a JSON object whose ``"type"`` is 1 to 32 characters of ``[a-z_]``,
-nested at most :data:`MAX_CONTROL_DEPTH` levels, without NaN or infinities, duplicate keys or
-lone surrogates. :func:`encode_frame` writes it canonically (sorted keys, no spaces, UTF-8).
+nested at most :data:`MAX_CONTROL_DEPTH` levels, integers in the signed 64-bit range, without
+NaN or infinities, duplicate keys or lone surrogates (the rules of :mod:`anonmail.core.strictjson`,
+shared by every JSON anonmail reads). :func:`encode_frame` writes it canonically (sorted keys, no spaces, UTF-8).
 
 Any malformed input raises :class:`~anonmail.errors.WireError` (a frame longer than its type
 allows raises the subclass :class:`~anonmail.errors.FrameTooLargeError`, as soon as the header
@@ -35,15 +36,15 @@ no library exception holding payload bytes is chained to them. A stream that pro
 from __future__ import annotations
 
 import json
-import math
 import re
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeAlias
 
+from anonmail.core import strictjson
 from anonmail.core.sizes import PACKET_BYTES
-from anonmail.errors import FrameTooLargeError, WireError
+from anonmail.errors import FrameTooLargeError, JSONError, WireError
 
 __all__ = [
     "FRAME_HEADER_BYTES",
@@ -282,41 +283,15 @@ def _utf8(text: str, what: str) -> bytes:
 
 
 def _check_json_tree(root: object) -> None:
-    """Walk a JSON value without recursion: types, depth, finite floats, encodable strings.
-
-    The walk also stops after ``MAX_CONTROL_BYTES`` values (each takes at least one byte
-    encoded), so shared or circular structures handed to the encoder cannot make it spin.
-    """
-    stack: list[tuple[object, int]] = [(root, 1)]
-    visited = 0
-    while stack:
-        value, depth = stack.pop()
-        visited += 1
-        if visited > MAX_CONTROL_BYTES:
-            raise _Invalid("CONTROL message has too many values", FrameTooLargeError)
-        if isinstance(value, str):
-            if not value.isascii():
-                _utf8(value, "CONTROL string")
-        elif isinstance(value, dict):
-            if depth > MAX_CONTROL_DEPTH:
-                raise _Invalid(f"CONTROL message is nested deeper than {MAX_CONTROL_DEPTH} levels")
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise _Invalid("CONTROL object keys must be strings")
-                if not key.isascii():
-                    _utf8(key, "CONTROL key")
-                stack.append((item, depth + 1))
-        elif isinstance(value, list):
-            if depth > MAX_CONTROL_DEPTH:
-                raise _Invalid(f"CONTROL message is nested deeper than {MAX_CONTROL_DEPTH} levels")
-            stack.extend((item, depth + 1) for item in value)
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise _Invalid("CONTROL message contains a non-finite number")
-        elif value is None or isinstance(value, int):  # bool is an int
-            pass
-        else:
-            raise _Invalid(f"{type(value).__name__} is not a JSON type")
+    """The strict JSON rules (:mod:`anonmail.core.strictjson`) for a message we encode."""
+    try:
+        strictjson.check_tree(root, what="CONTROL message", max_depth=MAX_CONTROL_DEPTH,
+                              max_values=MAX_CONTROL_BYTES)
+    except JSONError as exc:
+        problem = exc
+    else:
+        return
+    raise _Invalid(str(problem), FrameTooLargeError if problem.reason == "too_many" else WireError)
 
 
 def _check_control_type(message: dict[str, Any]) -> None:
@@ -327,41 +302,19 @@ def _check_control_type(message: dict[str, Any]) -> None:
         raise _Invalid('CONTROL "type" must be a string of 1 to 32 characters from [a-z_]')
 
 
-def _reject_constant(name: str) -> Any:
-    raise _Invalid("CONTROL payload contains NaN or Infinity")
-
-
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _Invalid("CONTROL payload has a duplicate key in an object")
-    return obj
-
-
 def _parse_control(payload: bytes) -> dict[str, Any]:
-    # Library exceptions are never chained: UnicodeDecodeError.object and
+    # strictjson never chains library exceptions: UnicodeDecodeError.object and
     # JSONDecodeError.doc hold the payload, which may be secret.
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        reason = f"CONTROL payload is not valid UTF-8 (bad byte at index {exc.start})"
+        obj = strictjson.loads(payload, what="CONTROL payload", max_depth=MAX_CONTROL_DEPTH)
+    except JSONError as exc:
+        reason = str(exc)
     else:
         reason = ""
     if reason:
         raise _Invalid(reason)
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
-    except json.JSONDecodeError as exc:
-        reason = f"CONTROL payload is not valid JSON ({exc.msg} at char {exc.pos})"
-    except RecursionError:
-        reason = f"CONTROL message is nested deeper than {MAX_CONTROL_DEPTH} levels"
-    except ValueError:  # e.g. an integer beyond the int-to-str digit limit
-        reason = "CONTROL payload is not valid JSON"
-    if reason:
-        raise _Invalid(reason)
     if not isinstance(obj, dict):
         raise _Invalid("CONTROL payload is not a JSON object")
-    _check_json_tree(obj)
     _check_control_type(obj)
     return obj
 

@@ -141,7 +141,7 @@ def render_provider_config(
         f'registration = "{registration}"   # "open": anyone may register an account; "closed": existing accounts only',
         f"max_accounts = {DEFAULT_MAX_ACCOUNTS}      # accounts accepted in total",
         f"fetch_batch = {DEFAULT_FETCH_BATCH}         # entries per fetch, always exactly this many on the wire",
-        f"quota_bytes = {DEFAULT_QUOTA_BYTES}  # per mailbox; over it deliveries are dropped without ACK",
+        f"quota_bytes = {DEFAULT_QUOTA_BYTES}  # per mailbox; when full, the oldest entries make room (all mail is ACKed)",
         f"quota_entries = {DEFAULT_QUOTA_ENTRIES}     # per mailbox",
         "",
         "[ingress]",

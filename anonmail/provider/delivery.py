@@ -3,29 +3,30 @@
 The provider's worker thread runs them around its two store calls::
 
     results ──classify──▶ Candidate | Drop(bad_payload, drop_cover) | unchanged (loops, forwards)
-            ──(store.usage of each mailbox involved)──▶
-            ──admit──▶ Candidate | Drop(unknown_mailbox, mailbox_full, store_error)
-            ──(store.store_many of every Candidate, one transaction)──▶
+            ──admit──▶ Candidate | Drop(unknown_mailbox)
+            ──(store.store_within_quota of every Candidate: one transaction that also evicts
+               the oldest entries of a mailbox over quota, its ACK replies first)──▶
             ──settle──▶ Stored(size, ack) | Drop(store_error)
 
 An ACK is packaged only in :func:`settle`, i.e. after the commit: a crash can never ACK
-something that was not stored. Over-quota and unknown-mailbox deliveries get no ACK (the sender
-retransmits later). Nothing here touches SQLite or the network.
+something that was not stored. A full mailbox still stores and ACKs (what it evicts is told to
+its owner at the next fetch), so an ACK never tells a sender whether the owner has fetched;
+unknown-mailbox deliveries get no ACK. Nothing here touches SQLite or the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from anonmail.core import sphinx
 from anonmail.core.fragments import ACK_MESSAGE, KIND_DROP, CoverPayload, decode_payload
 from anonmail.core.mailproto import ENTRY_FRAGMENT, ENTRY_REPLY
 from anonmail.errors import FragmentError
-from anonmail.provider.store import NewEntry, Usage
+from anonmail.provider.store import NewEntry
 from mixnode.decisions import Decision, Drop, DropReason, Forward, Stored, Unwrapped
 
-__all__ = ["Candidate", "Quota", "classify", "mailboxes_of", "admit", "settle"]
+__all__ = ["Candidate", "classify", "admit", "settle"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +35,6 @@ class Candidate:
 
     entry: NewEntry
     ack: sphinx.Surb | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """How much one mailbox may hold."""
-
-    entries: int
-    bytes: int
 
 
 Step = Unwrapped | Decision | Candidate
@@ -63,40 +56,10 @@ def classify(result: Unwrapped | Decision) -> Step:
     return result
 
 
-def mailboxes_of(steps: Sequence[Step], known: Container[bytes]) -> set[bytes]:
-    """The known mailboxes whose usage :func:`admit` needs."""
-    return {s.entry.mailbox_id for s in steps if isinstance(s, Candidate) and s.entry.mailbox_id in known}
-
-
-def admit(
-    steps: Sequence[Step], known: Container[bytes], usage: Mapping[bytes, Usage | None], quota: Quota
-) -> list[Step]:
-    """Keep the candidates whose mailbox exists and stays within ``quota``, in order.
-
-    ``usage`` holds what each mailbox of :func:`mailboxes_of` holds now (None: its store read
-    failed); candidates earlier in the batch count against the same mailbox.
-    """
-    held = dict(usage)
-    out: list[Step] = []
-    for step in steps:
-        if not isinstance(step, Candidate):
-            out.append(step)
-            continue
-        mailbox = step.entry.mailbox_id
-        if mailbox not in known:
-            out.append(Drop(DropReason.UNKNOWN_MAILBOX))
-            continue
-        now = held.get(mailbox)
-        if now is None:
-            out.append(Drop(DropReason.STORE_ERROR))
-            continue
-        after = Usage(now.entries + 1, now.bytes + len(step.entry.data))
-        if after.entries > quota.entries or after.bytes > quota.bytes:
-            out.append(Drop(DropReason.MAILBOX_FULL))
-            continue
-        held[mailbox] = after
-        out.append(step)
-    return out
+def admit(steps: Sequence[Step], known: Container[bytes]) -> list[Step]:
+    """Keep the candidates whose mailbox exists, in order; the others are ``unknown_mailbox``."""
+    return [Drop(DropReason.UNKNOWN_MAILBOX) if isinstance(s, Candidate) and s.entry.mailbox_id not in known
+            else s for s in steps]
 
 
 def settle(steps: Sequence[Step], committed: bool) -> list[Unwrapped | Decision]:

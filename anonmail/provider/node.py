@@ -11,8 +11,11 @@ services of :class:`mixnode.interfaces.NodeServices` it implements::
     engine event loop: Provider.stored counts; the ACK goes on the link to the SURB's first hop
 
 The client protocol is :mod:`anonmail.core.mailproto`. A crash can never ACK something that
-was not stored: the ACK packet is made only after :meth:`MailboxStore.store_many` returned.
-Over-quota and unknown-mailbox deliveries are dropped without ACK (the sender retries later).
+was not stored: the ACK packet leaves only after :meth:`MailboxStore.store_many` returned.
+A full mailbox still stores and ACKs what arrives and evicts its own oldest entries (ACK replies
+first) to stay within quota, so an ACK never tells a sender whether the owner has fetched; the
+owner is told at its next fetch (``full``, ``evicted``). Deliveries to an unknown mailbox are
+dropped without ACK.
 
 What a provider learns: who its users are (identity keys), when they connect, fetch and send,
 how much mail waits for them; never the content (sealed to the recipient), never who sent it
@@ -27,7 +30,7 @@ import logging
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,7 @@ from anonmail.core.mailproto import (
     verify_auth,
 )
 from anonmail.core.wire import Close, Control, Packet, Role, encode_frame
+from anonmail.daemon.containment import FaultCounter
 from anonmail.errors import (
     AddressError,
     KeyExpiredError,
@@ -62,9 +66,9 @@ from anonmail.errors import (
 from anonmail.net.base import Transport
 from anonmail.net.framed import FramedStream
 from anonmail.provider.config import ProviderConfig
-from anonmail.provider.delivery import Candidate, Quota, admit, classify, mailboxes_of, settle
+from anonmail.provider.delivery import Candidate, admit, classify, settle
 from anonmail.provider.store import MailboxStore, Usage
-from mixnode.decisions import Decision, DropReason, Stored, Unwrapped
+from mixnode.decisions import Decision, Drop, DropReason, Stored, Unwrapped
 from mixnode.node import MixNode, Stats
 from mixnode.replay import ReplayStore
 
@@ -142,6 +146,11 @@ class Provider:
         self.mail: Counter = Counter()
         self._mailboxes: set[bytes] = set()
         self._buckets: dict[bytes, TokenBucket] = {}
+        #: Entries evicted from a full mailbox since its owner last fetched (told at the next fetch).
+        self._evicted: Counter[bytes] = Counter()
+        #: (mailbox, Usage) evicted by the worker thread, counted on the event loop.
+        self._evictions: deque[tuple[bytes, Usage]] = deque()
+        self._quota = Usage(config.quota_entries, config.quota_bytes)
         self._stored_entries = 0
         self._stored_bytes = 0
         self._sessions = 0
@@ -152,6 +161,11 @@ class Provider:
     def stats(self) -> Stats:
         """The engine's counters."""
         return self.node.stats
+
+    @property
+    def faults(self) -> FaultCounter:
+        """The engine's contained-failure counter (client requests and deliveries count there too)."""
+        return self.node.faults
 
     @property
     def node_id(self) -> bytes:
@@ -209,29 +223,43 @@ class Provider:
 
     def deliver(self, results: list[Unwrapped], now: float) -> list[Unwrapped | Decision]:
         """(Worker thread.) Store deliveries for our users durably, in one transaction per batch."""
-        steps = [classify(r) for r in results]
+        steps = admit([self._classify(r) for r in results], self._mailboxes)
         store = self.store
-        usage: dict[bytes, Usage | None] = {}
-        for mailbox in mailboxes_of(steps, self._mailboxes):
-            try:
-                usage[mailbox] = store.usage(mailbox) if store is not None else None
-            except StoreError as exc:
-                log.error("%s", exc)
-                usage[mailbox] = None
-        steps = admit(steps, self._mailboxes, usage, Quota(self.config.quota_entries, self.config.quota_bytes))
         entries = [s.entry for s in steps if isinstance(s, Candidate)]
         committed = True
         if entries:
             try:
                 assert store is not None
-                store.store_many(entries, now)
+                _ids, evicted = store.store_within_quota(entries, now, self._quota)
             except StoreError as exc:
                 log.error("%s", exc)
                 committed = False
+            else:
+                # A full mailbox evicted its oldest entries to take these: ACKed like any other;
+                # the event loop counts the evictions (deque.append is thread-safe).
+                self._evictions.extend(evicted.items())
         return settle(steps, committed)
+
+    def _classify(self, result: Unwrapped) -> Unwrapped | Decision | Candidate:
+        """classify, contained: one delivery that trips a bug is dropped and counted, never fatal."""
+        try:
+            return classify(result)
+        except Exception as exc:  # containment: one delivery never stops the provider
+            self.faults.record(exc, "delivery")
+            return Drop(DropReason.UNEXPECTED_ERROR)
+
+    def _count_evictions(self) -> None:
+        """(Event loop.) Move what the worker evicted into the counters and the owners' notices."""
+        while self._evictions:
+            mailbox, gone = self._evictions.popleft()
+            self._stored_entries -= gone.entries
+            self._stored_bytes -= gone.bytes
+            self.mail["evicted"] += gone.entries
+            self._evicted[mailbox] += gone.entries
 
     def stored(self, decision: Stored) -> None:
         """(Event loop.) Count a committed delivery; the engine sends its ACK."""
+        self._count_evictions()
         self.mail["stored"] += 1
         self._stored_entries += 1
         self._stored_bytes += decision.size
@@ -340,6 +368,10 @@ class Provider:
         except StoreError as exc:
             log.error("%s", exc)
             return [encode_frame(Control(error_message("internal", "the provider's store failed; try later")))], True
+        except Exception as exc:  # containment: one request never ends the session or the provider
+            self.faults.record(exc, "client request")
+            self.mail["refused_internal"] += 1
+            return [encode_frame(Control(error_message("internal", "the provider could not handle this request")))], True
 
     async def _auth(self, session: _Session, message: dict) -> dict:
         require_fields(message, ["op", "identity", "signature", "certs"])
@@ -443,7 +475,11 @@ class Provider:
         entries, remaining = await self.node.blocking(self.store.fetch, session.mailbox, n)  # type: ignore[misc]
         self.mail["fetches"] += 1
         self.mail["fetched"] += len(entries)
-        frames = [encode_frame(Control({"type": "entries", "count": n}))]
+        self._count_evictions()
+        held: Usage = await self.node.blocking(self.store.usage, session.mailbox)  # type: ignore[assignment]
+        full = held.entries >= self.config.quota_entries or held.bytes >= self.config.quota_bytes
+        evicted = self._evicted.pop(session.mailbox, 0)
+        frames = [encode_frame(Control({"type": "entries", "count": n, "full": full, "evicted": evicted}))]
         frames += [encode_frame(Packet(encode_entry(e))) for e in entries]
         frames += [encode_frame(Packet(dummy_entry(remaining))) for _ in range(n - len(entries))]
         return frames

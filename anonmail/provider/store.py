@@ -151,12 +151,26 @@ class MailboxStore:
 
     def store_many(self, entries: Iterable[NewEntry], stored_at: float) -> list[int]:
         """Store entries in ONE transaction, committed durably before returning; their ids."""
+        return self._insert(entries, stored_at, trim_to=None)[0]
+
+    def store_within_quota(self, entries: Sequence[NewEntry], stored_at: float,
+                           quota: Usage) -> tuple[list[int], dict[bytes, Usage]]:
+        """Store entries, then trim each mailbox they went to back to ``quota``, in ONE transaction.
+
+        Trimming evicts the mailbox's oldest ACK replies first (losing one only makes its owner
+        retransmit), then its oldest entries. Returns the new ids and what was evicted per mailbox.
+        """
+        return self._insert(entries, stored_at, trim_to=quota)
+
+    def _insert(self, entries: Iterable[NewEntry], stored_at: float,
+                trim_to: Usage | None) -> tuple[list[int], dict[bytes, Usage]]:
         rows = [(e.mailbox_id, e.kind, e.data, stored_at) for e in entries]
         for mailbox_id, kind, _, _ in rows:
             if kind not in (ENTRY_FRAGMENT, ENTRY_REPLY) or len(mailbox_id) != 16:
                 raise ValueError("entries need a 16-byte mailbox id and kind ENTRY_FRAGMENT or ENTRY_REPLY")
+        evicted: dict[bytes, Usage] = {}
         if not rows:
-            return []
+            return [], evicted
         ids: list[int] = []
         with self._lock, self._write(f"store {len(rows)} entries"):
             for row in rows:
@@ -164,7 +178,28 @@ class MailboxStore:
                     "INSERT INTO entries (mailbox_id, kind, data, stored_at) VALUES (?, ?, ?, ?)", row
                 )
                 ids.append(int(cursor.lastrowid))
-        return ids
+            if trim_to is not None:
+                for mailbox_id in dict.fromkeys(r[0] for r in rows):
+                    gone = self._trim(mailbox_id, trim_to)
+                    if gone.entries:
+                        evicted[mailbox_id] = gone
+        return ids, evicted
+
+    def _trim(self, mailbox_id: bytes, quota: Usage) -> Usage:
+        count, size = self._conn.execute(
+            "SELECT count(*), coalesce(sum(length(data)), 0) FROM entries WHERE mailbox_id = ?", [mailbox_id]
+        ).fetchone()
+        gone = gone_bytes = 0
+        while count > quota.entries or size > quota.bytes:
+            row = self._conn.execute(
+                "SELECT id, length(data) FROM entries WHERE mailbox_id = ? ORDER BY kind = ? DESC, id LIMIT 1",
+                [mailbox_id, ENTRY_REPLY]).fetchone()
+            if row is None:
+                break
+            self._conn.execute("DELETE FROM entries WHERE id = ?", [row[0]])
+            count, size = count - 1, size - int(row[1])
+            gone, gone_bytes = gone + 1, gone_bytes + int(row[1])
+        return Usage(gone, gone_bytes)
 
     def fetch(self, mailbox_id: bytes, n: int) -> tuple[list[Entry], int]:
         """The oldest ``n`` entries of a mailbox and how many more remain after them."""

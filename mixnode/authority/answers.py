@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from anonmail.core import dirproto, pki
+from anonmail.daemon.containment import FaultCounter
 from anonmail.errors import DirectoryError, StoreError
 from mixnode.authority.admission import AdmissionList, check_descriptor
 from mixnode.authority.config import AuthorityConfig
@@ -55,6 +56,8 @@ class Answers:
         self.now = now
         self.admissions = admissions
         self.ballot = ballot
+        #: Requests dropped after an unexpected error, by reason (each reason logged once).
+        self.faults = FaultCounter(log, f"authority {config.name}")
 
     def current_epoch(self) -> int:
         """The epoch containing now."""
@@ -84,6 +87,9 @@ class Answers:
         except StoreError as exc:
             log.error("authority %s: %s", self.config.name, exc)
             reply = dirproto.Refused("internal", "authority store failure")
+        except Exception as exc:  # containment: one request never stops the authority
+            self.faults.record(exc, "request")
+            reply = dirproto.Refused("internal", "the authority could not handle this request")
         return dirproto.encode(reply)
 
     def _check_epoch(self, epoch: int) -> None:

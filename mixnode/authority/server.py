@@ -134,6 +134,8 @@ class Authority:
         self._own_votes: dict[tuple[int, int], Vote] = {}
         self._frozen: dict[tuple[int, int], list[Vote]] = {}
         self.answers = Answers(config, self.authority_id, self.now, self._current_admissions, self)
+        #: Requests and peer answers dropped after an unexpected error, by reason (logged once each).
+        self.faults = self.answers.faults
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -234,6 +236,8 @@ class Authority:
                 results[peer.address] = await func(peer, *args)
             except DirectoryError as exc:
                 results[peer.address] = exc
+            except Exception as exc:  # containment: a peer's odd answer never stops the authority
+                results[peer.address] = DirectoryError(self.faults.record(exc, "peer answer"), reason="unexpected")
 
         async with anyio.create_task_group() as tg:
             for peer in self.config.peers:
@@ -487,6 +491,9 @@ class Authority:
                 if exc.reason == "digest_mismatch":
                     log.warning("authority %s: %s signed a different document for epoch %d", self.config.name, peer.address, epoch)
                 return
+            except Exception as exc:  # containment: a peer's odd answer never stops the authority
+                self.faults.record(exc, "peer answer")
+                return
             encoded = reply.signature
             if pki.consensus_signature_valid(consensus, peer.public_key, encoded):
                 if self.store is not None:
@@ -545,6 +552,7 @@ class Authority:
                 address: {"up": state.up, "last_ok": state.last_ok, "last_error": state.last_error}
                 for address, state in self.peers.items()
             },
+            "faults": self.faults.as_dict(),
         }
 
     async def _status_loop(self) -> None:

@@ -237,20 +237,24 @@ async def test_stored_mail_survives_a_provider_crash_and_restart(tmp_path):
 
 
 @pytest.mark.anyio
-async def test_quota_unknown_mailbox_cover_and_rate_limit_are_dropped_and_counted(tmp_path):
+async def test_full_mailbox_evicts_and_acks_unknown_mailbox_cover_and_rate_limit_are_counted(tmp_path):
     async with start(tmp_path, quota_entries=2, send_rate=1.0, send_burst=5) as net:
         consensus = await net.wait_consensus()
         alice, bob = User("alpha"), User("beta")
         a, b = await alice.connect(net), await bob.connect(net)
         beta, alpha = net.providers["beta"], net.providers["alpha"]
-        # Over quota: the third is dropped and not acknowledged (the sender will retry).
+        # Over quota: the third is stored and acknowledged like the others (an ACK never tells
+        # whether the owner fetched); the oldest entry makes room, and the owner is told.
         for i in range(3):
             await a.send_packets([mail_packet(consensus, alice, bob, b"m%d" % i)[0]])
             await anyio.sleep(2)  # stay under the rate limit
-        await until(lambda: beta.stats.dropped["mailbox_full"] == 1)
+        await until(lambda: beta.mail["evicted"] == 1)
         await anyio.sleep(5)
-        assert beta.mail["stored"] == 2 and beta.mail["acks_sent"] == 2
-        assert alpha.mail["stored"] == 2  # two ACKs came back
+        assert beta.mail["stored"] == 3 and beta.mail["acks_sent"] == 3
+        assert beta.store.usage(bob.address.mailbox_id).entries == 2
+        assert alpha.mail["stored"] == 3  # three ACKs came back
+        fetched = await b.fetch()
+        assert fetched.full and fetched.evicted == 1 and len(fetched.entries) == 2
         # Unknown mailbox: dropped, no ACK.
         await a.send_packets([mail_packet(consensus, alice, bob, mailbox=os.urandom(16))[0]])
         await until(lambda: beta.stats.dropped["unknown_mailbox"] == 1)
@@ -259,7 +263,7 @@ async def test_quota_unknown_mailbox_cover_and_rate_limit_are_dropped_and_counte
         await anyio.sleep(2)
         await a.send_packets([sphinx.build_forward(route, os.urandom(16), encode_cover_payload(KIND_DROP))])
         await until(lambda: beta.stats.dropped["drop_cover"] == 1)
-        assert beta.mail["acks_sent"] == 2
+        assert beta.mail["acks_sent"] == 3
         # Rate limit: a burst of 12 at once; the bucket holds 5.
         await anyio.sleep(10)
         burst = [sphinx.build_forward(route, os.urandom(16), encode_cover_payload(KIND_DROP)) for _ in range(12)]

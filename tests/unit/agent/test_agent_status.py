@@ -105,6 +105,16 @@ def test_status_of_a_running_agent_as_table_and_json(tmp_path, capsys):
     assert status["running"] is True and status["packets_sent"] == 1234 and status["inbox"] == 4
 
 
+def test_status_says_when_the_mailbox_at_the_provider_is_full(tmp_path, capsys):
+    write_status(tmp_path, live())
+    code, out, _ = cli(capsys, "status", "--home", str(tmp_path))
+    assert code == 0 and "FULL" not in out
+    write_status(tmp_path, live(mailbox_full=True, mailbox_evicted=17, bad_entries=2))
+    code, out, _ = cli(capsys, "status", "--home", str(tmp_path))
+    assert code == 0 and "FULL at the provider" in out and "17 entries dropped" in out
+    assert "2 dropped (did not open or parse)" in out
+
+
 @pytest.mark.parametrize("change, why", [
     ({"running": False}, "it stopped"),
     ({"pid": None}, "its process is gone"),

@@ -92,3 +92,42 @@ def test_a_newer_schema_is_refused(tmp_path):
     s.close()
     with pytest.raises(StoreError, match="schema version 99"):
         AgentStore(tmp_path / "a.sqlite")
+
+
+def _fragment(store, sender: bytes, message: int, now: float, *, idx: int = 0, count: int = 2, total: int = 3000):
+    return store.add_fragment(sender_fpr=sender, sender="s@alpha", message_id=message.to_bytes(16, "big"), idx=idx,
+                              count=count, total=total, data=b"d" * 100, now=now)
+
+
+def test_incomplete_messages_are_bounded_per_sender_oldest_first(store):
+    from anonmail.agent.store import MAX_PARTIALS_PER_SENDER
+
+    for i in range(MAX_PARTIALS_PER_SENDER + 3):
+        assert _fragment(store, b"m" * 20, i, now=float(i)) == "stored"
+    _fragment(store, b"a" * 20, 100, now=0.0)  # someone else's is not touched
+    assert store.partial_messages() == MAX_PARTIALS_PER_SENDER + 1
+    assert store.partials_evicted == 3
+    kept = {bytes(r[0]) for r in store._query("SELECT DISTINCT message_id FROM partials WHERE sender_fpr = ?",
+                                              [b"m" * 20])}
+    assert kept == {i.to_bytes(16, "big") for i in range(3, MAX_PARTIALS_PER_SENDER + 3)}
+
+
+def test_incomplete_messages_are_bounded_in_total(store, monkeypatch):
+    from anonmail.agent import store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_PARTIAL_BYTES", 450)
+    for i in range(6):
+        _fragment(store, bytes([i]) * 20, i, now=float(i))  # six strangers, 100 bytes each
+    assert store.partial_messages() == 4 and store.partials_evicted == 2
+
+
+def test_incomplete_messages_expire_and_contradictions_are_refused(store):
+    from anonmail.errors import ReassemblyError
+
+    _fragment(store, b"m" * 20, 1, now=10.0)
+    _fragment(store, b"m" * 20, 2, now=50.0)
+    with pytest.raises(ReassemblyError):
+        _fragment(store, b"m" * 20, 1, now=60.0, idx=1, total=2999)
+    assert store.expire_partials(before=20.0) == 1
+    assert store.partial_messages() == 1
+    assert _fragment(store, b"m" * 20, 2, now=70.0, idx=1) == "complete"

@@ -17,8 +17,8 @@ from anonmail.core.fragments import (
 )
 from anonmail.core.mailproto import ENTRY_FRAGMENT, ENTRY_REPLY
 from anonmail.core.sizes import MAILBOX_ID_BYTES
-from anonmail.provider.delivery import Candidate, Quota, admit, classify, mailboxes_of, settle
-from anonmail.provider.store import NewEntry, Usage
+from anonmail.provider.delivery import Candidate, admit, classify, settle
+from anonmail.provider.store import NewEntry
 from mixnode.decisions import Drop, DropReason, Forward, Stored
 
 pytestmark = pytest.mark.unit
@@ -53,26 +53,22 @@ def test_classify_recorded_results():
     assert steps[4:] == [Drop(DropReason.DROP_COVER), Drop(DropReason.BAD_PAYLOAD)]
 
 
-def test_admit_counts_earlier_entries_of_the_batch_against_the_quota():
+def test_admit_drops_only_unknown_mailboxes_never_for_quota():
+    # A full mailbox is trimmed by the store, not refused here: an ACK must not say "owner has not fetched".
     steps = [Candidate(NewEntry(BOB, ENTRY_REPLY, b"x" * 10)) for _ in range(3)]
-    steps += [Candidate(NewEntry(NOBODY, ENTRY_REPLY, b"y")), Candidate(NewEntry(CAROL, ENTRY_REPLY, b"z"))]
-    known = {BOB, CAROL}
-    assert mailboxes_of(steps, known) == {BOB, CAROL}
-    out = admit(steps, known, {BOB: Usage(8, 0), CAROL: None}, Quota(entries=10, bytes=1000))
-    assert out == steps[:2] + [Drop(DropReason.MAILBOX_FULL), Drop(DropReason.UNKNOWN_MAILBOX),
-                               Drop(DropReason.STORE_ERROR)]
-    by_bytes = admit(steps[:2], known, {BOB: Usage(0, 985)}, Quota(entries=10, bytes=1000))
-    assert by_bytes == [steps[0], Drop(DropReason.MAILBOX_FULL)]
+    steps += [Candidate(NewEntry(NOBODY, ENTRY_REPLY, b"y")), Drop(DropReason.DROP_COVER)]
+    out = admit(steps, {BOB, CAROL})
+    assert out == steps[:3] + [Drop(DropReason.UNKNOWN_MAILBOX), Drop(DropReason.DROP_COVER)]
 
 
 def test_settle_packages_the_ack_only_after_a_commit():
     surb = _surb()
     steps = [Candidate(NewEntry(BOB, ENTRY_FRAGMENT, b"s" * 40), surb),
              Candidate(NewEntry(CAROL, ENTRY_REPLY, b"r" * 20)),
-             Drop(DropReason.MAILBOX_FULL)]
+             Drop(DropReason.UNKNOWN_MAILBOX)]
     assert settle(steps, committed=True) == [
         Stored(40, Forward(surb.first_hop, sphinx.package_surb(surb, ACK_MESSAGE))),
         Stored(20),
-        Drop(DropReason.MAILBOX_FULL),
+        Drop(DropReason.UNKNOWN_MAILBOX),
     ]
-    assert settle(steps, committed=False) == [Drop(DropReason.STORE_ERROR)] * 2 + [Drop(DropReason.MAILBOX_FULL)]
+    assert settle(steps, committed=False) == [Drop(DropReason.STORE_ERROR)] * 2 + [Drop(DropReason.UNKNOWN_MAILBOX)]

@@ -85,3 +85,21 @@ def test_bad_entries_and_store_errors(store, tmp_path):
     (tmp_path / "dir.sqlite").mkdir()
     with pytest.raises(StoreError, match="dir.sqlite"):
         MailboxStore(tmp_path / "dir.sqlite")
+
+
+def test_a_full_mailbox_stores_the_new_entry_and_evicts_its_oldest_acks_first(store):
+    from anonmail.provider.store import Usage
+
+    store.register(A, b"i" * 32, 1.0)
+    store.register(B, b"j" * 32, 1.0)
+    store.store_many([NewEntry(A, ENTRY_FRAGMENT, b"f1"), NewEntry(A, ENTRY_REPLY, b"r1"),
+                      NewEntry(A, ENTRY_FRAGMENT, b"f2"), NewEntry(B, ENTRY_FRAGMENT, b"b1")], 1.0)
+    ids, evicted = store.store_within_quota([NewEntry(A, ENTRY_FRAGMENT, b"f3")], 2.0, Usage(3, 10**6))
+    assert len(ids) == 1 and evicted == {A: Usage(1, 2)}
+    assert [e.data for e in store.fetch(A, 10)[0]] == [b"f1", b"f2", b"f3"]  # the ACK went first
+    _, evicted = store.store_within_quota([NewEntry(A, ENTRY_FRAGMENT, b"f4")], 3.0, Usage(3, 10**6))
+    assert evicted == {A: Usage(1, 2)}
+    assert [e.data for e in store.fetch(A, 10)[0]] == [b"f2", b"f3", b"f4"]  # then the oldest
+    _, evicted = store.store_within_quota([NewEntry(A, ENTRY_FRAGMENT, b"f5" * 3)], 4.0, Usage(10, 8))
+    assert [e.data for e in store.fetch(A, 10)[0]] == [b"f4", b"f5" * 3] and evicted[A].entries == 2
+    assert [e.data for e in store.fetch(B, 10)[0]] == [b"b1"]  # other mailboxes untouched

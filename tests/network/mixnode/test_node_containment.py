@@ -19,6 +19,7 @@ from anonmail.agent.outbox import queue_mail
 from anonmail.core import sphinx
 from anonmail.errors import DirectoryError, ProtocolError
 from anonmail.clients.provider import ProviderClient
+from anonmail.provider import delivery as provider_delivery
 from anonmail.provider import node as provider_node
 from mixnode.authority.answers import Answers
 from tests.network.agent.test_agent import network, start_user, wait_until, wall_clock
@@ -33,7 +34,7 @@ def anyio_backend():
 
 @pytest.mark.anyio
 async def test_mixes_and_providers_survive_exploding_parsers(tmp_path, monkeypatch, caplog):
-    real_process, real_decode = sphinx.process, provider_node.decode_payload
+    real_process, real_decode = sphinx.process, provider_delivery.decode_payload
     calls = itertools.count()
 
     def process(packet, secret, *, is_replay=None):
@@ -55,7 +56,7 @@ async def test_mixes_and_providers_survive_exploding_parsers(tmp_path, monkeypat
         bob = await start_user(stack, net, tg, "bob", "beta", 2, ack_timeout=5.0)
         alice.store.add_contact("bob", str(bob.address), now=wall_clock())
         monkeypatch.setattr(sphinx, "process", process)
-        monkeypatch.setattr(provider_node, "decode_payload", decode_payload)
+        monkeypatch.setattr(provider_delivery, "decode_payload", decode_payload)
         for i in range(2):
             queue_mail(alice.store, to="bob", subject=f"through the bugs {i}", body=b"x", now=wall_clock())
         await wait_until(lambda: len(bob.store.inbox()) == 2, timeout=1200)

@@ -214,7 +214,7 @@ class Agent(AgentKeys):
                 await client.aclose()
 
     def _error(self, what: str, exc: BaseException) -> None:
-        """Count a connection or fetch error for the status file (no addresses: see ``_why``)."""
+        """Count a connection or fetch error for the status file (no addresses: see ``why``)."""
         self.stats.errors += 1
         self.stats.last_error = f"{what}: {why(exc)}"[:200]
         self.stats.last_error_at = self.wall_clock()

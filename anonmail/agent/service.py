@@ -31,9 +31,9 @@ import math
 import os
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import anyio
 import anyio.abc
@@ -43,11 +43,14 @@ import anyio.to_thread
 
 from anonmail.agent import account
 from anonmail.agent.inbound import Inbound
+from anonmail.agent.keys import AgentKeys
 from anonmail.agent.packets import Built, build_drop_packet, build_fragment_packet, surb_keys_to_bytes
+from anonmail.agent.slots import BuildCover, BuildReal, FragmentRef, NotBuilt, PayloadQueue, SlotOutcome, payload_slot
+from anonmail.agent.settings import AgentSettings
+from anonmail.agent.stats import AgentStats, why
 from anonmail.agent.store import AgentStore
 from anonmail.core import fragments as F
 from anonmail.core.address import Address, parse_address
-from anonmail.core.envelope import encode_keys
 from anonmail.core.keys import IdentityKey
 from anonmail.core.policy import PoissonSchedule
 from anonmail.clients.directory import DirectoryClient
@@ -66,91 +69,7 @@ __all__ = ["AgentSettings", "Agent", "AgentStats"]
 log = logging.getLogger("anonmail.agent")
 
 
-@dataclass(frozen=True)
-class AgentSettings:
-    """The agent's rates and timers (``agent.toml`` [agent] table)."""
-
-    provider: str
-    #: The provider's pinned identity key: a consensus binding the name to another key is refused.
-    provider_key: bytes | None = None
-    lambda_payload: float = 2.0
-    lambda_loop: float = 0.5
-    fetch_interval: float = 5.0
-    delay_mean: float = 0.5
-    #: Seconds to wait for an ACK before retransmitting; 0 = from the delays and fetch interval.
-    ack_timeout: float = 0.0
-    #: Extra seconds allowed for the transports (Tor/I2P round trips) in the automatic ACK timeout.
-    transport_slack: float = 20.0
-    key_lifetime: int = account.DEFAULT_KEY_LIFETIME
-    poll_interval: float = 1.0
-    #: Run crypto and SQLite work in threads (False: inline, for virtual-time tests).
-    threads: bool = True
-    #: Probability that a packet we send is lost on our link (the memory demo's --loss).
-    link_loss: float = 0.0
-
-    def effective_ack_timeout(self) -> float:
-        """ACK timeout: the given one, or 3× the mean round trip's mixing plus fetch and slack."""
-        if self.ack_timeout > 0:
-            return self.ack_timeout
-        return 3 * 6 * self.delay_mean + 2 * self.fetch_interval + self.transport_slack
-
-
-@dataclass
-class AgentStats:
-    """What the agent did (``anonmail agent`` prints it; the demo reports it)."""
-
-    packets_real: int = 0
-    packets_drop: int = 0
-    packets_loop: int = 0
-    retransmissions: int = 0
-    slots_missed: int = 0
-    loops_returned: int = 0
-    acks: int = 0
-    fetches: int = 0
-    #: Real entries fetched from our mailbox (fragments and ACKs; the padding dummies not counted).
-    entries_fetched: int = 0
-    fragments_received: int = 0
-    duplicates_merged: int = 0
-    delivered: int = 0
-    #: Fetched entries dropped because they did not open, parse or store (``bad_entry_reasons`` says why).
-    bad_entries: int = 0
-    bad_entry_reasons: dict[str, int] = field(default_factory=dict)
-    #: Incomplete messages dropped: their other fragments never came, or room was needed (bounds).
-    partials_expired: int = 0
-    partials_evicted: int = 0
-    #: Whether our provider said at the last fetch that our mailbox is at its quota.
-    mailbox_full: bool = False
-    #: Entries our full mailbox dropped (oldest first) to take new ones, as the provider told us.
-    mailbox_evicted: int = 0
-    #: Failed logins, broken sessions (a send, fetch or key publication that failed) and failed key lookups.
-    errors: int = 0
-    #: The latest of those, as ``"what: ErrorType: reason"`` (never an address), or None.
-    last_error: str | None = None
-    last_error_at: float | None = None
-    emissions: list[float] = field(default_factory=list)
-
-    @property
-    def packets_cover(self) -> int:
-        """Drop plus loop cover."""
-        return self.packets_drop + self.packets_loop
-
-    @property
-    def packets_sent(self) -> int:
-        """Every packet handed to our provider: real fragments (first sends and retransmissions) and cover."""
-        return self.packets_real + self.packets_cover
-
-    @property
-    def loops_sent(self) -> int:
-        """Loop cover packets sent (the same as ``packets_loop``)."""
-        return self.packets_loop
-
-    def as_dict(self) -> dict:
-        """JSON-ready counters."""
-        return {k: dict(v) if isinstance(v, dict) else v for k, v in self.__dict__.items() if k != "emissions"} | {
-            "packets_cover": self.packets_cover, "packets_sent": self.packets_sent, "loops_sent": self.loops_sent}
-
-
-class Agent:
+class Agent(AgentKeys):
     """One user's agent; ``await tg.start(agent.run)`` runs it until cancelled."""
 
     def __init__(
@@ -177,8 +96,7 @@ class Agent:
         self.address = Address.for_key(identity.public, settings.provider)
         self.stats = AgentStats()
         self._keep_emissions = keep_emissions
-        self._ready: deque[tuple[bytes, int]] = deque()
-        self._queued: set[tuple[bytes, int]] = set()
+        self._due = PayloadQueue()
         self._split: OrderedDict[bytes, list[F.Fragment]] = OrderedDict()
         self._excluded: set[bytes] = set()  # nodes whose published keys failed while building
         #: The epoch of a consensus refused because it rebinds our provider's name (None: all well).
@@ -276,7 +194,7 @@ class Agent:
                                                       op="login", certs=certs, timeout=60.0)
             except (TransportError, ProtocolError, TimeoutError) as exc:
                 self._error("login", exc)
-                log.info("session with our provider failed (%s); retrying in %.1f s", _why(exc), backoff)
+                log.info("session with our provider failed (%s); retrying in %.1f s", why(exc), backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
@@ -291,15 +209,15 @@ class Agent:
                 await client.aclose()
 
     def _error(self, what: str, exc: BaseException) -> None:
-        """Count a connection or fetch error for the status file (no addresses: see ``_why``)."""
+        """Count a connection or fetch error for the status file (no addresses: see ``why``)."""
         self.stats.errors += 1
-        self.stats.last_error = f"{what}: {_why(exc)}"[:200]
+        self.stats.last_error = f"{what}: {why(exc)}"[:200]
         self.stats.last_error_at = self.wall_clock()
 
     def _drop_session(self, exc: BaseException, what: str = "session") -> None:
         if self._client is not None:
             self._error(what, exc)
-            log.info("session with our provider broke (%s)", _why(exc))
+            log.info("session with our provider broke (%s)", why(exc))
             self._client = None
             self._session_lost.set()
 
@@ -334,55 +252,56 @@ class Agent:
             await self._payload_slot()
 
     async def _payload_slot(self) -> None:
+        """Run one slot as :func:`~anonmail.agent.slots.payload_slot` decides, and count its outcome."""
         consensus, home = self._home()
-        if consensus is None or home is None or self._client is None:
+        slot = payload_slot(self._due, ready=consensus is not None and home is not None and self._client is not None)
+        result: object = None
+        try:
+            while True:
+                step = slot.send(result)
+                if isinstance(step, BuildReal):
+                    result = await self._build_real_packet(consensus, home, step.item)
+                elif isinstance(step, BuildCover):
+                    result = await self._build_cover_packet(consensus, home)
+                else:
+                    result = await self._send(step.packet)
+                if result is NotBuilt.NODE_KEY:  # paths from now on leave that node out
+                    consensus, home = self._home()
+        except StopIteration as done:
+            outcome: SlotOutcome = done.value
+        if outcome is SlotOutcome.MISSED:
             self.stats.slots_missed += 1
-            return
-        built: Built | None = None
-        item = None
-        while self._ready and built is None:
-            item = self._ready.popleft()
-            self._queued.discard(item)
-            try:
-                built = await self._blocking(self._build_real, consensus, home, item)
-            except NodeKeyError as exc:  # this slot falls back to cover; the fragment waits
-                self._exclude(exc)
-                self._ready.appendleft(item)
-                self._queued.add(item)
-                item = None
-                consensus, home = self._home()
-                break
-            except (AnonmailError, ValueError) as exc:
-                log.warning("cannot build a fragment now (%s); it stays queued", _why(exc))
-                built = None
-        kind = "real" if built is not None else "drop"
-        for _attempt in range(2):
-            if built is not None or home is None:
-                break
-            try:
-                built = await self._blocking(lambda: build_drop_packet(self.rng, consensus, home=home,
-                                                                        delay_mean=self.settings.delay_mean))
-            except NodeKeyError as exc:  # cover goes out on a path without that node
-                self._exclude(exc)
-                consensus, home = self._home()
-            except PathError as exc:
-                log.warning("no path for cover traffic: %s", exc)
-                break
-        if built is None or home is None:
-            self.stats.slots_missed += 1
-            return
-        sent = await self._send(built.packet)
-        if not sent:
-            self.stats.slots_missed += 1
-            if kind == "real" and item is not None and item not in self._queued:
-                self._ready.appendleft(item)
-                self._queued.add(item)
             return
         self._emitted()
-        if kind == "real":
+        if outcome is SlotOutcome.REAL:
             self.stats.packets_real += 1
         else:
             self.stats.packets_drop += 1
+
+    async def _build_real_packet(self, consensus, home, item: FragmentRef) -> bytes | NotBuilt:
+        try:
+            built = await self._blocking(self._build_real, consensus, home, item)
+        except NodeKeyError as exc:
+            self._exclude(exc)
+            return NotBuilt.NODE_KEY
+        except (AnonmailError, ValueError) as exc:
+            log.warning("cannot build a fragment now (%s); it stays queued", why(exc))
+            return NotBuilt.UNAVAILABLE
+        return NotBuilt.UNAVAILABLE if built is None else built.packet
+
+    async def _build_cover_packet(self, consensus, home) -> bytes | NotBuilt:
+        if home is None:
+            return NotBuilt.UNAVAILABLE
+        try:
+            built = await self._blocking(lambda: build_drop_packet(self.rng, consensus, home=home,
+                                                                    delay_mean=self.settings.delay_mean))
+        except NodeKeyError as exc:
+            self._exclude(exc)
+            return NotBuilt.NODE_KEY
+        except PathError as exc:
+            log.warning("no path for cover traffic: %s", exc)
+            return NotBuilt.UNAVAILABLE
+        return built.packet
 
     def _emitted(self) -> None:
         if self._keep_emissions:
@@ -398,7 +317,7 @@ class Agent:
         self._split.move_to_end(message_id)
         return frags
 
-    def _build_real(self, consensus, home, item: tuple[bytes, int]) -> Built | None:
+    def _build_real(self, consensus, home, item: FragmentRef) -> Built | None:
         """(Thread.) Build a fragment's packet and record the transmission (SURB keys first)."""
         message_id, idx = item
         info = self.store.message_body(message_id)
@@ -433,52 +352,6 @@ class Agent:
                                        self.wall_clock())
         return built
 
-    def _want_keys(self, recipient: Address) -> None:
-        """Look a recipient's keys up at their provider (at most once a minute per recipient)."""
-        last = self._lookups.get(recipient.fingerprint)
-        now = self.wall_clock()
-        if last is not None and now - last < 60:
-            return
-        self._lookups[recipient.fingerprint] = now
-        assert self._tg is not None
-        if self.settings.threads:  # called from a worker thread
-            anyio.from_thread.run_sync(self._tg.start_soon, self._lookup, recipient)
-        else:
-            self._tg.start_soon(self._lookup, recipient)
-
-    async def _lookup(self, recipient: Address) -> None:
-        from anonmail.clients.provider import lookup_keys
-
-        consensus, _ = self._home()
-        target = consensus.by_name(recipient.provider) if consensus is not None else None
-        address = next((a for a in target.addresses if self.router.can_reach(a)), None) if target else None
-        if address is None:
-            log.warning("cannot look up a contact's keys: their provider is not reachable in the consensus")
-            return
-        try:
-            identity, certs = await lookup_keys(self.router, address, recipient, timeout=60.0)
-        except ProtocolError as exc:
-            if exc.reason == "unknown_user":
-                await self._blocking(self._fail_to, recipient, f"{recipient} does not exist at {recipient.provider}")
-            log.warning("key lookup failed: %s", exc.reason)
-            return
-        except (AnonmailError, TimeoutError) as exc:
-            self._error("key lookup", exc)
-            log.warning("key lookup failed (%s); will retry", _why(exc))
-            self._lookups.pop(recipient.fingerprint, None)
-            return
-        except Exception as exc:  # containment: a provider's odd answer never stops the agent
-            self._error("key lookup", exc)
-            self.inbound.faults.record(exc, "key lookup answer")
-            return
-        rows = [(c.to_bytes(), c.not_before, c.not_after) for c in certs if c.identity_public == identity]
-        await self._blocking(self.store.add_contact_certs, recipient.fingerprint, identity, rows)
-
-    def _fail_to(self, recipient: Address, error: str) -> None:
-        for message in self.store.outbox(include_acknowledged=False):
-            if message.recipient == str(recipient):
-                self.store.fail_message(message.message_id, error)
-
     # ------------------------------------------------------------------ refill and retransmission
 
     async def _refiller(self) -> None:
@@ -486,19 +359,7 @@ class Agent:
         timeout = self.settings.effective_ack_timeout()
         while True:
             rows = await self._blocking(self.store.unacked_fragments)
-            now = self.wall_clock()
-            for message_id, idx, attempts, last_sent in rows:
-                item = (message_id, idx)
-                if item in self._queued:
-                    continue
-                if attempts == 0:
-                    self._ready.append(item)
-                elif last_sent is not None and now - last_sent > timeout * min(1.5 ** (attempts - 1), 2.0):
-                    self._ready.appendleft(item)  # retransmissions go first
-                    self.stats.retransmissions += 1
-                else:
-                    continue
-                self._queued.add(item)
+            self.stats.retransmissions += self._due.refill(rows, now=self.wall_clock(), ack_timeout=timeout)
             await anyio.sleep(self.settings.poll_interval)
 
     # ------------------------------------------------------------------ loops
@@ -579,46 +440,3 @@ class Agent:
                         "ACKs of our own stream and loops can bring; mail will back up: lower fetch_interval",
                         capacity, fetch_batch, self.settings.fetch_interval, own)
 
-    # ------------------------------------------------------------------ key rotation
-
-    async def _key_rotator(self) -> None:
-        """Rotate our encryption key at half its lifetime; publish and announce the new one."""
-        lifetime = self.settings.key_lifetime
-        while True:
-            now = self.now()
-            keys = await self._blocking(self.store.my_keys)
-            if not keys or now >= keys[0][3] + lifetime // 2:
-                await self.rotate_key()
-            await self._blocking(self.store.drop_my_keys_before, now)
-            await anyio.sleep(max(1.0, min(3600.0, lifetime / 20)))
-
-    async def rotate_key(self) -> None:
-        """Make a new encryption key now, publish it at our provider and announce it to contacts."""
-        now = self.now()
-        cert = await self._blocking(lambda: account.add_encryption_key(
-            self.store, self.identity, now=now, lifetime=self.settings.key_lifetime))
-        self.inbound.secrets = await self._blocking(account.my_secrets, self.store, self.identity)
-        client = self._client
-        if client is not None:
-            try:
-                async with self._client_lock:
-                    with anyio.fail_after(60):
-                        await client.publish_keys(await self._blocking(account.my_certs, self.store, now=now))
-            except (TransportError, ProtocolError, TimeoutError) as exc:
-                self._drop_session(exc, "publish keys")  # the next login publishes them
-        await self._blocking(self._announce, cert, now)
-        log.info("rotated our encryption key; announced it to contacts")
-
-    def _announce(self, cert, now: int) -> None:
-        from anonmail.agent.outbox import queue_envelope
-
-        body = encode_keys([cert], sent_at=now)
-        for _name, address in self.store.contacts():
-            queue_envelope(self.store, recipient=address, kind="keys", subject="", envelope=body,
-                           now=self.wall_clock())
-
-
-def _why(exc: BaseException) -> str:
-    """A short, secret-free description of an error for logs."""
-    reason = getattr(exc, "reason", None)
-    return f"{type(exc).__name__}{f': {reason}' if reason else ''}"

@@ -45,6 +45,7 @@ from typing import Any
 
 from anonmail.daemon.status import pid_alive
 from anonmail.errors import TestnetError
+from anonmail.testnet.addresses import create_addresses
 from anonmail.testnet.plan import AUTHORITIES, LAYERS, THRESHOLD, NodeSpec, plan_nodes
 from anonmail.testnet.processes import (
     STATE_FILE,
@@ -410,32 +411,9 @@ class Testnet:
         return match.group(1)
 
     def _create_addresses(self, spec: NodeSpec, index: int) -> list[str]:
-        """Create a node's onion key and/or I2P destination before its first run; its addresses.
-
-        So the authorities can pin each other from the start (no restart to learn addresses).
-        """
-        import anyio
-
-        from anonmail.net.i2p import I2PTransport, load_destination
-        from anonmail.net.tor import ONION_KEY_FILE, create_onion_key
-
-        directory = self._proc(spec).dir
-        addresses = []
-        if "tor" in spec.serves:
-            if (directory / "tor" / ONION_KEY_FILE).exists():
-                raise TestnetError(f"{directory} already holds an onion key: use a fresh testnet directory")
-            addresses.append(create_onion_key(directory / "tor"))
-        if "i2p" in spec.serves:
-            if load_destination(directory / "i2p") is not None:
-                raise TestnetError(f"{directory} already holds an I2P destination: use a fresh testnet directory")
-            settings = self._i2p_net.settings(self._i2p_router(spec, index))
-
-            async def create() -> str:
-                async with I2PTransport(directory / "i2p", settings) as transport:
-                    return await transport.create_destination()
-
-            addresses.append(anyio.run(create))
-        return addresses
+        """Create a node's onion key and/or I2P destination before its first run; its addresses."""
+        settings = self._i2p_net.settings(self._i2p_router(spec, index)) if "i2p" in spec.serves else None
+        return create_addresses(self._proc(spec).dir, spec.serves, settings)
 
     def _start_authorities(self) -> None:
         t0 = time.monotonic()

@@ -166,14 +166,26 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
                 return len(inbox) == 1
 
             await wait_for(arrived, 120, "bob's inbox")
-            imap = await anyio.to_thread.run_sync(lambda: imaplib.IMAP4("127.0.0.1", imap_port, timeout=30))
-            try:
-                await anyio.to_thread.run_sync(imap.login, bob_address, bridge_password)
-                await anyio.to_thread.run_sync(imap.select, "INBOX")
-                _typ, fetched = await anyio.to_thread.run_sync(imap.fetch, "1", "(BODY.PEEK[])")
-            finally:
-                await anyio.to_thread.run_sync(imap.logout)
-            assert b"Subject: over processes" in fetched[0][1] and body in fetched[0][1]
+
+            def imap_message() -> bytes | None:
+                # The bridge's IMAP view follows the store on its own schedule: a new session may
+                # come a moment before the message is in it, as a mail client's next poll would.
+                imap = imaplib.IMAP4("127.0.0.1", imap_port, timeout=30)
+                try:
+                    imap.login(bob_address, bridge_password)
+                    imap.select("INBOX")
+                    _typ, fetched = imap.fetch("1", "(BODY.PEEK[])")
+                finally:
+                    imap.logout()
+                return fetched[0][1] if fetched and isinstance(fetched[0], tuple) else None
+
+            message = None
+            with anyio.fail_after(60):
+                while message is None:
+                    message = await anyio.to_thread.run_sync(imap_message)
+                    if message is None:
+                        await anyio.sleep(1)
+            assert b"Subject: over processes" in message and body in message
             read = (await arun("anonmail.cli", "read", "1", home=homes["bob"])).stdout
             assert body in read and b"Subject:  over processes" in read
 

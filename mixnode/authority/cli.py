@@ -142,7 +142,7 @@ def render_config(
         lines += ["", line("[i2p]", "serve as an I2P destination through i2pd's SAM bridge"),
                   'sam_host = "127.0.0.1"', "sam_port = 7656"]
     d = DEFAULT_PARAMS
-    lines += ["", line("[params]", "traffic parameters voted; every consensus carries the median"),
+    lines += ["", line("# [params]", "traffic parameters voted; every consensus carries the median"),
               line(f"# lambda_payload = {d.lambda_payload}", "lambda_P: packets/s every agent sends (mail or cover)"),
               line(f"# lambda_loop = {d.lambda_loop}", "lambda_L: loop cover packets/s per agent"),
               line(f"# mix_lambda_loop = {d.mix_lambda_loop}", "lambda_M: loop cover packets/s per mix"),

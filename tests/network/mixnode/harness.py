@@ -34,8 +34,9 @@ from mixnode.config import MixConfig
 from mixnode.node import MixNode
 
 EPOCH_SECONDS = 3600
-#: The published parameters of these tests: no mix loops unless a test configures them.
-QUIET_PARAMS = NetworkParams(mix_lambda_loop=0.0)
+#: The published parameters of these tests: no mix loops unless a test configures them, and
+#: per-hop delays up to an hour (tests pick their packets' delays themselves).
+QUIET_PARAMS = NetworkParams(mix_lambda_loop=0.0, max_delay=3600.0)
 #: Virtual Unix time at which the tests' clocks start: 10 minutes into an epoch.
 T0 = 1_800_000_000 - 1_800_000_000 % EPOCH_SECONDS + 600
 

@@ -64,6 +64,7 @@ class DropReason(StrEnum):
     LOOP_NO_PATH = "loop_no_path"
     LOOP_BAD_KEY = "loop_bad_key"
     UNEXPECTED_ERROR = "unexpected_error"  # a bug one item triggered: contained, counted, logged once
+    DELAY_TOO_LONG = "delay_too_long"  # the sender asked for a longer hold than the consensus allows
     # connections and frames
     TOO_MANY_CONNECTIONS = "too_many_connections"
     NO_HELLO = "no_hello"
@@ -165,13 +166,18 @@ def fail_batch(results: Sequence[Unwrapped | Decision], reason: DropReason) -> l
     return [r if isinstance(r, Drop) else Drop(reason) for r in results]
 
 
-def decide(result: Unwrapped | Decision, pending_loops: Container[bytes], *, foreign_loop: DropReason) -> Decision:
+def decide(result: Unwrapped | Decision, pending_loops: Container[bytes], *, foreign_loop: DropReason,
+           max_delay_ms: int | None = None) -> Decision:
     """The decision for one result after delivery: forward, count our loop, or drop.
 
     ``pending_loops`` holds the mailbox ids of this node's loops in flight; a final-hop packet
-    that is none of them is dropped as ``foreign_loop`` (a mix: ``NOT_FOR_A_MIX``).
+    that is none of them is dropped as ``foreign_loop`` (a mix: ``NOT_FOR_A_MIX``). A hop delay
+    above ``max_delay_ms`` (the consensus's ``max_delay``; None: no consensus yet) is dropped as
+    ``DELAY_TOO_LONG``: a sender must not make its packets stand out by their hold time.
     """
     if isinstance(result, sphinx.Forward):
+        if max_delay_ms is not None and result.delay_ms > max_delay_ms:
+            return Drop(DropReason.DELAY_TOO_LONG)
         return Forward(result.next_node, result.packet, result.delay_ms)
     if isinstance(result, sphinx.Deliver):
         if result.mailbox_id in pending_loops:

@@ -4,7 +4,11 @@ Each epoch's secret lives in a 0600 file ``sphinx-<epoch>.key`` in the node's da
 (so a restart keeps serving packets built for the published key). The current and next
 epoch's keys are made when needed; keys of finished epochs are deleted (forward secrecy).
 Near an epoch boundary (within ``min(EPOCH_GRACE_MAX, epoch_seconds / 10)``) the neighbouring
-epoch's key is also tried, so packets built just before a rotation still unwrap.
+epoch's key is also tried, so packets built just before a rotation still unwrap. The previous
+epoch's key is tried longer: for as long as agents keep using the last consensus when no new one
+arrives (the directory client's grace period, :data:`~anonmail.clients.directory.GRACE_FRACTION`
+of an epoch), so their packets are not dropped while they wait for the next document. The cost:
+in that window a packet no key opens takes two key agreements instead of one.
 
 The file methods (:meth:`EpochKeys.load`, :meth:`EpochKeys.forget_before`) block: call them
 from a worker thread. :meth:`EpochKeys.candidates` is pure.
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from nacl.bindings import crypto_scalarmult_base
 
+from anonmail.clients.directory import GRACE_FRACTION
 from anonmail.core import sphinx
 from anonmail.keyfiles import read_key_file, write_key_file
 from anonmail.core.pki import epoch_at, epoch_start
@@ -29,9 +34,11 @@ EPOCH_GRACE_MAX = 60.0
 class EpochKeys:
     """The Sphinx key pairs of the epochs a node serves, backed by key files in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, epoch_seconds: int) -> None:
+    def __init__(self, data_dir: Path, epoch_seconds: int, previous_grace: float | None = None) -> None:
         self.data_dir = data_dir
         self.epoch_seconds = epoch_seconds
+        #: Seconds into an epoch during which the previous epoch's key is still tried.
+        self.previous_grace = epoch_seconds * GRACE_FRACTION if previous_grace is None else previous_grace
         self._secrets: dict[int, bytes] = {}
         self._publics: dict[int, bytes] = {}
 
@@ -86,7 +93,7 @@ class EpochKeys:
         epoch = epoch_at(now, seconds)
         grace = min(EPOCH_GRACE_MAX, seconds / 10)
         candidates = [epoch]
-        if now - epoch_start(epoch, seconds) < grace:
+        if now - epoch_start(epoch, seconds) < max(grace, self.previous_grace):
             candidates.append(epoch - 1)
         if epoch_start(epoch + 1, seconds) - now < grace:
             candidates.append(epoch + 1)

@@ -44,7 +44,7 @@ from anonmail.core import sphinx
 from anonmail.core.fragments import KIND_LOOP, encode_cover_payload
 from anonmail.core.keys import IdentityKey, node_id
 from anonmail.core.pki import epoch_at, epoch_start, sign_descriptor
-from anonmail.core.policy import PoissonSchedule, loop_route, sample_delay_ms
+from anonmail.core.policy import PoissonSchedule, loop_route
 from anonmail.core.sizes import MAILBOX_ID_BYTES
 from anonmail.core.wire import Close, Packet, Role
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
@@ -69,6 +69,7 @@ from mixnode.decisions import (
     unwrap_batch,
 )
 from mixnode.epochkeys import EpochKeys
+from mixnode.params import loop_delay_ms, loop_rate, max_delay_ms
 from mixnode.interfaces import NodeServices
 from mixnode.links import LinkPool, LinkStats
 from mixnode.replay import ReplayStore
@@ -303,9 +304,11 @@ class MixNode:
                 except Exception as exc:  # containment: a batch never stops the node
                     self.faults.record(exc, "packet batch")
                     results = [Drop(DropReason.UNEXPECTED_ERROR)] * len(packets)
+                limit = max_delay_ms(self.directory.current() if self.directory is not None else None)
                 for (received_at, _), result in zip(batch, results, strict=True):
                     try:
-                        self._act(received_at, decide(result, self._pending_loops, foreign_loop=self._foreign_final))
+                        self._act(received_at, decide(result, self._pending_loops, foreign_loop=self._foreign_final,
+                                                      max_delay_ms=limit))
                     except Exception as exc:  # containment: one packet never stops the node
                         self.faults.record(exc, "packet")
                         self.stats.dropped[DropReason.UNEXPECTED_ERROR] += 1
@@ -432,12 +435,15 @@ class MixNode:
         schedule = PoissonSchedule(self.config.lambda_loop, self.rng, start=anyio.current_time())
         while True:
             deadline = schedule.next()
-            if deadline == float("inf"):
-                await anyio.sleep_forever()
+            if deadline == float("inf"):  # rate 0 here: look again later, a consensus may ask for loops
+                schedule.deadline = deadline = anyio.current_time() + 10.0
             await anyio.sleep(max(0.0, deadline - anyio.current_time()))
             consensus = self.directory.current()
             me = consensus.by_id(self.node_id) if consensus is not None else None
             if me is None:
+                continue
+            schedule.rate = loop_rate(self.config.lambda_loop, consensus)
+            if schedule.rate == 0:
                 continue
             try:
                 route = loop_route(self.rng, consensus.topology(), me.node_ref())
@@ -448,7 +454,7 @@ class MixNode:
             for i, ref in enumerate(route):
                 last = i == len(route) - 1
                 is_mix = ref.layer > 0
-                delay = sample_delay_ms(self.rng, self.config.loop_delay_mean) if is_mix and not last else 0
+                delay = loop_delay_ms(self.rng, self.config.loop_delay_mean, consensus) if is_mix and not last else 0
                 hops.append(sphinx.Hop(ref.node_id, ref.data.sphinx_key, delay))  # type: ignore[attr-defined]
             mailbox = os.urandom(MAILBOX_ID_BYTES)
             try:

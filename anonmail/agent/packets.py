@@ -58,7 +58,8 @@ def forward_hops(rng: random.Random, consensus: Consensus, start: NodeDescriptor
     """Hops start → three mix layers → end; mixes hold Exp(delay_mean), providers nothing."""
     topology = consensus.topology()
     mixes = choose_path(rng, topology, ingress=start.node_ref(), egress=end.node_ref())
-    hops = [_hop(start.node_ref(), 0)] + [_hop(m, sample_delay_ms(rng, delay_mean)) for m in mixes]
+    cap = consensus.params.max_delay_ms  # mixes drop a longer hold
+    hops = [_hop(start.node_ref(), 0)] + [_hop(m, sample_delay_ms(rng, delay_mean, cap)) for m in mixes]
     hops.append(_hop(end.node_ref(), 0))
     return hops, [start.name, *(m.name for m in mixes), end.name]
 
@@ -67,7 +68,8 @@ def _surb_hops(rng: random.Random, consensus: Consensus, start: NodeDescriptor, 
                delay_mean: float) -> list[sphinx.Hop]:
     """Hops of an ACK SURB: mixes (from the recipient's provider) back to our provider."""
     mixes = choose_path(rng, consensus.topology(), ingress=start.node_ref(), egress=home.node_ref())
-    return [_hop(m, sample_delay_ms(rng, delay_mean)) for m in mixes] + [_hop(home.node_ref(), 0)]
+    cap = consensus.params.max_delay_ms
+    return [_hop(m, sample_delay_ms(rng, delay_mean, cap)) for m in mixes] + [_hop(home.node_ref(), 0)]
 
 
 def build_fragment_packet(

@@ -45,8 +45,9 @@ from anonmail.agent import account
 from anonmail.agent.inbound import Inbound
 from anonmail.agent.keys import AgentKeys
 from anonmail.agent.packets import Built, build_drop_packet, build_fragment_packet, surb_keys_to_bytes
-from anonmail.agent.slots import BuildCover, BuildReal, FragmentRef, NotBuilt, PayloadQueue, SlotOutcome, payload_slot
+from anonmail.agent.params import AgentParams
 from anonmail.agent.settings import AgentSettings
+from anonmail.agent.slots import BuildCover, BuildReal, FragmentRef, NotBuilt, PayloadQueue, SlotOutcome, payload_slot
 from anonmail.agent.stats import AgentStats, why
 from anonmail.agent.store import AgentStore
 from anonmail.core import fragments as F
@@ -54,14 +55,8 @@ from anonmail.core.address import Address, parse_address
 from anonmail.core.keys import IdentityKey
 from anonmail.core.policy import PoissonSchedule
 from anonmail.clients.directory import DirectoryClient
-from anonmail.errors import (
-    AnonmailError,
-    KeyExpiredError,
-    NodeKeyError,
-    PathError,
-    ProtocolError,
-    TransportError,
-)
+from anonmail.errors import (AnonmailError, KeyExpiredError, NodeKeyError, PathError,
+                             ProtocolError, TransportError)
 from anonmail.net.router import Router
 
 __all__ = ["AgentSettings", "Agent", "AgentStats"]
@@ -89,7 +84,7 @@ class Agent(AgentKeys):
         self.store = store
         self.router = router
         self.directory = directory
-        self.settings = settings
+        self.settings, self._params = settings, AgentParams(settings)  # effective: stricter of config, consensus
         self.rng = rng if rng is not None else random.SystemRandom()
         self.wall_clock = wall_clock
         self.on_delivered = on_delivered
@@ -167,6 +162,7 @@ class Agent(AgentKeys):
             return None, None
         if home is not None:
             self.provider_rebound = None
+        self.settings = self._params.effective(consensus)
         return consensus, home
 
     def _exclude(self, exc: NodeKeyError) -> None:
@@ -250,6 +246,7 @@ class Agent(AgentKeys):
         while True:
             await self._sleep_until(schedule.next())
             await self._payload_slot()
+            schedule.rate = self.settings.lambda_payload
 
     async def _payload_slot(self) -> None:
         """Run one slot as :func:`~anonmail.agent.slots.payload_slot` decides, and count its outcome."""
@@ -370,6 +367,7 @@ class Agent(AgentKeys):
         while True:
             await self._sleep_until(schedule.next())
             consensus, home = self._home()
+            schedule.rate = self.settings.lambda_loop
             if consensus is None or home is None or self._client is None:
                 continue
             my_key = await self._blocking(account.my_certs, self.store, now=self.now())

@@ -27,6 +27,7 @@ import anyio.abc
 
 from anonmail.core import sphinx
 from anonmail.core.keys import IdentityKey
+from anonmail.core.params import NetworkParams
 from anonmail.keyfiles import write_key_file
 from anonmail.core.pki import epoch_at, sign_descriptor
 from anonmail.core.wire import FRAME_HEADER_BYTES, PACKET_BYTES, Hello, Packet, Role, encode_frame
@@ -58,6 +59,7 @@ def _write_authority(tmp: Path) -> tuple[object, IdentityKey]:
         test_mode=True,
         round_seconds=1,
         sync_delay=0,
+        params=NetworkParams(mix_lambda_loop=0.0),  # no loop cover: the mix does only the measured work
     )
     return config, identity
 

@@ -11,8 +11,10 @@ of the pinned authority keys signed it and its epoch is the current or the next 
 a stable ``reason``: ``malformed``, ``bad_descriptor``, ``too_few_signatures``, ``stale``,
 ``future``.
 
-Documents are JSON objects of strings, integers and lists only, signed over their canonical
+Documents are JSON objects of strings, numbers and lists only, signed over their canonical
 encoding (sorted keys, no spaces, UTF-8), so they survive a round trip through CONTROL frames.
+Every document carries the network's traffic parameters (:mod:`anonmail.core.params`) under
+``params``, covered by the same signatures.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 from anonmail.core import strictjson
 from anonmail.core.keys import IdentityKey, check_x25519_public, node_id, verify_signature
+from anonmail.core.params import DEFAULT_PARAMS, NetworkParams, params_from_dict
 from anonmail.core.policy import NodeRef, Topology
 from anonmail.core.uri import parse_transport_address
 from anonmail.errors import DirectoryError, SignatureError, TransportAddressError
@@ -56,7 +59,7 @@ __all__ = [
 #: Epoch length when a configuration does not say (keys rotate and consensuses renew per epoch).
 DEFAULT_EPOCH_SECONDS = 3600
 DESCRIPTOR_VERSION = 1
-CONSENSUS_VERSION = 1
+CONSENSUS_VERSION = 2  # 2: the document carries ``params``
 #: Number of mix layers in the stratified topology.
 MIX_LAYERS = 3
 ROLES = ("mix", "provider")
@@ -259,11 +262,12 @@ def descriptor_from_dict(data: object, *, production: bool = True) -> NodeDescri
 
 @dataclass(frozen=True)
 class Consensus:
-    """The agreed list of nodes for one epoch (the signed document, without signatures)."""
+    """The agreed nodes and traffic parameters for one epoch (the signed document, without signatures)."""
 
     epoch: int
     epoch_seconds: int
     nodes: tuple[NodeDescriptor, ...]
+    params: NetworkParams = DEFAULT_PARAMS
 
     @property
     def valid_after(self) -> int:
@@ -282,6 +286,7 @@ class Consensus:
             "epoch": self.epoch,
             "epoch_seconds": self.epoch_seconds,
             "nodes": [d.to_dict() for d in self.nodes],
+            "params": self.params.to_dict(),
         }
 
     def digest(self) -> bytes:
@@ -316,7 +321,8 @@ class Consensus:
         return Topology.from_nodes((d.node_ref() for d in self.nodes), MIX_LAYERS)
 
 
-def build_consensus(epoch: int, epoch_seconds: int, descriptors: Iterable[NodeDescriptor]) -> Consensus:
+def build_consensus(epoch: int, epoch_seconds: int, descriptors: Iterable[NodeDescriptor],
+                    params: NetworkParams = DEFAULT_PARAMS) -> Consensus:
     """The deterministic document for an epoch: one descriptor per identity and per name.
 
     Descriptors for other epochs are ignored. When a node uploaded twice, the descriptor with
@@ -336,7 +342,7 @@ def build_consensus(epoch: int, epoch_seconds: int, descriptors: Iterable[NodeDe
     for d in chosen.values():
         claims[d.name] = claims.get(d.name, 0) + 1
     nodes = sorted((d for d in chosen.values() if claims[d.name] == 1), key=lambda x: (x.role, x.layer, x.node_id))
-    return Consensus(epoch, epoch_seconds, tuple(nodes))
+    return Consensus(epoch, epoch_seconds, tuple(nodes), params)
 
 
 def sign_consensus(consensus: Consensus, authority: IdentityKey) -> bytes:
@@ -346,8 +352,9 @@ def sign_consensus(consensus: Consensus, authority: IdentityKey) -> bytes:
 
 def consensus_from_dict(data: object, *, production: bool = True) -> Consensus:
     """Parse a consensus document (no signature check); DirectoryError if malformed."""
-    if not isinstance(data, Mapping) or set(data) != {"version", "epoch", "epoch_seconds", "nodes"}:
-        raise DirectoryError("a consensus must be an object with version, epoch, epoch_seconds, nodes", reason="malformed")
+    if not isinstance(data, Mapping) or set(data) != {"version", "epoch", "epoch_seconds", "nodes", "params"}:
+        raise DirectoryError("a consensus must be an object with version, epoch, epoch_seconds, nodes, params",
+                             reason="malformed")
     if data["version"] != CONSENSUS_VERSION:
         raise DirectoryError(f"consensus version {data['version']!r} is not supported", reason="malformed")
     epoch, seconds, nodes = data["epoch"], data["epoch_seconds"], data["nodes"]
@@ -359,8 +366,9 @@ def consensus_from_dict(data: object, *, production: bool = True) -> Consensus:
     for d in descriptors:
         if d.epoch != epoch:
             raise DirectoryError(f"consensus for epoch {epoch} lists {d.name!r} for epoch {d.epoch}", reason="malformed")
-    consensus = Consensus(epoch, seconds, descriptors)
-    if consensus.to_dict() != build_consensus(epoch, seconds, descriptors).to_dict():
+    params = params_from_dict(data["params"])
+    consensus = Consensus(epoch, seconds, descriptors, params)
+    if consensus.to_dict() != build_consensus(epoch, seconds, descriptors, params).to_dict():
         raise DirectoryError("consensus document is not in canonical form", reason="malformed")
     return consensus
 

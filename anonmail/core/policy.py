@@ -48,9 +48,12 @@ def exponential(rng: random.Random, mean: float) -> float:
     return rng.expovariate(1.0 / mean) if mean > 0 else 0.0
 
 
-def sample_delay_ms(rng: random.Random, mean_s: float) -> int:
-    """One sender-chosen per-hop delay in whole milliseconds, Exp(mean_s), capped to u32."""
-    return min(MAX_DELAY_MS, round(exponential(rng, mean_s) * 1000))
+def sample_delay_ms(rng: random.Random, mean_s: float, max_ms: int = MAX_DELAY_MS) -> int:
+    """One sender-chosen per-hop delay in whole milliseconds, Exp(mean_s), capped at ``max_ms``.
+
+    Pass the consensus's ``max_delay``: mixes drop a packet that asks for a longer hold.
+    """
+    return min(max_ms, MAX_DELAY_MS, round(exponential(rng, mean_s) * 1000))
 
 
 def sample_delays_ms(rng: random.Random, hops: int, mean_s: float) -> list[int]:

@@ -33,6 +33,7 @@ import anyio.abc
 
 from anonmail.clients.directory import DirectoryClient
 from anonmail.core.keys import IdentityKey
+from anonmail.core.params import DEFAULT_PARAMS, NetworkParams
 from anonmail.core.pki import Consensus, epoch_at
 from anonmail.daemon.identity import load_or_create_identity
 from anonmail.daemon.node_config import AuthorityPin
@@ -46,7 +47,12 @@ from mixnode.authority.admission import Admission, admit
 from mixnode.config import DEFAULTS, MixConfig
 from mixnode.node import MixNode
 
-__all__ = ["MemoryMixnet", "AUTHORITIES", "THRESHOLD", "START_TIMEOUT"]
+__all__ = ["MemoryMixnet", "AUTHORITIES", "THRESHOLD", "START_TIMEOUT", "LOCAL_RULES_PARAMS"]
+
+#: Published parameters under which every node's and agent's own configured rates and delays
+#: rule (each is at least as strict): for tests and demos that set their traffic themselves.
+LOCAL_RULES_PARAMS = NetworkParams(lambda_payload=0.01, lambda_loop=0.0, mix_lambda_loop=0.0, delay_mean=0.0,
+                                   fetch_interval=3600.0)
 
 AUTHORITIES = 3
 THRESHOLD = 2
@@ -104,8 +110,12 @@ class MemoryMixnet:
         mix_overrides: Mapping[str, object] | None = None,
         provider_overrides: Mapping[str, object] | None = None,
         rng_seed: int | None = None,
+        params: NetworkParams = DEFAULT_PARAMS,
     ) -> AsyncIterator[MemoryMixnet]:
-        """Bring the network up; yield it once everything is in the consensus; tear it down after."""
+        """Bring the network up; yield it once everything is in the consensus; tear it down after.
+
+        ``params`` go into every authority's config (``[params]``), so every consensus carries them.
+        """
         root = Path(data_dir)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         rng = random.Random(rng_seed) if rng_seed is not None else random.SystemRandom()
@@ -115,7 +125,7 @@ class MemoryMixnet:
             net = cls(root, MemoryNetwork(), tg, epoch_seconds=epoch_seconds, wall_clock=wall_clock,
                       loss=loss, rng=rng)
             total = LAYERS * mixes_per_layer + len(providers)
-            await net._start_authorities(stack, bootstrap_nodes=total)
+            await net._start_authorities(stack, bootstrap_nodes=total, params=params)
             pins = tuple(AuthorityPin(a, k) for a, k in net.pins)
             for layer in range(1, LAYERS + 1):
                 for j in range(mixes_per_layer):
@@ -143,7 +153,7 @@ class MemoryMixnet:
         for authority in self.authorities:
             admit(authority.config.data_dir, entry)
 
-    async def _start_authorities(self, stack: AsyncExitStack, *, bootstrap_nodes: int) -> None:
+    async def _start_authorities(self, stack: AsyncExitStack, *, bootstrap_nodes: int, params: NetworkParams) -> None:
         identities = [IdentityKey.generate() for _ in range(AUTHORITIES)]
         addresses = [f"mem://auth-{i}" for i in range(AUTHORITIES)]
         self.pins = list(zip(addresses, [k.public for k in identities], strict=True))
@@ -164,6 +174,7 @@ class MemoryMixnet:
                 vote_seconds=1,
                 gossip_seconds=5,
                 bootstrap_nodes=bootstrap_nodes,
+                params=params,
             )
             transport = await stack.enter_async_context(self.network.transport(f"auth-{i}"))
             authority = Authority(config, Router([transport], production=False), identity=identities[i],

@@ -31,6 +31,7 @@ from anonmail.agent.outbox import queue_mail
 from anonmail.agent.service import Agent, AgentSettings
 from anonmail.clients.directory import DirectoryClient
 from anonmail.core.keys import IdentityKey
+from anonmail.core.params import NetworkParams
 from anonmail.core.stats import percentile
 from anonmail.testnet.memory import MemoryMixnet
 
@@ -71,7 +72,10 @@ async def _demo(opts: dict[str, Any], say: Callable[[str], None], progress: Call
         say("starting 3 directory authorities, 3 mix layers x 2 mix nodes and providers alpha and beta (in memory)")
         net = await stack.enter_async_context(MemoryMixnet.start(
             data_dir / "net", loss=opts["loss"], rng_seed=seed, mix_overrides={"lambda_loop": 0.5},
-            provider_overrides={"lambda_loop": 0.2}))
+            provider_overrides={"lambda_loop": 0.2}, params=NetworkParams(  # what every consensus publishes
+                lambda_payload=opts["lambda_payload"], lambda_loop=opts["lambda_loop"], mix_lambda_loop=0.2,
+                delay_mean=opts["delay_mean"], max_delay=min(86400.0, max(30.0, 20 * opts["delay_mean"])),
+                fetch_interval=opts["fetch_interval"])))
         say(f"network up in {time.monotonic() - t_start:.1f} s: the consensus lists "
             f"{len(net.mixes)} mixes and {len(net.providers)} providers, signed by 2 of 3 authorities")
         tg = await stack.enter_async_context(anyio.create_task_group())

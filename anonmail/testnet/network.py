@@ -43,10 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anonmail.core.params import NetworkParams
 from anonmail.daemon.status import pid_alive
 from anonmail.errors import TestnetError
 from anonmail.testnet.addresses import create_addresses
-from anonmail.testnet.plan import AUTHORITIES, LAYERS, THRESHOLD, NodeSpec, plan_nodes
+from anonmail.testnet.plan import AUTHORITIES, LAYERS, THRESHOLD, NodeSpec, plan_nodes, published_params
 from anonmail.testnet.processes import (
     STATE_FILE,
     NodeProcess,
@@ -88,6 +89,8 @@ class Testnet:
     agent_settings: dict[str, Any] = field(default_factory=dict)
     #: Extra keys for every mix's and provider's config tables, as {table: {key: value}}.
     node_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Every authority's ``[params]`` (None: the defaults with the rates and delays of ``agent_settings``).
+    params: NetworkParams | None = None
     _procs: dict[str, NodeProcess] = field(default_factory=dict, init=False)
     _tor_net: Any = field(default=None, init=False)
     _tor_clients: dict[str, Any] = field(default_factory=dict, init=False)
@@ -405,6 +408,7 @@ class Testnet:
             set_toml_keys(config, table, values)
         nodes = sum(1 for s in self.specs if s.role in ("mix", "provider"))
         set_toml_keys(config, None, {"bootstrap_nodes": nodes})
+        set_toml_keys(config, "params", published_params(self.params, self.agent_settings).to_dict())
         match = re.search(r"public key: (\S+)", out)
         if match is None:
             raise TestnetError(f"mixnode authority init ({spec.name}) printed no public key")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
+from anonmail.core.params import DEFAULT_PARAMS, NetworkParams
 from anonmail.errors import TestnetError
 
-__all__ = ["NodeSpec", "plan_nodes", "AUTHORITIES", "THRESHOLD", "LAYERS", "PROVIDER_NAMES", "USER_NAMES"]
+__all__ = ["NodeSpec", "plan_nodes", "AUTHORITIES", "THRESHOLD", "LAYERS", "PROVIDER_NAMES", "USER_NAMES",
+           "published_params"]
 
 #: Authorities per testnet and how many must sign a consensus.
 AUTHORITIES = 3
@@ -69,3 +73,11 @@ def plan_nodes(*, tor: bool, i2p: bool, mixes_per_layer: int = 2, providers: int
     nodes += [NodeSpec(PROVIDER_NAMES[i], "provider", _serves(i, "provider", tor, i2p)) for i in range(providers)]
     nodes += [NodeSpec(USER_NAMES[i], "agent", (), provider=PROVIDER_NAMES[i % providers]) for i in range(users)]
     return nodes
+
+
+def published_params(params: NetworkParams | None, agent_settings: Mapping[str, Any]) -> NetworkParams:
+    """The authorities' ``[params]``: ``params``, else the defaults with the users' own rates and delays."""
+    if params is not None:
+        return params
+    names = set(DEFAULT_PARAMS.to_dict())
+    return replace(DEFAULT_PARAMS, **{k: float(v) for k, v in agent_settings.items() if k in names})

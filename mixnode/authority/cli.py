@@ -18,6 +18,7 @@ from pathlib import Path
 
 from anonmail.config import install_config
 from anonmail.core.keys import IdentityKey
+from anonmail.core.params import DEFAULT_PARAMS
 from anonmail.keyfiles import read_key_file, write_key_file
 from anonmail.daemon.cli import address_key_arg
 from anonmail.daemon.commands import (
@@ -140,6 +141,15 @@ def render_config(
     if i2p:
         lines += ["", line("[i2p]", "serve as an I2P destination through i2pd's SAM bridge"),
                   'sam_host = "127.0.0.1"', "sam_port = 7656"]
+    d = DEFAULT_PARAMS
+    lines += ["", line("# [params]", "traffic parameters voted; every consensus carries the median"),
+              line(f"# lambda_payload = {d.lambda_payload}", "lambda_P: packets/s every agent sends (mail or cover)"),
+              line(f"# lambda_loop = {d.lambda_loop}", "lambda_L: loop cover packets/s per agent"),
+              line(f"# mix_lambda_loop = {d.mix_lambda_loop}", "lambda_M: loop cover packets/s per mix"),
+              line(f"# delay_mean = {d.delay_mean}", "mean per-hop delay, seconds"),
+              line(f"# max_delay = {d.max_delay}", "mixes and providers drop a longer per-hop delay"),
+              line(f"# fetch_interval = {d.fetch_interval}", "seconds between an agent's mailbox fetches"),
+              line(f"# fetch_batch = {d.fetch_batch}", "entries per fetch")]
     for address, key in peers:
         lines += ["", line("[[peers]]", "another authority"), f"address = {q(address)}", f"public_key = {q(key)}"]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from anonmail.config import load_toml
 from anonmail.core import pki
 from anonmail.core.keys import IdentityKey
+from anonmail.core.params import DEFAULT_PARAMS, PARAM_LIMITS, NetworkParams
 from anonmail.keyfiles import read_key_file
 from anonmail.daemon.node_config import check_node_name
 from anonmail.errors import AnonmailError, ConfigError
@@ -78,6 +79,8 @@ class AuthorityConfig:
     #: Test networks that start every node at once: build an epoch whose previous epoch has no
     #: document only from at least this many nodes (so the first consensus lists them all).
     bootstrap_nodes: int = 0
+    #: The traffic parameters this authority votes for (``[params]``; the consensus carries the median).
+    params: NetworkParams = DEFAULT_PARAMS
     tor: TorSettings | None = None  # serve as an onion service
     i2p: I2PSettings | None = None  # serve as an I2P destination
     config_path: Path | None = field(default=None, compare=False)
@@ -107,6 +110,7 @@ class AuthorityConfig:
             raise ValueError("vote_seconds must be positive")
         if self.round_seconds < 1 or self.sync_delay < 0 or self.sync_delay >= self.round_seconds:
             raise ValueError("need round_seconds >= 1 and 0 <= sync_delay < round_seconds")
+        self.params.check()
         keys = [p.public_key for p in self.peers]
         if len(set(keys)) != len(keys):
             raise ValueError("peers lists the same public key twice")
@@ -142,6 +146,7 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     gossip_seconds = table.int("gossip_seconds", default=DEFAULT_GOSSIP_SECONDS, minimum=1)
     vote_seconds = table.int("vote_seconds", default=DEFAULT_VOTE_SECONDS, minimum=1)
     bootstrap_nodes = table.int("bootstrap_nodes", default=0, minimum=0)
+    params = _params_from_table(table.table("params")) if table.has("params") else DEFAULT_PARAMS
     table.finish()
     config = AuthorityConfig(
         name=name,
@@ -158,6 +163,7 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
         gossip_seconds=gossip_seconds,
         vote_seconds=vote_seconds,
         bootstrap_nodes=bootstrap_nodes,
+        params=params,
         tor=tor,
         i2p=i2p,
         config_path=Path(path),
@@ -167,6 +173,19 @@ def load_authority_config(path: str | os.PathLike[str]) -> AuthorityConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config
+
+
+def _params_from_table(table) -> NetworkParams:
+    """``[params]``: every key optional (today's defaults), each within :data:`PARAM_LIMITS`."""
+    values: dict[str, float | int] = {}
+    for name, (low, high) in PARAM_LIMITS.items():
+        default = getattr(DEFAULT_PARAMS, name)
+        if name == "fetch_batch":
+            values[name] = table.int(name, default=default, minimum=int(low), maximum=int(high))
+        else:
+            values[name] = table.float(name, default=default, minimum=low, maximum=high)
+    table.finish()
+    return NetworkParams(**values)
 
 
 def load_authority_key(path: Path) -> IdentityKey:

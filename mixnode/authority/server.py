@@ -348,7 +348,8 @@ class Authority:
         vote = self._own_votes.get((epoch, point))
         if vote is None:
             assert self.store is not None
-            vote = make_vote(self.identity, epoch, point, self.admissions, self.store.descriptors(epoch, before=point))
+            vote = make_vote(self.identity, epoch, point, self.admissions, self.store.descriptors(epoch, before=point),
+                             self.config.params)
             self._own_votes[(epoch, point)] = vote
         return vote
 

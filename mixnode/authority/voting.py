@@ -20,6 +20,12 @@ honest authorities that reach each other in phase 2 therefore hold the same vote
 role and layer, and lists it when a majority of all authorities' votes carry a descriptor of it
 that matches that admission. One bad authority of three can neither add a node nor, by
 silence or equivocation, stop the other two from agreeing.
+
+Each vote also carries the authority's traffic parameters (``[params]`` of its config); the
+document publishes the per-field median of the counted votes
+(:func:`anonmail.core.params.median_params`), so an authority with other values is outvoted
+instead of splitting the consensus, and with an honest majority every value lies between
+honest ones.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 
 from anonmail.core import pki
 from anonmail.core.keys import IdentityKey, verify_signature
+from anonmail.core.params import DEFAULT_PARAMS, NetworkParams, median_params, params_from_dict
 from anonmail.errors import DirectoryError, SignatureError
 from mixnode.authority.admission import Admission, AdmissionList, check_descriptor
 
@@ -41,7 +48,7 @@ __all__ = ["Vote", "make_vote", "vote_from_dict", "tally", "Tally"]
 log = logging.getLogger("mixnode.authority")
 
 _VOTE_CONTEXT = b"anonmail vote v1"
-VOTE_VERSION = 1
+VOTE_VERSION = 2  # 2: votes carry ``params``
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class Vote:
     admitted: tuple[Admission, ...]
     descriptors: tuple[Mapping, ...]  # canonical descriptor objects, verified when made or parsed
     signature: bytes = b""
+    params: NetworkParams = DEFAULT_PARAMS
 
     def body(self) -> dict:
         """The signed part."""
@@ -64,6 +72,7 @@ class Vote:
             "authority": base64.b64encode(self.authority_key).decode(),
             "admitted": [a.to_dict() for a in self.admitted],
             "descriptors": [dict(d) for d in self.descriptors],
+            "params": self.params.to_dict(),
         }
 
     def to_dict(self) -> dict:
@@ -76,12 +85,12 @@ class Vote:
 
 
 def make_vote(identity: IdentityKey, epoch: int, point: int, admissions: AdmissionList,
-              descriptors: Iterable[pki.NodeDescriptor]) -> Vote:
+              descriptors: Iterable[pki.NodeDescriptor], params: NetworkParams = DEFAULT_PARAMS) -> Vote:
     """Sign this authority's vote (descriptors sorted by canonical encoding)."""
     items = sorted((d.to_dict() for d in descriptors), key=pki.canonical_json)
-    unsigned = Vote(epoch, point, identity.public, tuple(sorted(admissions.entries)), tuple(items))
+    unsigned = Vote(epoch, point, identity.public, tuple(sorted(admissions.entries)), tuple(items), params=params)
     signature = identity.sign(pki.canonical_json(unsigned.body()), context=_VOTE_CONTEXT)
-    return Vote(epoch, point, identity.public, unsigned.admitted, unsigned.descriptors, signature)
+    return Vote(epoch, point, identity.public, unsigned.admitted, unsigned.descriptors, signature, params)
 
 
 def vote_from_dict(data: object, *, epoch: int, point: int, keys: Sequence[bytes], production: bool) -> Vote:
@@ -89,7 +98,7 @@ def vote_from_dict(data: object, *, epoch: int, point: int, keys: Sequence[bytes
     def bad(why: str) -> DirectoryError:
         return DirectoryError(f"vote: {why}", reason="bad_vote")
 
-    fields = {"version", "epoch", "point", "authority", "admitted", "descriptors", "signature"}
+    fields = {"version", "epoch", "point", "authority", "admitted", "descriptors", "signature", "params"}
     if not isinstance(data, Mapping) or set(data) != fields or data["version"] != VOTE_VERSION:
         raise bad(f"must be an object with exactly {sorted(fields)} (version {VOTE_VERSION})")
     if data["epoch"] != epoch or data["point"] != point:
@@ -107,7 +116,11 @@ def vote_from_dict(data: object, *, epoch: int, point: int, keys: Sequence[bytes
         admitted = tuple(Admission.from_dict(a) for a in data["admitted"])
     except (ValueError, DirectoryError) as exc:
         raise bad(f"admission: {exc}") from None
-    vote = Vote(epoch, point, key, admitted, tuple(data["descriptors"]), signature)
+    try:
+        params = params_from_dict(data["params"])
+    except DirectoryError as exc:
+        raise bad(str(exc)) from None
+    vote = Vote(epoch, point, key, admitted, tuple(data["descriptors"]), signature, params)
     try:
         verify_signature(key, pki.canonical_json(vote.body()), signature, context=_VOTE_CONTEXT)
     except SignatureError:
@@ -156,4 +169,5 @@ def tally(votes: Iterable[Vote], *, authorities: int, epoch: int, epoch_seconds:
             seen.add(descriptor.identity_key)
         listed.update(seen)
     chosen = [min(candidates[k], key=lambda d: pki.canonical_json(d.to_dict())) for k, n in listed.items() if n >= need]
-    return Tally(pki.build_consensus(epoch, epoch_seconds, chosen), equivocated, len(counted))
+    params = median_params([vote.params for vote in counted])
+    return Tally(pki.build_consensus(epoch, epoch_seconds, chosen, params), equivocated, len(counted))

@@ -18,8 +18,9 @@ from anonmail.clients.directory import upload_descriptor
 from anonmail.core import pki, sphinx
 from anonmail.errors import DirectoryError
 from anonmail.core.keys import IdentityKey
+from anonmail.core.params import NetworkParams
 from anonmail.clients.directory import DirectoryClient
-from anonmail.testnet.memory import MemoryMixnet
+from anonmail.testnet.memory import LOCAL_RULES_PARAMS, MemoryMixnet
 
 pytestmark = pytest.mark.network
 
@@ -67,6 +68,7 @@ async def start_user(stack, net, tg, name, provider, seed, *, connected=True, **
 
 
 async def network(stack, tmp_path, **kwargs):
+    kwargs.setdefault("params", LOCAL_RULES_PARAMS)  # the agents' own settings rule unless a test publishes others
     net = await stack.enter_async_context(MemoryMixnet.start(tmp_path / "net", wall_clock=wall_clock,
                                                              epoch_seconds=EPOCH, rng_seed=1, **kwargs))
     tg = await stack.enter_async_context(anyio.create_task_group())
@@ -328,3 +330,30 @@ async def test_an_agent_refuses_a_consensus_that_binds_its_provider_to_another_k
         assert carol.provider_rebound == epoch
         assert not carol.connected and carol.stats.packets_real + carol.stats.packets_drop == 0
         assert agent_status(carol, started=0, running=True)["provider_rebound"] == epoch
+
+
+@pytest.mark.anyio
+async def test_an_agent_with_weaker_local_rates_sends_at_the_published_rates(tmp_path, caplog):
+    # Attack on unlinkability: a user whose agent.toml sends less cover than everyone else stands
+    # out to the mixes. The consensus publishes λ_P and λ_L; the agent raises its own to them.
+    published = NetworkParams(lambda_payload=8.0, lambda_loop=2.0, mix_lambda_loop=0.0, delay_mean=0.2,
+                              max_delay=5.0, fetch_interval=1.0)
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path, params=published,
+                                mix_overrides={"lambda_loop": 0.0}, provider_overrides={"lambda_loop": 0.0})
+        weak = await start_user(stack, net, tg, "weak", "alpha", 21, lambda_payload=0.5, lambda_loop=0.1,
+                                delay_mean=0.05, fetch_interval=30.0)
+        strict = await start_user(stack, net, tg, "strict", "alpha", 22, lambda_payload=12.0, lambda_loop=3.0,
+                                  delay_mean=0.2, fetch_interval=1.0)
+        start = anyio.current_time()
+        await anyio.sleep(80)
+        elapsed = anyio.current_time() - start
+        assert weak.settings.lambda_payload == 8.0 and weak.settings.lambda_loop == 2.0
+        assert weak.settings.delay_mean == 0.2 and weak.settings.fetch_interval == 1.0
+        assert strict.settings.lambda_payload == 12.0 and strict.settings.lambda_loop == 3.0  # stricter stays
+        # Emission counts over 80 virtual seconds: Poisson at 8/s and 2/s, not at 0.5/s and 0.1/s.
+        assert weak.stats.packets_drop + weak.stats.packets_real == pytest.approx(8.0 * elapsed, rel=0.15)
+        assert weak.stats.packets_loop == pytest.approx(2.0 * elapsed, rel=0.3)
+        assert strict.stats.packets_loop == pytest.approx(3.0 * elapsed, rel=0.3)
+        raised = [r for r in caplog.records if "below the network's published values" in r.getMessage()]
+        assert len(raised) == 1 and "lambda_payload" in raised[0].getMessage()

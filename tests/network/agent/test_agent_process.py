@@ -26,6 +26,7 @@ import pytest
 
 from anonmail.core.fragments import fragment_count
 from anonmail.core.keys import IdentityKey
+from anonmail.core.params import NetworkParams
 from anonmail.keyfiles import write_key_file
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
@@ -81,12 +82,16 @@ async def wait_for(predicate, timeout: float, what: str) -> None:
             await anyio.sleep(0.5)
 
 
+FAST = {"lambda_payload": 10.0, "lambda_loop": 1.0, "fetch_interval": 0.5, "delay_mean": 0.02}
+#: What the authority publishes: the fast agents' own rates (agents may be stricter, never weaker).
+PARAMS = NetworkParams(**FAST)
+
+
 def fast_agent(home: Path) -> None:
     """Quick rates for a test: many packets per second, short delays, frequent fetches."""
     path = home / "agent.toml"
     text = path.read_text()
-    for key, value in {"lambda_payload": 10.0, "lambda_loop": 1.0, "fetch_interval": 0.5, "delay_mean": 0.02,
-                       "ack_timeout": 5.0}.items():
+    for key, value in {**FAST, "ack_timeout": 5.0}.items():
         text = re.sub(rf"^{key} = [^#\n]*", f"{key} = {value} ", text, count=1, flags=re.M)
     path.write_text(text)
 
@@ -115,7 +120,7 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
     config = AuthorityConfig(
         name="auth", data_dir=tmp_path / "auth", key_file=tmp_path / "auth" / "identity.key",
         listen=("tcp://127.0.0.1:0",), threshold=1, epoch_seconds=3600, test_mode=True,
-        bootstrap_nodes=5, round_seconds=1, sync_delay=0,
+        bootstrap_nodes=5, round_seconds=1, sync_delay=0, params=PARAMS,
     )
     with ExitStack() as stack:
         async with TcpTransport() as transport, anyio.create_task_group() as tg:

@@ -22,7 +22,7 @@ from anonmail.core.keys import EncryptionKey, IdentityKey, certify_encryption_ke
 from anonmail.keyfiles import load_identity
 from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import PassphraseError
-from anonmail.testnet.memory import MemoryMixnet
+from anonmail.testnet.memory import LOCAL_RULES_PARAMS, MemoryMixnet
 
 pytestmark = pytest.mark.network
 
@@ -68,7 +68,8 @@ async def wait_until(predicate, timeout=120.0):
 async def test_a_new_user_from_init_to_reading_a_reply(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ANONMAIL_PASSPHRASE", PASSPHRASE)
     async with AsyncExitStack() as stack:
-        net = await stack.enter_async_context(MemoryMixnet.start(tmp_path / "net", mix_overrides={"lambda_loop": 0.0}))
+        net = await stack.enter_async_context(MemoryMixnet.start(tmp_path / "net", mix_overrides={"lambda_loop": 0.0},
+                                                                 params=LOCAL_RULES_PARAMS))
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tg.cancel_scope.cancel)
         alice_home = tmp_path / "alice"
@@ -129,7 +130,8 @@ async def test_a_new_user_from_init_to_reading_a_reply(tmp_path, capsys, monkeyp
 @pytest.mark.anyio
 async def test_bad_input_is_one_line_and_stores_nothing(tmp_path, capsys, monkeypatch):
     async with AsyncExitStack() as stack:
-        net = await stack.enter_async_context(MemoryMixnet.start(tmp_path / "net", mix_overrides={"lambda_loop": 0.0}))
+        net = await stack.enter_async_context(MemoryMixnet.start(tmp_path / "net", mix_overrides={"lambda_loop": 0.0},
+                                                                 params=LOCAL_RULES_PARAMS))
         home = tmp_path / "alice"
         identity = IdentityKey.generate()
         store, _ = await enroll(home, identity, "alpha", net.client_router("alice"), net.provider_address("alpha"),

@@ -32,7 +32,7 @@ from anonmail.bridge.credentials import create_login
 from anonmail.bridge.server import serve_bridge
 from anonmail.core.keys import IdentityKey
 from anonmail.clients.directory import DirectoryClient
-from anonmail.testnet.memory import MemoryMixnet
+from anonmail.testnet.memory import LOCAL_RULES_PARAMS, MemoryMixnet
 
 FAST = dict(lambda_payload=80.0, lambda_loop=1.0, fetch_interval=0.2, delay_mean=0.01, transport_slack=2.0,
             poll_interval=0.2)
@@ -97,7 +97,8 @@ class BridgeNet:
         self._stop = anyio.Event()
         async with AsyncExitStack() as stack:
             net = await stack.enter_async_context(MemoryMixnet.start(
-                self.root / "net", rng_seed=7, mix_overrides={"lambda_loop": 0.5}, provider_overrides={"lambda_loop": 0.2}))
+                self.root / "net", rng_seed=7, mix_overrides={"lambda_loop": 0.5}, provider_overrides={"lambda_loop": 0.2},
+                params=LOCAL_RULES_PARAMS))
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             stores = {}

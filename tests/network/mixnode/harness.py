@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ import anyio.abc
 
 from anonmail.core import sphinx
 from anonmail.core.keys import IdentityKey
+from anonmail.core.params import NetworkParams
 from anonmail.core.pki import Consensus, epoch_at, sign_descriptor
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
@@ -32,6 +34,9 @@ from mixnode.config import MixConfig
 from mixnode.node import MixNode
 
 EPOCH_SECONDS = 3600
+#: The published parameters of these tests: no mix loops unless a test configures them, and
+#: per-hop delays up to an hour (tests pick their packets' delays themselves).
+QUIET_PARAMS = NetworkParams(mix_lambda_loop=0.0, max_delay=3600.0)
 #: Virtual Unix time at which the tests' clocks start: 10 minutes into an epoch.
 T0 = 1_800_000_000 - 1_800_000_000 % EPOCH_SECONDS + 600
 
@@ -209,9 +214,14 @@ async def start_testnet(
     authorities: int = 3,
     down_authorities: int = 0,
     epoch_seconds: int = EPOCH_SECONDS,
+    params: NetworkParams | Sequence[NetworkParams] = QUIET_PARAMS,
     **mix_overrides: object,
 ) -> TestNet:
-    """Bring up authorities, mixes and the sink; return when the consensus lists them all."""
+    """Bring up authorities, mixes and the sink; return when the consensus lists them all.
+
+    ``params``: the traffic parameters of every authority's config, or one per authority.
+    """
+    per_authority = [params] * authorities if isinstance(params, NetworkParams) else list(params)
     network = MemoryNetwork()
     tg = await stack.enter_async_context(anyio.create_task_group())
     stack.callback(tg.cancel_scope.cancel)
@@ -230,6 +240,7 @@ async def start_testnet(
             threshold=2,
             epoch_seconds=epoch_seconds,
             test_mode=True,
+            params=per_authority[i],
         )
         config.data_dir.mkdir(parents=True)
         transport = await stack.enter_async_context(network.transport(f"auth-{i}"))

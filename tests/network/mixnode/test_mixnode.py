@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from anonmail.core import sphinx
+from anonmail.core.params import NetworkParams
 from anonmail.core.wire import Hello, Role, encode_frame
 from anonmail.core.pki import epoch_at, epoch_start
 from tests.network.mixnode.harness import payload_for, start_testnet, wall_clock
@@ -242,3 +243,42 @@ async def test_links_to_every_next_layer_node_are_up_before_any_packet(tmp_path)
             while not net.sink.arrivals:
                 await net.sink.arrived.wait()
         assert net.sink.arrivals[0].time - sent_at < 0.01
+
+
+@pytest.mark.anyio
+async def test_a_delay_above_the_published_maximum_is_dropped_and_counted(tmp_path):
+    # Attack: a sender asks a mix to hold its packet far longer than anyone else's, so that the
+    # packet stands out when it finally leaves. The consensus publishes max_delay; mixes enforce it.
+    params = NetworkParams(max_delay=10.0, mix_lambda_loop=0.0)
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path, params=params)
+        consensus = await net.consensus(nodes=7)
+        assert consensus.params == params
+        names = ["mix-1-0", "mix-2-0", "mix-3-0"]
+        await net.inject("mix-1-0", [build(net, consensus, names, [0, 10_001, 0], 1),
+                                     build(net, consensus, names, [0, 10_000, 0], 2)])
+        with anyio.fail_after(60):
+            while len(net.sink.arrivals) < 1:
+                await net.sink.arrived.wait()
+        await anyio.sleep(30)
+        assert [a.mailbox_id for a in net.sink.arrivals] == [(2).to_bytes(16, "big")]
+        assert net.mixes["mix-2-0"].stats.dropped["delay_too_long"] == 1
+        assert net.mixes["mix-2-0"].status()["dropped"]["delay_too_long"] == 1
+
+
+@pytest.mark.anyio
+async def test_authorities_publish_identical_parameters_and_one_deviant_vote_is_outvoted(tmp_path):
+    # One authority configured with weak values (almost no cover, a huge maximum delay) must
+    # neither break the consensus nor get its values published.
+    honest = NetworkParams(lambda_payload=4.0, lambda_loop=1.0, mix_lambda_loop=0.0, delay_mean=1.0,
+                           max_delay=15.0, fetch_interval=2.0, fetch_batch=40)
+    weak = NetworkParams(lambda_payload=0.01, lambda_loop=0.0, mix_lambda_loop=0.0, delay_mean=0.0,
+                         max_delay=86400.0, fetch_interval=3600.0, fetch_batch=1)
+    async with AsyncExitStack() as stack:
+        net = await start_testnet(stack, tmp_path, params=[honest, weak, honest])
+        consensus = await net.consensus(nodes=7)
+        assert consensus.params == honest
+        documents = [a.store.consensus(consensus.epoch) for a in net.authorities]
+        assert all(d is not None for d in documents)
+        assert {d[1] for d in documents} == {consensus.digest().hex()}
+        assert all(d[0]["params"] == honest.to_dict() for d in documents)

@@ -26,7 +26,7 @@ from anonmail.core.pki import Consensus
 from anonmail.core.sizes import PACKET_BYTES
 from anonmail.core.wire import Packet, Role
 from anonmail.errors import ProtocolError
-from anonmail.testnet.memory import MemoryMixnet
+from anonmail.testnet.memory import LOCAL_RULES_PARAMS, MemoryMixnet
 from anonmail.net.framed import FramedStream
 from anonmail.clients.provider import ProviderClient, lookup_keys
 from anonmail.provider.config import DEFAULT_FETCH_BATCH
@@ -46,7 +46,7 @@ def wall_clock() -> float:
 def start(tmp_path, **provider_overrides):
     return MemoryMixnet.start(
         tmp_path, wall_clock=wall_clock, mix_overrides=QUIET, provider_overrides={**QUIET, **provider_overrides},
-        rng_seed=6,
+        rng_seed=6, params=LOCAL_RULES_PARAMS,
     )
 
 
@@ -172,7 +172,8 @@ async def test_auth_register_login_and_refusals(tmp_path):
         assert net.providers["alpha"].mail["refused_bad_signature"] == 3
 
     async with MemoryMixnet.start(tmp_path / "closed", wall_clock=wall_clock, mix_overrides=QUIET,
-                                  provider_overrides={**QUIET, "registration": "closed"}, rng_seed=1) as net:
+                                  provider_overrides={**QUIET, "registration": "closed"}, rng_seed=1,
+                                  params=LOCAL_RULES_PARAMS) as net:
         with pytest.raises(ProtocolError) as info:
             await User("alpha").connect(net)
         assert info.value.reason == "registration_closed"

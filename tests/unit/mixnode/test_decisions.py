@@ -128,3 +128,15 @@ def test_every_packet_error_reason_is_a_drop_reason():
     # A malformed packet of the right size is one of them, not an exception out of the step.
     result = unwrap_batch([b"\xff" * PACKET_BYTES], [(EPOCH, ME_SECRET)], SeenSet()).results
     assert isinstance(result[0], Drop)
+
+
+def test_a_hold_above_the_published_maximum_is_dropped_as_delay_too_long():
+    def forward(delay_ms):
+        return sphinx.Forward(NEXT, delay_ms, 0, b"p", b"t")
+
+    assert decide(forward(10_001), set(), foreign_loop=DropReason.NOT_FOR_A_MIX, max_delay_ms=10_000) == Drop(
+        DropReason.DELAY_TOO_LONG)
+    assert decide(forward(10_000), set(), foreign_loop=DropReason.NOT_FOR_A_MIX, max_delay_ms=10_000) == Forward(
+        NEXT, b"p", 10_000)
+    # No consensus yet: nothing to enforce.
+    assert decide(forward(10_001), set(), foreign_loop=DropReason.NOT_FOR_A_MIX) == Forward(NEXT, b"p", 10_001)

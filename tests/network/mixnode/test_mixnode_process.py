@@ -76,3 +76,26 @@ async def test_run_status_and_clean_stop(tmp_path):
         code, after = await anyio.to_thread.run_sync(status, mix_config)
         assert code == 3 and after["running"] is False
         tg.cancel_scope.cancel()
+
+
+def test_run_without_a_reachable_tor_is_a_one_line_error(tmp_path):
+    import socket
+
+    from anonmail.core.uri import onion_address_from_key
+
+    onion = f"onion://{onion_address_from_key(bytes(32))}:7000"
+    key = base64.b64encode(IdentityKey.generate().public).decode()
+    assert main(["init", "--dir", str(tmp_path / "mix"), "--name", "mix-a", "--layer", "2", "--tor",
+                 "--authority", f"{onion}={key}"]) == 0
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "mix" / "mixnode.toml"
+    path.write_text(path.read_text().replace("control_port = 9051 ", f"control_port = {port} "))
+    proc = subprocess.run([sys.executable, "-m", "mixnode.cli", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"mixnode: error: cannot reach tor's control port 127.0.0.1:{port}: Connection refused; "
+        "is tor running with this ControlPort?"
+    ]

@@ -100,26 +100,3 @@ def test_config_needs_a_transport_and_authorities(tmp_path):
         load_mix_config(write(tmp_path, "[node"))
     with pytest.raises(ConfigError, match="not found"):
         load_mix_config(tmp_path / "missing.toml")
-
-
-def test_run_without_a_reachable_tor_is_a_one_line_error(tmp_path):
-    import socket
-    import subprocess
-    import sys
-
-    from anonmail.core.uri import onion_address_from_key
-
-    onion = f"onion://{onion_address_from_key(bytes(32))}:7000"
-    assert init(tmp_path, "--tor", "--authority", f"{onion}={KEY}") == 0
-    with socket.socket() as sock:  # a loopback port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    path = tmp_path / "mix" / "mixnode.toml"
-    path.write_text(path.read_text().replace("control_port = 9051 ", f"control_port = {port} "))
-    proc = subprocess.run([sys.executable, "-m", "mixnode.cli", "run", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
-        f"mixnode: error: cannot reach tor's control port 127.0.0.1:{port}: Connection refused; "
-        "is tor running with this ControlPort?"
-    ]

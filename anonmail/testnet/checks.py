@@ -21,6 +21,55 @@ __all__ = ["run_tor_check", "run_i2p_check"]
 Progress = Callable[[str], None] | None
 
 
+# --- shared by both checks -------------------------------------------------------------------
+
+async def _echo(stream) -> None:
+    """Answer HELLO, then send every packet back reversed (so a reflected frame cannot pass)."""
+    from anonmail.core.wire import Hello, Packet, Role
+    from anonmail.net.framed import FramedStream
+
+    framed = FramedStream(stream)
+    first = await framed.receive()
+    if first is None:  # a stream the router opened and closed again (a retried connect)
+        return
+    if not isinstance(first, Hello):
+        raise TestnetError(f"expected HELLO first over the link, got {type(first).__name__}")
+    await framed.hello(Role.MIX)
+    while (frame := await framed.receive()) is not None:
+        if isinstance(frame, Packet):
+            await framed.send(Packet(frame.data[::-1]))
+
+
+async def _timed_round_trips(stream, count: int, on_first: Callable[[float], None]) -> list[float]:
+    """Say HELLO over ``stream``, then time ``count`` packet round trips against :func:`_echo`."""
+    import anyio
+
+    from anonmail.core.sizes import PACKET_BYTES
+    from anonmail.core.wire import Hello, Packet, Role
+    from anonmail.net.framed import FramedStream
+
+    rtts: list[float] = []
+    async with stream:
+        framed = FramedStream(stream)
+        with anyio.fail_after(60):
+            await framed.hello(Role.CLIENT)
+            hello = await framed.receive()
+        if not isinstance(hello, Hello):
+            raise TestnetError(f"expected HELLO back over the link, got {type(hello).__name__}")
+        for i in range(count):
+            data = os.urandom(PACKET_BYTES)
+            t = time.monotonic()
+            with anyio.fail_after(60):
+                await framed.send(Packet(data))
+                reply = await framed.receive()
+            rtts.append(time.monotonic() - t)
+            if not isinstance(reply, Packet) or reply.data != data[::-1]:
+                raise TestnetError(f"round trip {i}: the echoed packet does not match")
+            if i == 0:
+                on_first(rtts[0])
+    return rtts
+
+
 # --- tor-check ------------------------------------------------------------------------------
 
 ROUND_TRIPS = 20
@@ -70,55 +119,26 @@ def run_tor_check(progress: Progress = None, relays: int = 4) -> dict[str, Any]:
 async def _round_trips(
     server: TorClient, client: TorClient, node_dir: Path, start: float, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    import anyio
-
     from anonmail.core.sizes import PACKET_BYTES
-    from anonmail.core.wire import Hello, Packet, Role
-    from anonmail.net.framed import FramedStream
     from anonmail.net.tor import OnionTransport
-
-    async def echo(stream) -> None:
-        framed = FramedStream(stream)
-        first = await framed.receive()
-        if first is None:  # a stream tor opened and closed again (a retried connect): not an error
-            return
-        if not isinstance(first, Hello):
-            raise TestnetError(f"expected HELLO first over the onion link, got {type(first).__name__}")
-        await framed.hello(Role.MIX)
-        while (frame := await framed.receive()) is not None:
-            if isinstance(frame, Packet):
-                await framed.send(Packet(frame.data[::-1]))
 
     figures: dict[str, Any] = {}
     async with OnionTransport(server.settings(), data_dir=node_dir) as listener, \
             OnionTransport(client.settings()) as connector:
         t0 = time.monotonic()
-        (address,) = await listener.listen(echo)
+        (address,) = await listener.listen(_echo)
         figures["publish_s"] = round(time.monotonic() - t0, 2)
         say(f"onion service {address[8:20]}… published in {figures['publish_s']:.1f} s")
         t1 = time.monotonic()
         stream = await connector.connect(address)
         figures["connect_s"] = round(time.monotonic() - t1, 2)
         say(f"connected through tor in {figures['connect_s']:.1f} s")
-        rtts: list[float] = []
-        async with stream:
-            framed = FramedStream(stream)
-            with anyio.fail_after(60):
-                await framed.hello(Role.CLIENT)
-                hello = await framed.receive()
-                if not isinstance(hello, Hello):
-                    raise TestnetError(f"expected HELLO back over the onion link, got {type(hello).__name__}")
-                for i in range(ROUND_TRIPS):
-                    data = os.urandom(PACKET_BYTES)
-                    t = time.monotonic()
-                    await framed.send(Packet(data))
-                    reply = await framed.receive()
-                    rtts.append(time.monotonic() - t)
-                    if not isinstance(reply, Packet) or reply.data != data[::-1]:
-                        raise TestnetError(f"round trip {i}: the echoed packet does not match")
-                    if i == 0:
-                        figures["bootstrap_s"] = round(time.monotonic() - start, 2)
-                        say(f"first frame round trip {figures['bootstrap_s']:.1f} s after start")
+
+        def first(_rtt: float) -> None:
+            figures["bootstrap_s"] = round(time.monotonic() - start, 2)
+            say(f"first frame round trip {figures['bootstrap_s']:.1f} s after start")
+
+        rtts = await _timed_round_trips(stream, ROUND_TRIPS, first)
         figures["rtt_ms"] = round(statistics.median(rtts) * 1000, 1)
         figures["rtt_max_ms"] = round(max(rtts) * 1000, 1)
         figures["round_trips"] = len(rtts)
@@ -173,17 +193,8 @@ async def _check_round_trips(network: I2PNetwork, node_dir: Path, t0: float, res
     import anyio
 
     from anonmail.core.sizes import PACKET_BYTES
-    from anonmail.core.wire import Packet, Role
     from anonmail.errors import ConnectError
-    from anonmail.net.framed import FramedStream
     from anonmail.net.i2p import I2PTransport
-
-    async def echo(stream) -> None:
-        framed = FramedStream(stream)
-        await framed.expect_hello()
-        await framed.hello(Role.MIX)
-        while (frame := await framed.receive()) is not None:
-            await framed.send(frame)
 
     listen_router, connect_router = 0, 1
     async with I2PTransport(node_dir, network.settings(listen_router)) as listener, \
@@ -195,7 +206,7 @@ async def _check_round_trips(network: I2PNetwork, node_dir: Path, t0: float, res
         result["session_s"] = round(time.monotonic() - ts, 2)
         say(f"i2p: SAM sessions on routers {listen_router} and {connect_router} ready "
             f"({result['session_s']:.1f} s)")
-        (address,) = await listener.listen(echo)
+        (address,) = await listener.listen(_echo)
 
         tc = time.monotonic()
         deadline = tc + CHECK_CONNECT_DEADLINE
@@ -213,25 +224,12 @@ async def _check_round_trips(network: I2PNetwork, node_dir: Path, t0: float, res
         result["connect_s"] = round(time.monotonic() - tc, 2)
         say(f"i2p: stream to {address[:20]}... open after {attempts} attempt(s) ({result['connect_s']:.1f} s)")
 
-        rtts: list[float] = []
-        async with stream:
-            framed = FramedStream(stream)
-            with anyio.fail_after(60):
-                await framed.hello(Role.MIX)
-                await framed.expect_hello()
-            for i in range(CHECK_ROUND_TRIPS):
-                packet = Packet(os.urandom(PACKET_BYTES))
-                start = time.monotonic()
-                with anyio.fail_after(60):
-                    await framed.send(packet)
-                    echoed = await framed.receive()
-                rtts.append(time.monotonic() - start)
-                if echoed != packet:
-                    raise TestnetError("the echoed frame differs from the one sent")
-                if i == 0:
-                    result["bootstrap_s"] = round(time.monotonic() - t0, 2)
-                    say(f"i2p: first frame round trip {rtts[0] * 1000:.0f} ms, "
-                        f"{result['bootstrap_s']:.1f} s after start")
+        def first(rtt: float) -> None:
+            result["bootstrap_s"] = round(time.monotonic() - t0, 2)
+            say(f"i2p: first frame round trip {rtt * 1000:.0f} ms, "
+                f"{result['bootstrap_s']:.1f} s after start")
+
+        rtts = await _timed_round_trips(stream, CHECK_ROUND_TRIPS, first)
         result["rtt_ms"] = round(statistics.median(rtts) * 1000, 1)
         result["rtt_first_ms"] = round(rtts[0] * 1000, 1)
         result["rtt_max_ms"] = round(max(rtts) * 1000, 1)

@@ -25,7 +25,8 @@ boundary with ``raise ...Error(...) from exc``.
     │   └── PayloadTooLargeError    a payload does not fit into one packet
     ├── FragmentError               a fragment does not decrypt, verify or parse
     │   ├── MessageTooLargeError    a message exceeds the documented limit
-    │   └── ReassemblyError         fragments of one message contradict each other
+    │   ├── ReassemblyError         fragments of one message contradict each other
+    │   └── SessionError            a ratchet message, prekey bundle or session does not open or parse (``reason``)
     ├── JSONError                   a JSON document from outside breaks the strict rules (has ``reason``)
     ├── WireError                   a frame on a byte stream is malformed
     │   └── FrameTooLargeError      a frame exceeds its maximum size
@@ -75,6 +76,7 @@ __all__ = [
     "FragmentError",
     "MessageTooLargeError",
     "ReassemblyError",
+    "SessionError",
     "JSONError",
     "WireError",
     "FrameTooLargeError",
@@ -198,6 +200,21 @@ class MessageTooLargeError(FragmentError, ValueError):
 
 class ReassemblyError(FragmentError):
     """Fragments claiming the same message disagree (count, length or content)."""
+
+
+class SessionError(FragmentError):
+    """An end-to-end session message, prekey bundle or stored session is refused; ``reason`` is a stable code.
+
+    Reasons: ``malformed`` (does not parse), ``auth`` (does not decrypt: forged, or not for this
+    session), ``duplicate`` (its message key was used or has expired), ``too_many_skipped`` (it
+    would skip more message keys than allowed), ``no_session`` (no session it belongs to),
+    ``unknown_prekey`` (it names a prekey we no longer hold), ``signature`` (a prekey signature
+    does not verify), ``expired`` (a signed prekey is past its lifetime).
+    """
+
+    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class JSONError(AnonmailError, ValueError):

@@ -51,6 +51,7 @@ boundary with ``raise ...Error(...) from exc``.
     ├── StoreError                  a local SQLite store cannot be opened or written (has ``reason``)
     ├── ProtocolError               a provider/agent request or answer is refused (has ``reason``)
     ├── MailError                   a user's request cannot be done (has ``reason``; CLI-facing)
+    ├── InviteError                 an invitation code or exchange failed (has ``reason``; says what to do)
     └── TestnetError                a private Tor/I2P/anonmail test network failed
 """
 
@@ -101,6 +102,7 @@ __all__ = [
     "StoreError",
     "ProtocolError",
     "MailError",
+    "InviteError",
     "TestnetError",
 ]
 
@@ -370,6 +372,16 @@ class MailError(AnonmailError):
     """A user's mail request cannot be done (unknown contact, full outbox...); says what to do."""
 
     def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class InviteError(AnonmailError):
+    """An invitation failed: a code that does not parse (``bad_code``), a code that did not match
+    (``mismatch``), an expired or unknown invitation (``expired``, ``no_invitation``), or a
+    peer's message that breaks the rules (``bad_message``). The message says what to do next."""
+
+    def __init__(self, message: str, *, reason: str = "bad_message") -> None:
         super().__init__(message)
         self.reason = reason
 

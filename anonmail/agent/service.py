@@ -43,6 +43,7 @@ import anyio.to_thread
 
 from anonmail.agent import account
 from anonmail.agent.inbound import Inbound
+from anonmail.agent.invite import InviteRunner
 from anonmail.agent.keys import AgentKeys
 from anonmail.agent.packets import Built, build_drop_packet, build_fragment_packet, surb_keys_to_bytes
 from anonmail.agent.params import AgentParams
@@ -122,6 +123,7 @@ class Agent(AgentKeys):
                 tg.start_soon(self._fetcher)
                 tg.start_soon(self._refiller)
                 tg.start_soon(self._key_rotator)
+                tg.start_soon(InviteRunner(self).run)
                 task_status.started(self)
         finally:
             client, self._client = self._client, None

@@ -76,9 +76,15 @@ CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, sender TEXT NOT NULL, message_id BLOB NOT NULL,
     subject TEXT NOT NULL, body BLOB NOT NULL, sent_at INTEGER NOT NULL, received_at REAL NOT NULL,
     read INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS invitations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, role TEXT NOT NULL, name TEXT, code TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', contact TEXT, created_at REAL NOT NULL,
+    expires_at REAL);
 """
 #: Columns added after schema version 1 shipped: (table, column, definition), added on open when missing.
-_ADDED_COLUMNS = (("inbox", "kind", "TEXT NOT NULL DEFAULT 'mail'"),)
+_ADDED_COLUMNS = (("inbox", "kind", "TEXT NOT NULL DEFAULT 'mail'"),
+                  # 1 once the contact's keys were confirmed: by an invitation or a compared fingerprint.
+                  ("contacts", "verified", "INTEGER NOT NULL DEFAULT 0"))
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,70 @@ class AgentStore:
     def contacts(self) -> list[tuple[str, str]]:
         """(name, address) pairs, by name."""
         return [(r[0], r[1]) for r in self._query("SELECT name, address FROM contacts ORDER BY name")]
+
+    def contacts_verified(self) -> list[tuple[str, str, bool]]:
+        """(name, address, verified) of every contact, by name."""
+        return [(r[0], r[1], bool(r[2])) for r in self._query("SELECT name, address, verified FROM contacts ORDER BY name")]
+
+    def set_verified(self, name: str) -> bool:
+        """Mark a contact verified (its fingerprint was compared); False if there is no such contact."""
+        with self._tx() as c:
+            return bool(c.execute("UPDATE contacts SET verified = 1 WHERE name = ?", [name]).rowcount)
+
+    def add_invited_contact(self, name: str, address: str, fingerprint: bytes, identity: bytes,
+                            certs: Iterable[tuple[bytes, int, int]], *, now: float) -> str:
+        """Add (or confirm) a contact an invitation introduced, verified, with its keys; its name.
+
+        An address already in the book keeps its name and becomes verified; a new one takes
+        ``name``, or ``name-2``, ``name-3``... if another contact has that name.
+        """
+        with self._tx() as c:
+            row = c.execute("SELECT name FROM contacts WHERE address = ?", [address]).fetchone()
+            if row is not None:
+                c.execute("UPDATE contacts SET verified = 1 WHERE address = ?", [address])
+                chosen = row[0]
+            else:
+                chosen, n = name, 1
+                while c.execute("SELECT 1 FROM contacts WHERE name = ?", [chosen]).fetchone():
+                    n += 1
+                    chosen = f"{name}-{n}"
+                c.execute("INSERT INTO contacts (name, address, added_at, verified) VALUES (?, ?, ?, 1)",
+                          [chosen, address, int(now)])
+            for blob, not_before, not_after in certs:
+                c.execute("INSERT OR IGNORE INTO contact_certs VALUES (?, ?, ?, ?, ?)",
+                          [fingerprint, identity, blob, not_before, not_after])
+            return chosen
+
+    # ------------------------------------------------------------------ invitations (CLI <-> agent)
+
+    def request_invitation(self, role: str, name: str | None, code: str, *, now: float) -> int:
+        """The CLI asks the agent to invite (``role`` "invite") or accept a code ("accept"); the row id."""
+        with self._tx() as c:
+            return int(c.execute("INSERT INTO invitations (role, name, code, state, created_at) VALUES"
+                                 " (?, ?, ?, 'requested', ?)", [role, name, code, now]).lastrowid)
+
+    def invitations(self, *states: str) -> list[dict]:
+        """Invitation rows (all, or those in ``states``), oldest first."""
+        where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
+        rows = self._query("SELECT id, role, name, code, state, detail, contact, created_at, expires_at FROM"
+                           f" invitations {where} ORDER BY id", states)
+        keys = ("id", "role", "name", "code", "state", "detail", "contact", "created_at", "expires_at")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def invitation(self, ident: int) -> dict | None:
+        """One invitation row."""
+        found = [r for r in self.invitations() if r["id"] == ident]
+        return found[0] if found else None
+
+    def update_invitation(self, ident: int, *, state: str, only_from: tuple[str, ...] = (), **fields) -> bool:
+        """Move an invitation to ``state`` (if it is in ``only_from``, when given); a final state wipes the code."""
+        sets = {"state": state, **fields}
+        if state in ("done", "failed", "expired", "cancelled"):
+            sets["code"] = ""
+        guard = f" AND state IN ({', '.join('?' * len(only_from))})" if only_from else ""
+        with self._tx() as c:
+            return bool(c.execute(f"UPDATE invitations SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?{guard}",
+                                  [*sets.values(), ident, *only_from]).rowcount)
 
     def contact_address(self, name: str) -> str | None:
         """The address of a petname."""

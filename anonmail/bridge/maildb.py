@@ -163,9 +163,10 @@ class MailStore(AgentStore):
         m = self.inbox_message(inbox_id)
         if m is None:
             return None
+        trust = {address: verified for _name, address, verified in self.contacts_verified()}
         return render_received(kind=m.kind, sender=m.sender, sender_name=self.contact_name(m.sender),
                                own=self.own_address, subject=m.subject, body=m.body, sent_at=m.sent_at,
-                               message_id=m.message_id)
+                               message_id=m.message_id, verified=trust.get(m.sender))
 
     def _render_outbox(self, outbox_id: int, state: str) -> bytes | None:
         rows = self._query("SELECT message_id, recipient, kind, subject, body, created_at FROM outbox WHERE id = ?",

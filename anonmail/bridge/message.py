@@ -37,6 +37,7 @@ __all__ = [
     "PETNAME_DOMAIN",
     "DELIVERY_HEADER",
     "SENDER_HEADER",
+    "CONTACT_HEADER",
     "resolve_recipient",
     "check_sender",
     "header_block",
@@ -50,6 +51,10 @@ PETNAME_DOMAIN = "petname.anonmail"
 DELIVERY_HEADER = "X-Anonmail-Delivery"
 #: Header of received mail that names the sender as the end-to-end signature proved it.
 SENDER_HEADER = "X-Anonmail-Sender"
+#: Header of received mail that says whether the sender is a contact and whether its keys were
+#: verified (``verified``: by an invitation or a compared fingerprint; ``unverified``: an address
+#: pasted by hand; ``not a contact``).
+CONTACT_HEADER = "X-Anonmail-Contact"
 _SELF = "me"
 _CRLF = b"\r\n"
 
@@ -173,9 +178,13 @@ def _plain(*, sender: str, sender_name: str | None, to: str, to_name: str | None
 
 
 def render_received(*, kind: str, sender: str, sender_name: str | None, own: str, subject: str, body: bytes,
-                    sent_at: float, message_id: bytes) -> bytes:
-    """A received message as the mail client sees it (the sender as verified end to end)."""
-    stamp = _header(SENDER_HEADER, _named(sender, sender_name))
+                    sent_at: float, message_id: bytes, verified: bool | None = None) -> bytes:
+    """A received message as the mail client sees it (the sender as verified end to end).
+
+    ``verified``: None when the sender is not a contact, else whether the contact is verified.
+    """
+    trust = "not a contact" if verified is None else "verified" if verified else "unverified"
+    stamp = _header(SENDER_HEADER, _named(sender, sender_name)) + _header(CONTACT_HEADER, trust)
     if kind != "rfc822":
         return _plain(sender=sender, sender_name=sender_name, to=own, to_name=None, subject=subject, body=body,
                       sent_at=sent_at, message_id=_message_id(message_id, sender), extra=[stamp])

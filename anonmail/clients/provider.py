@@ -278,6 +278,10 @@ class ProviderClient:
             deleted += count
         return deleted
 
+    async def request(self, message: dict, expected: str) -> dict:
+        """One CONTROL request and its ``expected`` answer (e.g. invitations); refusals as ProtocolError."""
+        return await self._guard(self._request, message, expected)
+
     async def publish_keys(self, certs: Sequence[EncryptionKeyCert]) -> None:
         """Publish encryption-key certificates so new contacts can look them up."""
         await self._guard(self._request, {"type": "publish_keys", "certs": [b64e(c.to_bytes()) for c in certs]}, "ok")

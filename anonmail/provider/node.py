@@ -66,7 +66,9 @@ from anonmail.errors import (
 from anonmail.net.base import Transport
 from anonmail.net.framed import FramedStream
 from anonmail.provider.config import ProviderConfig
+from anonmail.core.rendezvous import REQUEST_TYPES, parse_request
 from anonmail.provider.delivery import Candidate, admit, classify, settle
+from anonmail.provider.rendezvous import JOIN_BURST, JOIN_RATE, OPEN_BURST, OPEN_RATE, RendezvousTable
 from anonmail.provider.store import MailboxStore, Usage
 from mixnode.decisions import Decision, Drop, DropReason, Stored, Unwrapped
 from mixnode.node import MixNode, Stats
@@ -154,6 +156,8 @@ class Provider:
         self._stored_entries = 0
         self._stored_bytes = 0
         self._sessions = 0
+        #: Invitation rendezvous (in memory, bounded): docs/design.md, "Invitations".
+        self.rendezvous: RendezvousTable | None = None
 
     # ------------------------------------------------------------------ the engine's face
 
@@ -349,6 +353,8 @@ class Provider:
                 return [encode_frame(Control(await self._auth(session, message)))], True
             if kind == "keys":
                 return [encode_frame(Control(await self._keys(message)))], True
+            if kind in REQUEST_TYPES:
+                return [encode_frame(Control(self._rendezvous(session, message)))], True
             if kind not in ("fetch", "confirm", "publish_keys"):
                 raise ProtocolError(f"unknown request type {kind!r}", reason="unknown_request")
             if session.mailbox is None:
@@ -466,6 +472,15 @@ class Provider:
             return {"type": "keys", "identity": None, "certs": []}
         certs = [b64e(b) for b in account.certs if self._valid_cert(b) is not None]  # type: ignore[union-attr]
         return {"type": "keys", "identity": b64e(account.identity), "certs": certs}  # type: ignore[union-attr]
+
+    def _rendezvous(self, session: _Session, message: dict) -> dict:
+        """An invitation request (provider/rendezvous.py); the table is made on first use."""
+        now = anyio.current_time()
+        if self.rendezvous is None:
+            self.rendezvous = RendezvousTable(join_bucket=TokenBucket(JOIN_RATE, JOIN_BURST, now),
+                                              open_bucket=TokenBucket(OPEN_RATE, OPEN_BURST, now))
+        self.mail["invite_requests"] += 1
+        return self.rendezvous.handle(parse_request(message), account=session.mailbox, now=now)
 
     async def _fetch(self, session: _Session, message: dict) -> list[bytes]:
         """Exactly ``fetch_batch`` entries, oldest first, padded with dummies."""

@@ -80,7 +80,9 @@ def add_user_parsers(sub: argparse._SubParsersAction) -> None:
     status = home(sub.add_parser("status", help="show what your running agent is doing (exit 3 if it is not running)"))
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
-    home(sub.add_parser("whoami", help="print your address"))
+    whoami = home(sub.add_parser("whoami", help="print your address"))
+    whoami.add_argument("--fingerprint", action="store_true",
+                        help="print your fingerprint in groups of four, for a contact to compare (`contact verify`)")
 
     contact = sub.add_parser("contact", help="your contact book (petnames for addresses)")
     csub = contact.add_subparsers(dest="contact_command", metavar="ACTION", required=True)
@@ -90,6 +92,13 @@ def add_user_parsers(sub: argparse._SubParsersAction) -> None:
     home(csub.add_parser("list", help="list contacts"))
     refresh = home(csub.add_parser("refresh", help="forget a contact's keys so the agent looks them up again"))
     refresh.add_argument("name")
+    verify = home(csub.add_parser("verify", help="mark a contact verified once the fingerprint they read you "
+                                                 "(`anonmail whoami --fingerprint`) matches"))
+    verify.add_argument("name")
+    verify.add_argument("fingerprint", nargs="+", help="their fingerprint (spaces and case do not matter)")
+    from anonmail.agent.invite_cli import add_invite_parsers
+
+    add_invite_parsers(sub, home)
 
     send = home(sub.add_parser("send", help="queue a message (the agent sends it)"))
     send.add_argument("--to", required=True, help="a contact's petname or an address")
@@ -401,6 +410,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_whoami(args: argparse.Namespace) -> int:
     store = _open_store(args)
+    if args.fingerprint:
+        from anonmail.agent.invite_cli import format_fingerprint
+
+        print(format_fingerprint(store.meta("address") or ""))
+        return 0
     print(store.meta("address"))
     return 0
 
@@ -411,11 +425,18 @@ def _cmd_contact(args: argparse.Namespace) -> int:
 
     store = _open_store(args)
     if args.contact_command == "list":
-        contacts = store.contacts()
+        contacts = store.contacts_verified()
         if not contacts:
-            print("no contacts yet; add one with `anonmail contact add NAME ADDRESS`", file=sys.stderr)
-        for name, address in contacts:
-            print(f"{name}\t{address}")
+            print("no contacts yet; add one with `anonmail invite` / `anonmail accept CODE`, or "
+                  "`anonmail contact add NAME ADDRESS`", file=sys.stderr)
+        for name, address, verified in contacts:
+            print(f"{name}\t{address}\t{'verified' if verified else 'unverified'}")
+        return 0
+    if args.contact_command == "verify":
+        from anonmail.agent.invite_cli import verify_contact
+
+        address = verify_contact(store, args.name, " ".join(args.fingerprint))
+        print(f"{args.name} is verified: {address}")
         return 0
     if args.contact_command == "refresh":
         address = store.contact_address(args.name)
@@ -436,6 +457,8 @@ def _cmd_contact(args: argparse.Namespace) -> int:
     except StoreError as exc:
         raise MailError(f"{exc}", reason="exists") from exc
     print(f"added {name}: {address}")
+    print(f"unverified until you compare fingerprints: ask {name} to read `anonmail whoami --fingerprint` and run "
+          f"`anonmail contact verify {name} FINGERPRINT` (or meet with `anonmail invite` next time)")
     return 0
 
 
@@ -541,7 +564,20 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_invite(args: argparse.Namespace) -> int:
+    from anonmail.agent.invite_cli import cmd_invite
+
+    return cmd_invite(_open_store(args), args)
+
+
+def _cmd_accept(args: argparse.Namespace) -> int:
+    from anonmail.agent.invite_cli import cmd_accept
+
+    return cmd_accept(_open_store(args), args)
+
+
 USER_COMMANDS = {
+    "invite": _cmd_invite, "accept": _cmd_accept,
     "init": _cmd_init, "agent": _cmd_agent, "status": _cmd_status, "whoami": _cmd_whoami, "contact": _cmd_contact, "send": _cmd_send,
     "outbox": _cmd_outbox, "inbox": _cmd_inbox, "read": _cmd_read, "delete": _cmd_delete,
 }

@@ -96,7 +96,7 @@ async def test_a_new_user_from_init_to_reading_a_reply(tmp_path, capsys, monkeyp
 
         assert cli(capsys, "contact", "add", "bob", str(bob_address), "--home", str(alice_home))[0] == 0
         code, out, _ = cli(capsys, "contact", "list", "--home", str(alice_home))
-        assert out.strip() == f"bob\t{bob_address}"
+        assert out.strip() == f"bob\t{bob_address}\tunverified"
         body = tmp_path / "letter.txt"
         body.write_text("Dear Bob,\nthe mixnet works.\n")
         code, out, _ = cli(capsys, "send", "--to", "bob", "--subject", "hello", str(body), "--home", str(alice_home))

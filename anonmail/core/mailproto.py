@@ -19,7 +19,8 @@ A client (a user's agent) talks to its provider over one stream of wire frames
 
 Anyone (no authentication) may ask ``{"type": "keys", "address"}`` and gets the identity key and
 encryption-key certificates of that user, so a new contact can write to them; the answer is
-self-certifying (the identity key must hash to the address's fingerprint).
+self-certifying (the identity key must hash to the address's fingerprint). Invitation codes meet
+here too (``invite_*`` requests, :mod:`anonmail.core.rendezvous`).
 
 **Fixed shapes.** A fetch always answers with exactly ``N`` entries (the provider's
 ``fetch_batch``), each a PACKET-sized frame (:func:`encode_entry`), padded with dummy entries, so

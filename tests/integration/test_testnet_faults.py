@@ -30,10 +30,10 @@ from anonmail.core.pki import epoch_at
 from anonmail.core.sizes import MAILBOX_ID_BYTES, PACKET_BYTES
 from anonmail.core.wire import Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient
-from anonmail.errors import ConnectError
+from anonmail.errors import ConnectError, TestnetError
 from anonmail.net.router import Router
 from anonmail.testnet.network import Testnet
-from anonmail.testnet.processes import executable, log_tail
+from anonmail.testnet.processes import child_env, executable, log_tail, run_command
 
 pytestmark = [
     pytest.mark.integration,
@@ -439,3 +439,51 @@ def test_attack_strangers_are_refused_over_tor_and_the_consensus_stays_as_admitt
     subjects = ["after the attack"]
     _send(net, "alice", "bob", subjects[0])
     _deliver_and_check(net, subjects)
+
+
+def _code_from(proc: subprocess.Popen, timeout: float) -> str:
+    """Read ``anonmail invite``'s output until it shows the code."""
+    import re
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline, seen = time.monotonic() + timeout, ""
+    while (found := re.search(r"your invitation code: (\S+)", seen)) is None or "waiting" not in seen:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            pytest.fail(f"no code from `anonmail invite` in {timeout:.0f} s: {seen!r} {proc.stderr.read() if proc.poll() is not None else ''}")
+        if selector.select(1.0):
+            seen += proc.stdout.readline()
+    return found.group(1)
+
+
+def _contacts(net: Testnet, user: str) -> str:
+    return run_command([executable("anonmail"), "contact", "list", "--home", str(net.home(user))],
+                       f"anonmail contact list ({user})").strip()
+
+
+def test_invite_and_accept_over_tor_verify_the_contacts_and_mail_flows_both_ways(net: Testnet):
+    """The rendezvous at alice's provider over Tor: bob, a pasted (unverified) contact, becomes verified."""
+    assert _contacts(net, "alice").endswith("\tunverified")
+    inviter = subprocess.Popen([executable("anonmail"), "invite", "--name", "bob", "--home", str(net.home("alice"))],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        code = _code_from(inviter, 180)
+        assert code.endswith("@alpha")
+        accepted = net.anonmail("bob", "accept", code, "--name", "alice")
+        out, err = inviter.communicate(timeout=240)
+    finally:
+        if inviter.poll() is None:
+            inviter.kill()
+    assert inviter.returncode == 0, err
+    assert f"bob is now your contact (verified): {net.address('bob')}" in out
+    assert f"alice is now your contact (verified): {net.address('alice')}" in accepted
+    assert _contacts(net, "alice") == f"bob\t{net.address('bob')}\tverified"
+    assert _contacts(net, "bob") == f"alice\t{net.address('alice')}\tverified"
+    # The code worked once; the rendezvous no longer has it.
+    with pytest.raises(TestnetError, match="ask for a new invite"):
+        net.anonmail("bob", "accept", code)
+    _send(net, "alice", "bob", "invited: to bob")
+    _send(net, "bob", "alice", "invited: to alice")
+    _wait(lambda: _arrived(net, "bob", ["invited: to bob"]) and _arrived(net, "alice", ["invited: to alice"]), 300,
+          lambda: f"bob: {_inbox(net, 'bob')}; alice: {_inbox(net, 'alice')}")

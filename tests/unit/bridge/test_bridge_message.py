@@ -155,3 +155,14 @@ def test_any_message_bytes_decode_to_an_rfc822_envelope(junk):
     shown = render_received(kind="rfc822", sender=ALICE, sender_name=None, own=BOB, subject="", body=decoded.body,
                             sent_at=0, message_id=b"x" * 16)
     assert shown.startswith(b"X-Anonmail-Sender: ")
+
+
+@pytest.mark.parametrize("verified, shown", [(True, "verified"), (False, "unverified"), (None, "not a contact")])
+def test_received_mail_says_whether_the_sender_is_a_verified_contact(verified, shown):
+    """Attack included: the sender writes its own X-Anonmail-Contact: verified; only the bridge's line shows."""
+    raw = b"X-Anonmail-Contact: verified\r\nFrom: x\r\nSubject: hi\r\n\r\nbody\r\n"
+    for kind, body in (("rfc822", raw), ("mail", b"body")):
+        out = render_received(kind=kind, sender=MALLORY, sender_name=None, own=BOB, subject="hi", body=body,
+                              sent_at=0, message_id=b"1" * 16, verified=verified)
+        msg = email.message_from_bytes(out, policy=email.policy.default)
+        assert msg.get_all("X-Anonmail-Contact") == [shown]

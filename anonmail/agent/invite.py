@@ -25,7 +25,8 @@ import anyio
 
 from anonmail.agent import account
 from anonmail.agent.stats import why
-from anonmail.clients.rendezvous import AnonymousSession, Rendezvous
+from anonmail.clients.provider import ProviderClient
+from anonmail.clients.rendezvous import Rendezvous
 from anonmail.core.address import parse_address
 from anonmail.core.invite import (
     MAX_CERTS,
@@ -244,7 +245,7 @@ class InviteRunner:
         if address is None:
             raise InviteError(f"provider {code.provider!r} (from the code) is not in the network's consensus or not "
                               "reachable; check the part after '@'", reason="bad_code")
-        channel = await AnonymousSession.connect(self.agent.router, address, timeout=60.0)
+        channel = await ProviderClient.anonymous(self.agent.router, address, timeout=60.0)
         try:
             rv = Rendezvous(channel)
             session = InviteSession(Side.ACCEPTOR, code)

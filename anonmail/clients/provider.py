@@ -16,7 +16,8 @@ or silent link). Cancellation leaves the connection unusable: close it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -91,6 +92,30 @@ async def _close_quietly(framed: FramedStream) -> None:
         await framed.aclose()  # a link closes quietly even when it broke
 
 
+@asynccontextmanager
+async def _translated(framed: FramedStream, address: str, timeout: float) -> AsyncIterator[None]:
+    """Bound the block by ``timeout``; on any failure close ``framed``, a broken link as TransportError."""
+    try:
+        with anyio.fail_after(timeout):
+            yield
+    except BaseException as exc:
+        await _close_quietly(framed)
+        if isinstance(exc, TimeoutError):
+            raise TransportError(f"provider {address} did not answer within {timeout:g} s", address=address) from None
+        if isinstance(exc, (WireError, LinkError)):
+            raise TransportError(f"provider {address} broke the connection: {type(exc).__name__}",
+                                 address=address) from None
+        raise
+
+
+async def _challenge(framed: FramedStream) -> dict:
+    """The provider's first CONTROL message, which must be its challenge."""
+    frame = await framed.receive()
+    if not isinstance(frame, Control):
+        raise ProtocolError("the provider sent no challenge", reason="malformed")
+    return _check_reply(frame.message, "challenge")
+
+
 def _check_reply(reply: dict, expected: str) -> dict:
     """Raise the provider's error as ProtocolError; otherwise check the reply's type."""
     kind = reply.get("type")
@@ -143,42 +168,38 @@ class ProviderClient:
         if op not in AUTH_OPS:
             raise ValueError(f"op must be one of {AUTH_OPS}, got {op!r}")
         framed = await _open(router, address, timeout)
-        try:
-            with anyio.fail_after(timeout):
-                frame = await framed.receive()
-                if not isinstance(frame, Control):
-                    raise ProtocolError("the provider sent no challenge", reason="malformed")
-                challenge = _check_reply(frame.message, "challenge")
-                require_fields(challenge, ["nonce", "provider"])
-                nonce = b64d(challenge["nonce"], "nonce", NONCE_BYTES)
-                if challenge["provider"] != provider:
-                    raise ProtocolError(
-                        f"{address} is provider {challenge['provider']!r}, not {provider!r}", reason="wrong_provider"
-                    )
-                reply = await framed.request({
-                    "type": "auth",
-                    "op": op,
-                    "identity": b64e(identity.public),
-                    "signature": b64e(sign_auth(identity, nonce, provider, op)),
-                    "certs": [b64e(c.to_bytes()) for c in certs],
-                })
-                ok = _check_reply(reply, "auth_ok")
-                require_fields(ok, ["mailbox", "limits"])
-                mailbox = b64d(ok["mailbox"], "mailbox", 16)
-                limits = ok["limits"]
-                if mailbox != Address.for_key(identity.public, provider).mailbox_id:
-                    raise ProtocolError("the provider named a mailbox that is not ours", reason="malformed")
-                if not isinstance(limits, dict) or not isinstance(limits.get("fetch_batch"), int) or limits["fetch_batch"] < 1:
-                    raise ProtocolError("the provider's limits are malformed", reason="malformed")
-        except BaseException as exc:
-            await _close_quietly(framed)
-            if isinstance(exc, TimeoutError):
-                raise TransportError(f"provider {address} did not answer within {timeout:g} s", address=address) from None
-            if isinstance(exc, (WireError, LinkError)):
-                raise TransportError(f"provider {address} broke the connection: {type(exc).__name__}",
-                                     address=address) from None
-            raise
+        async with _translated(framed, address, timeout):
+            challenge = await _challenge(framed)
+            require_fields(challenge, ["nonce", "provider"])
+            nonce = b64d(challenge["nonce"], "nonce", NONCE_BYTES)
+            if challenge["provider"] != provider:
+                raise ProtocolError(
+                    f"{address} is provider {challenge['provider']!r}, not {provider!r}", reason="wrong_provider"
+                )
+            reply = await framed.request({
+                "type": "auth",
+                "op": op,
+                "identity": b64e(identity.public),
+                "signature": b64e(sign_auth(identity, nonce, provider, op)),
+                "certs": [b64e(c.to_bytes()) for c in certs],
+            })
+            ok = _check_reply(reply, "auth_ok")
+            require_fields(ok, ["mailbox", "limits"])
+            mailbox = b64d(ok["mailbox"], "mailbox", 16)
+            limits = ok["limits"]
+            if mailbox != Address.for_key(identity.public, provider).mailbox_id:
+                raise ProtocolError("the provider named a mailbox that is not ours", reason="malformed")
+            if not isinstance(limits, dict) or not isinstance(limits.get("fetch_batch"), int) or limits["fetch_batch"] < 1:
+                raise ProtocolError("the provider's limits are malformed", reason="malformed")
         return cls(framed, address, mailbox, limits, timeout)
+
+    @classmethod
+    async def anonymous(cls, router: Router, address: str, *, timeout: float = REQUEST_TIMEOUT) -> ProviderClient:
+        """A session that never authenticates (to join an invitation there): only :meth:`request` works."""
+        framed = await _open(router, address, timeout)
+        async with _translated(framed, address, timeout):
+            await _challenge(framed)
+        return cls(framed, address, b"", {"fetch_batch": 1}, timeout)
 
     async def __aenter__(self) -> ProviderClient:
         return self

@@ -475,7 +475,7 @@ class Provider:
 
     def _rendezvous(self, session: _Session, message: dict) -> dict:
         """An invitation request (provider/rendezvous.py); the table is made on first use."""
-        now = anyio.current_time()
+        now = self.wall_clock()
         if self.rendezvous is None:
             self.rendezvous = RendezvousTable(join_bucket=TokenBucket(JOIN_RATE, JOIN_BURST, now),
                                               open_bucket=TokenBucket(OPEN_RATE, OPEN_BURST, now))

@@ -45,6 +45,7 @@ boundary with ``raise ...Error(...) from exc``.
     │       ├── SamError            the bridge answered a command with an error (has ``result``)
     │       ├── RouterNotReadyError the router did not build a session's tunnels in time
     │       └── SessionLostError    our SAM session is gone (also a ConnectError, ``session_lost``)
+    ├── LinkAuthError               a link handshake between nodes fails or is refused (has ``reason``)
     ├── DirectoryError              a descriptor or consensus is rejected (has ``reason``)
     ├── PathError                   no usable path through the topology
     │   └── NodeKeyError            a node's published key cannot build a packet (has ``node_id``)
@@ -96,6 +97,7 @@ __all__ = [
     "SamError",
     "RouterNotReadyError",
     "SessionLostError",
+    "LinkAuthError",
     "DirectoryError",
     "PathError",
     "NodeKeyError",
@@ -329,6 +331,17 @@ class SessionLostError(ConnectError, I2PError):
 
     def __init__(self, message: str, *, address: str | None = None) -> None:
         super().__init__(message, address=address, reason="session_lost")
+
+
+class LinkAuthError(AnonmailError):
+    """A link handshake between nodes failed or the peer is refused; ``reason`` is a stable code.
+
+    The link is closed; the message names what failed, never key material.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DirectoryError(AnonmailError):

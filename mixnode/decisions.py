@@ -29,6 +29,8 @@ from anonmail.errors import HeaderMacError, PacketError
 
 __all__ = [
     "DropReason",
+    "Refusal",
+    "Rules",
     "Forward",
     "LoopReturned",
     "Stored",
@@ -38,6 +40,7 @@ __all__ = [
     "UnwrapResult",
     "unwrap_batch",
     "fail_batch",
+    "check_forward",
     "decide",
 ]
 
@@ -79,6 +82,34 @@ class DropReason(StrEnum):
     RATE_LIMITED = "rate_limited"
     CLIENT_BAD_FRAME = "client_bad_frame"
     CLIENT_UNEXPECTED_FRAME = "client_unexpected_frame"
+    # the rules every node enforces
+    WRONG_NEXT_HOP = "wrong_next_hop"
+    EPOCH_KEY_GONE = "epoch_key_gone"
+    PEER_RATE_LIMITED = "peer_rate_limited"
+
+
+class Refusal(StrEnum):
+    """Why an inbound connection was closed before or instead of serving it (``refused`` counters)."""
+
+    TOO_MANY_UNAUTHENTICATED = "too_many_unauthenticated"
+    TOO_MANY_NODE_LINKS = "too_many_node_links"
+    TOO_MANY_CLIENTS = "too_many_clients"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    BAD_FRAME = "bad_frame"
+    CLIENT_AT_MIX = "client_at_mix"
+    BAD_ROLE = "bad_role"
+    # a failed handshake (the LinkAuthError reasons)
+    TRUNCATED = "truncated"
+    OVERSIZED = "oversized"
+    BAD_MESSAGE = "bad_message"
+    WRONG_KEY = "wrong_key"
+    UNEXPECTED = "unexpected"
+    CLOSED = "closed"
+    # the peer is authenticated but may not send here
+    NO_CONSENSUS = "no_consensus"
+    UNKNOWN_PEER = "unknown_peer"
+    WRONG_LAYER = "wrong_layer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +119,8 @@ class Forward:
     next_node: bytes
     packet: bytes
     delay_ms: int = 0
+    #: The epoch whose key unwrapped it (held packets of an epoch whose key is gone are purged).
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +152,27 @@ Unwrapped: TypeAlias = sphinx.Forward | sphinx.Deliver | sphinx.SurbDelivery | D
 
 @dataclass(frozen=True, slots=True)
 class UnwrapResult:
-    """One result per packet, in order, and the new replay tags per epoch to persist first."""
+    """One result per packet, in order, the epoch each unwrapped under, and the new tags to persist first."""
 
     results: list[Unwrapped]
     fresh_tags: dict[int, list[bytes]] = field(default_factory=dict)
+    epochs: list[int | None] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a node enforces on every packet it would forward.
+
+    ``next_hops``: the node ids of the next layer in the consensus held (None: no consensus
+    yet, the link pool then drops unknown hops); ``max_delay_ms``: the longest hold allowed, the
+    consensus's ``max_delay`` (None: no consensus yet); a sender must not make its packets stand
+    out by their hold time, nor fill a queue with packets held for weeks;
+    ``foreign_final``: what a final-hop packet that is none of our loops is dropped as.
+    """
+
+    foreign_final: DropReason = DropReason.NOT_FOR_A_MIX
+    max_delay_ms: int | None = None
+    next_hops: Container[bytes] | None = None
 
 
 def unwrap_batch(
@@ -139,9 +189,11 @@ def unwrap_batch(
     Any other exception one packet raises is contained: ``on_fault(exc)``, ``Drop(UNEXPECTED_ERROR)``.
     """
     results: list[Unwrapped] = []
+    epochs: list[int | None] = []
     fresh: dict[int, list[bytes]] = {}
     for packet in packets:
         outcome: Unwrapped = Drop(DropReason.BAD_MAC)
+        opened: int | None = None
         for epoch, secret in keys:
             try:
                 unwrapped = sphinx.process(packet, secret, is_replay=lambda tag, e=epoch: is_replay(e, tag))
@@ -155,10 +207,11 @@ def unwrap_batch(
                 outcome = Drop(DropReason.UNEXPECTED_ERROR)
             else:
                 fresh.setdefault(epoch, []).append(unwrapped.tag)
-                outcome = unwrapped
+                outcome, opened = unwrapped, epoch
             break
         results.append(outcome)
-    return UnwrapResult(results, fresh)
+        epochs.append(opened)
+    return UnwrapResult(results, fresh, epochs)
 
 
 def fail_batch(results: Sequence[Unwrapped | Decision], reason: DropReason) -> list[Drop]:
@@ -166,23 +219,30 @@ def fail_batch(results: Sequence[Unwrapped | Decision], reason: DropReason) -> l
     return [r if isinstance(r, Drop) else Drop(reason) for r in results]
 
 
-def decide(result: Unwrapped | Decision, pending_loops: Container[bytes], *, foreign_loop: DropReason,
-           max_delay_ms: int | None = None) -> Decision:
-    """The decision for one result after delivery: forward, count our loop, or drop.
+def check_forward(forward: Forward, rules: Rules) -> Forward | Drop:
+    """Enforce the per-hop delay bound and the stratified order on one packet to forward."""
+    if rules.max_delay_ms is not None and forward.delay_ms > rules.max_delay_ms:
+        return Drop(DropReason.DELAY_TOO_LONG)
+    if rules.next_hops is not None and forward.next_node not in rules.next_hops:
+        return Drop(DropReason.WRONG_NEXT_HOP)
+    return forward
+
+
+def decide(result: Unwrapped | Decision, pending_loops: Container[bytes], rules: Rules,
+           epoch: int | None = None) -> Decision:
+    """The decision for one result after delivery: forward (within the rules), count our loop, or drop.
 
     ``pending_loops`` holds the mailbox ids of this node's loops in flight; a final-hop packet
-    that is none of them is dropped as ``foreign_loop`` (a mix: ``NOT_FOR_A_MIX``). A hop delay
-    above ``max_delay_ms`` (the consensus's ``max_delay``; None: no consensus yet) is dropped as
-    ``DELAY_TOO_LONG``: a sender must not make its packets stand out by their hold time.
+    that is none of them is dropped as ``rules.foreign_final``. (A provider's ACK in
+    ``Stored.ack`` goes through :func:`check_forward` when the node sends it: the entry is
+    stored either way.)
     """
     if isinstance(result, sphinx.Forward):
-        if max_delay_ms is not None and result.delay_ms > max_delay_ms:
-            return Drop(DropReason.DELAY_TOO_LONG)
-        return Forward(result.next_node, result.packet, result.delay_ms)
+        return check_forward(Forward(result.next_node, result.packet, result.delay_ms, epoch), rules)
     if isinstance(result, sphinx.Deliver):
         if result.mailbox_id in pending_loops:
             return LoopReturned(result.mailbox_id)
-        return Drop(foreign_loop)
+        return Drop(rules.foreign_final)
     if isinstance(result, sphinx.SurbDelivery):
-        return Drop(foreign_loop)
+        return Drop(rules.foreign_final)
     return result

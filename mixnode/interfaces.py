@@ -11,6 +11,7 @@ from typing import Protocol
 
 from anonmail.net.framed import FramedStream
 from mixnode.decisions import Decision, DropReason, Stored, Unwrapped
+from mixnode.inbound import ClientSlot
 
 __all__ = ["NodeServices"]
 
@@ -38,8 +39,8 @@ class NodeServices(Protocol):
     def stored(self, decision: Stored) -> None:
         """(Event loop.) Book a committed delivery (its ACK is sent by the engine)."""
 
-    async def serve_client(self, framed: FramedStream) -> None:
-        """Serve one connection that said HELLO as a CLIENT."""
+    async def serve_client(self, framed: FramedStream, slot: ClientSlot) -> None:
+        """Serve one connection that said HELLO as a CLIENT; ``slot.promote()`` once the user logged in."""
 
     def status_fields(self) -> dict:
         """Fields added to the node's status."""

@@ -5,10 +5,13 @@
     send(node_id, packet) ──▶ per-next-hop queue (link_queue_limit) ──▶ one task: connect (backoff),
                               full: Drop(LINK_FULL)                      HELLO, write batches of ≤ 64
 
-Links to every reachable node of the next layer are opened with each consensus and kept up
-(:meth:`LinkPool.keep`), so no packet waits for a connection set-up and no observer learns from
-a link's first packet when it came. Links to other nodes (ACK first hops, loop routes) open on
-their first packet. A queue never grows past its limit and a writer never blocks the caller.
+Every connection starts with the link handshake (:mod:`mixnode.handshake`): the node at the
+other end must prove it holds the link key its descriptor publishes, and learns ours. Links to
+every reachable node of the next layer are opened with each consensus and kept up
+(:meth:`LinkPool.keep`; a CONTROL ``ping`` every :data:`KEEPALIVE` seconds on a quiet link), so
+no packet waits for a connection set-up and no observer learns from a link's first packet when
+it came. A node forwards only to the next layer (the decision step drops anything else), so a
+link opens only to such a node. A queue never grows past its limit and a writer never blocks.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import anyio
 import anyio.abc
 
 from anonmail.core.pki import Consensus, NodeDescriptor
-from anonmail.core.wire import Hello, Packet, Role, encode_frame
-from anonmail.errors import TransportError
+from anonmail.core.wire import Control, Packet, encode_frame
+from anonmail.errors import LinkAuthError, TransportError, WireError
+from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 from mixnode.decisions import DropReason
+from mixnode.handshake import initiate
+from mixnode.topology import next_hops
 
-__all__ = ["LinkPool", "LinkStats", "Link", "next_layer"]
+__all__ = ["LinkPool", "LinkStats", "Link"]
 
 log = logging.getLogger("mixnode.links")
 
@@ -40,7 +46,11 @@ SEND_TIMEOUT = 60.0
 LINK_REFRESH = 5.0
 #: Packets written to a connection in one send.
 WRITE_BATCH = 64
-_HELLO_MIX = encode_frame(Hello(1, Role.MIX))
+#: Bound on the link handshake (connect excluded), seconds.
+HANDSHAKE_TIMEOUT = 20.0
+#: A quiet link sends a ping this often, so the receiving end's idle timeout spares it.
+KEEPALIVE = 60.0
+_PING = encode_frame(Control({"type": "ping"}))
 
 
 @dataclass
@@ -50,6 +60,8 @@ class LinkStats:
     forwarded: int = 0
     link_failures: int = 0
     dropped: Counter = field(default_factory=Counter)
+    #: Outbound handshakes that failed, by LinkAuthError reason.
+    link_auth_failures: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -61,22 +73,11 @@ class Link:
     send: anyio.abc.ObjectSendStream
     receive: anyio.abc.ObjectReceiveStream
     connected: bool = False
+    #: Whether the peer proved its link key on the current connection.
+    authenticated: bool = False
     failures: int = 0
     #: Connect at once and stay connected, packets or not (links to the next layer).
     eager: bool = False
-
-
-def next_layer(consensus: Consensus, me: bytes) -> list[bytes]:
-    """Ids of the nodes ``me`` forwards to: the next mix layer; providers after the last."""
-    descriptor = consensus.by_id(me)
-    if descriptor is None:
-        return []
-    topology = consensus.topology()
-    if descriptor.layer < len(topology.layers):
-        candidates = topology.layers[descriptor.layer]  # layer 0 (a provider) feeds layer 1, and so on
-    else:
-        candidates = topology.providers
-    return [n.node_id for n in candidates if n.node_id != me]
 
 
 class LinkPool:
@@ -92,12 +93,14 @@ class LinkPool:
         consensus: Callable[[], Consensus | None],
         stats: LinkStats,
         *,
+        link_secret: bytes,
         queue_limit: int,
         rng: random.Random,
         link_loss: float = 0.0,
     ) -> None:
         self.router = router
         self.consensus = consensus
+        self.link_secret = link_secret
         self.stats = stats
         self.queue_limit = queue_limit
         self.rng = rng
@@ -130,9 +133,9 @@ class LinkPool:
         return self._index[1].get(node_id)
 
     def address_for(self, node_id: bytes) -> str | None:
-        """The first address of ``node_id`` a transport here can reach (None if none or unknown)."""
+        """The first address of ``node_id`` a transport here can reach (None if none, unknown or no link key)."""
         descriptor = self.lookup(node_id)
-        if descriptor is None:
+        if descriptor is None or descriptor.link_key is None:
             return None
         for address in descriptor.addresses:
             if self.router.can_reach(address):
@@ -185,7 +188,7 @@ class LinkPool:
             consensus = self.consensus()
             if consensus is not None and consensus is not seen:
                 seen = consensus
-                for node in next_layer(consensus, me()):
+                for node in sorted(next_hops(consensus, me())):
                     if self.address_for(node) is not None:
                         self.open(node, eager=True)
             await anyio.sleep(LINK_REFRESH)
@@ -193,8 +196,8 @@ class LinkPool:
     def status(self) -> dict:
         """Per-link state for the status file (node names are public)."""
         return {
-            link.name: {"connected": link.connected, "queued": link.send.statistics().current_buffer_used,
-                        "failures": link.failures}
+            link.name: {"connected": link.connected, "authenticated": link.authenticated,
+                        "queued": link.send.statistics().current_buffer_used, "failures": link.failures}
             for link in self._links.values()
         }
 
@@ -228,30 +231,53 @@ class LinkPool:
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            backoff = BACKOFF_INITIAL
             link.connected = True
+            up_since = anyio.current_time()
             try:
                 async with stream:
-                    with anyio.fail_after(SEND_TIMEOUT):
-                        await stream.send(_HELLO_MIX + unsent)
+                    descriptor = self.lookup(link.node_id)
+                    if descriptor is None or descriptor.link_key is None:
+                        continue
+                    framed = FramedStream(stream)
+                    with anyio.fail_after(HANDSHAKE_TIMEOUT):
+                        await initiate(framed, self.link_secret, descriptor.link_key)
+                    link.authenticated = True
+                    up_since = anyio.current_time()
+                    if unsent:
+                        with anyio.fail_after(SEND_TIMEOUT):
+                            await stream.send(unsent)
                     self.stats.forwarded += unsent_count
                     unsent, unsent_count = b"", 0
                     while True:
-                        packets = [await link.receive.receive()]
-                        while len(packets) < WRITE_BATCH:
+                        packets = []
+                        with anyio.move_on_after(KEEPALIVE):
+                            packets.append(await link.receive.receive())
+                        while packets and len(packets) < WRITE_BATCH:
                             try:
                                 packets.append(link.receive.receive_nowait())
                             except anyio.WouldBlock:
                                 break
-                        unsent = b"".join(encode_frame(Packet(p)) for p in packets)
+                        unsent = b"".join(encode_frame(Packet(p)) for p in packets) if packets else _PING
                         unsent_count = len(packets)
                         with anyio.fail_after(SEND_TIMEOUT):
                             await stream.send(unsent)
                         self.stats.forwarded += unsent_count
                         unsent, unsent_count = b"", 0
-            except (TransportError, TimeoutError, anyio.EndOfStream) as exc:  # EndOfStream: our queue closed
+            except LinkAuthError as exc:
+                link.failures += 1
+                self.stats.link_failures += 1
+                self.stats.link_auth_failures[exc.reason] += 1
+                log.warning("link to %s refused: %s; retrying in %.1f s", link.name, exc, backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            except (TransportError, TimeoutError, WireError, anyio.EndOfStream) as exc:  # EndOfStream: our queue closed
                 link.failures += 1
                 self.stats.link_failures += 1
                 log.info("link to %s broke (%s); reconnecting", link.name, type(exc).__name__)
+                if link.authenticated and anyio.current_time() - up_since > BACKOFF_MAX:
+                    backoff = BACKOFF_INITIAL  # it was up a while: an ordinary break
+                link.connected = link.authenticated = False
+                await anyio.sleep(backoff)  # never a busy loop, e.g. on a peer that closes at once
+                backoff = min(backoff * 2, BACKOFF_MAX)
             finally:
-                link.connected = False
+                link.connected = link.authenticated = False

@@ -3,15 +3,19 @@
 Pipeline (every queue bounded; overload drops and counts, it never grows or blocks a reader)::
 
     connections ──PACKET──▶ inbound queue ──▶ unwrap workers (threads, batches) ──▶ replay store
-         (one task each,     (inbound_limit)    decisions.unwrap_batch,             (fsynced before
-          never blocks)                          results back on the event loop      forwarding)
+    (Inbound: handshake,     (inbound_limit)    decisions.unwrap_batch,             (fsynced before
+     previous layer only,                        results back on the event loop      forwarding)
+     budgets, never blocks)
                                   │
                                   ▼  decisions.decide: Forward | LoopReturned | Stored | Drop(reason)
+                                     (delay ≤ the consensus max_delay, next hop in the next layer)
               delay heap (queue_limit) ──due──▶ LinkPool: per-next-hop queue ──▶ persistent connection
                                                  (link_queue_limit)          (reconnect w/ backoff)
 
 Every decision about a packet is made by the pure functions of :mod:`mixnode.decisions`; this
-module only moves bytes and time and acts on them. A provider is this engine plus a
+module only moves bytes and time and acts on them. Links in both directions are authenticated
+with the node's link key (:mod:`mixnode.inbound`, :mod:`mixnode.links`); held packets whose
+epoch key is deleted are purged with it. A provider is this engine plus a
 :class:`NodeServices` (delivery into mailboxes, client sessions), handed in at construction.
 
 What a mix learns: the previous and next hop of each packet and the delay chosen for it at this
@@ -43,18 +47,17 @@ import anyio.to_thread
 from anonmail.core import sphinx
 from anonmail.core.fragments import KIND_LOOP, encode_cover_payload
 from anonmail.core.keys import IdentityKey, node_id
-from anonmail.core.pki import epoch_at, epoch_start, sign_descriptor
+from anonmail.core.linkauth import link_public
+from anonmail.core.pki import Consensus, epoch_at, epoch_start, sign_descriptor
 from anonmail.core.policy import PoissonSchedule, loop_route
 from anonmail.core.sizes import MAILBOX_ID_BYTES
-from anonmail.core.wire import Close, Packet, Role
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
 from anonmail.daemon.containment import FaultCounter
 from anonmail.daemon.identity import load_or_create_identity
 from anonmail.daemon.node_config import NodeConfig
 from anonmail.daemon.status import write_status
-from anonmail.errors import DirectoryError, LinkError, PathError, StoreError, WireError
+from anonmail.errors import DirectoryError, PathError, StoreError
 from anonmail.net.base import Transport
-from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 from mixnode.decisions import (
     Decision,
@@ -62,26 +65,28 @@ from mixnode.decisions import (
     DropReason,
     Forward,
     LoopReturned,
+    Rules,
     Stored,
     Unwrapped,
+    check_forward,
     decide,
     fail_batch,
     unwrap_batch,
 )
 from mixnode.epochkeys import EpochKeys
+from mixnode.handshake import load_or_create_link_secret
+from mixnode.inbound import Inbound
 from mixnode.params import loop_delay_ms, loop_rate, max_delay_ms
 from mixnode.interfaces import NodeServices
 from mixnode.links import LinkPool, LinkStats
 from mixnode.replay import ReplayStore
+from mixnode.topology import next_hops
 
 __all__ = ["MixNode", "Stats"]
 
 log = logging.getLogger("mixnode")
 
 REPLAY_DB = "replay.sqlite"
-HELLO_TIMEOUT = 30.0
-#: Most inbound connections served at once; more are closed at once.
-MAX_INBOUND_CONNECTIONS = 512
 STATUS_INTERVAL = 1.0
 
 
@@ -134,6 +139,7 @@ class MixNode:
         self.services = services
         self.role = services.role if services is not None else "mix"
         self._foreign_final = services.foreign_final if services is not None else DropReason.NOT_FOR_A_MIX
+        self._rules: tuple[Consensus | None, Rules] = (None, Rules(self._foreign_final))
         # Paths and delays of our own loops must be unpredictable: system randomness by default.
         self.rng = rng if rng is not None else random.SystemRandom()
         self.stats = Stats()
@@ -145,13 +151,14 @@ class MixNode:
         self.directory: DirectoryClient | None = None
         self.replay: ReplayStore | None = None
         self.links: LinkPool | None = None
+        self.inbound: Inbound | None = None
+        self.link_secret: bytes | None = None
         self.keys = EpochKeys(config.data_dir, config.epoch_seconds)
         self._published: set[int] = set()
-        self._heap: list[tuple[float, int, bytes, bytes]] = []
+        self._heap: list[tuple[float, int, bytes, bytes, int | None]] = []
         self._seq = itertools.count()
         self._wake = anyio.Event()
         self._pending_loops: dict[bytes, float] = {}
-        self._inbound_connections = 0
         self._inbound_send: anyio.abc.ObjectSendStream[tuple[float, bytes]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -167,7 +174,8 @@ class MixNode:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.identity = await self.blocking(load_or_create_identity, config.data_dir)
-        self.replay = await self.blocking(ReplayStore, config.data_dir / REPLAY_DB)
+        self.link_secret = await self.blocking(load_or_create_link_secret, config.data_dir)
+        self.replay = await self.blocking(lambda: ReplayStore(config.data_dir / REPLAY_DB, capacity=config.replay_capacity))
         now_epoch = self.epoch()
         for epoch in (now_epoch - 1, now_epoch, now_epoch + 1):
             await self.blocking(self.keys.load, epoch, epoch >= now_epoch)
@@ -191,11 +199,16 @@ class MixNode:
                     wall_clock=self.wall_clock,
                     epoch_seconds=config.epoch_seconds,
                 )
-                self.links = LinkPool(self.router, self.directory.current, self.stats,
+                self.links = LinkPool(self.router, self.directory.current, self.stats, link_secret=self.link_secret,
                                       queue_limit=config.link_queue_limit, rng=self.rng, link_loss=self.link_loss)
+                self.inbound = Inbound(
+                    link_secret=self.link_secret, me=lambda: self.node_id, consensuses=self._consensuses,
+                    submit=self.submit, dropped=self.stats.dropped,
+                    serve_client=self.services.serve_client if self.services is not None else None,
+                )
                 async with anyio.create_task_group() as tg:
                     await tg.start(self.links.run)
-                    self.addresses = await self.router.listen(self._serve_connection)
+                    self.addresses = await self.router.listen(self.inbound.serve)
                     log.info("%s %s (layer %d) listening on %d address(es); %d replay tags loaded",
                              self.role, config.name, config.layer, len(self.addresses), loaded)
                     for _ in range(max(1, config.workers)):
@@ -224,11 +237,37 @@ class MixNode:
         """The current epoch by the wall clock."""
         return epoch_at(self.wall_clock(), self.config.epoch_seconds)
 
+    def _consensuses(self) -> list:
+        """The consensuses a peer is judged by: the current one, then the next one if held."""
+        if self.directory is None:
+            return []
+        return [self.directory.current(), self.directory.get(self.epoch() + 1)]
+
+    def rules(self) -> Rules:
+        """The rules for packets this node forwards, from the consensus it holds."""
+        consensus = self.directory.current() if self.directory is not None else None
+        if consensus is None or self.identity is None:
+            return Rules(self._foreign_final)
+        if self._rules[0] is not consensus:
+            hops = next_hops(consensus, self.node_id)
+            self._rules = (consensus, Rules(self._foreign_final, max_delay_ms(consensus), hops))
+        return self._rules[1]
+
     def _forget_epochs_before(self, epoch: int) -> None:
         """(Thread.) Delete keys of finished epochs (forward secrecy) and their replay tags."""
         self.keys.forget_before(epoch)
         assert self.replay is not None
         self.replay.purge_before(epoch)
+
+    def _purge_held(self) -> None:
+        """Drop held packets whose epoch key is gone (they were unwrapped under a deleted key)."""
+        kept = [entry for entry in self._heap if entry[4] is None or self.keys.has(entry[4])]
+        purged = len(self._heap) - len(kept)
+        if purged:
+            heapq.heapify(kept)
+            self._heap[:] = kept
+            self.stats.dropped[DropReason.EPOCH_KEY_GONE] += purged
+            self._wake.set()
 
     # ------------------------------------------------------------------ inbound
 
@@ -242,42 +281,6 @@ class MixNode:
             self.stats.dropped[DropReason.QUEUE_FULL] += 1
             return DropReason.QUEUE_FULL
         return None
-
-    async def _serve_connection(self, stream: anyio.abc.ByteStream) -> None:
-        """Read frames from one peer; packets go to the inbound queue without ever waiting."""
-        if self._inbound_connections >= MAX_INBOUND_CONNECTIONS:
-            self.stats.dropped[DropReason.TOO_MANY_CONNECTIONS] += 1
-            return
-        self._inbound_connections += 1
-        framed = FramedStream(stream)
-        try:
-            with anyio.fail_after(HELLO_TIMEOUT):
-                hello = await framed.expect_hello()
-            if hello.role == Role.CLIENT and self.services is not None:
-                await self.services.serve_client(framed)
-                return
-            while True:
-                frames = await framed.receive_batch()
-                if frames is None:
-                    return
-                now = anyio.current_time()
-                for frame in frames:
-                    if isinstance(frame, Packet):
-                        self.submit(frame.data, now)
-                    elif isinstance(frame, Close):
-                        return
-                    else:
-                        self.stats.dropped[DropReason.UNEXPECTED_FRAME] += 1
-        except WireError:
-            self.stats.dropped[DropReason.BAD_FRAME] += 1
-        except TimeoutError:
-            self.stats.dropped[DropReason.NO_HELLO] += 1
-        except LinkError:
-            pass  # the peer went away
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # our inbound queue is closed: the node is stopping
-        finally:
-            self._inbound_connections -= 1
 
     async def _unwrap_worker(
         self, receive: anyio.abc.ObjectReceiveStream, limiter: anyio.CapacityLimiter
@@ -303,32 +306,35 @@ class MixNode:
                         )
                 except Exception as exc:  # containment: a batch never stops the node
                     self.faults.record(exc, "packet batch")
-                    results = [Drop(DropReason.UNEXPECTED_ERROR)] * len(packets)
-                limit = max_delay_ms(self.directory.current() if self.directory is not None else None)
-                for (received_at, _), result in zip(batch, results, strict=True):
+                    results = [(Drop(DropReason.UNEXPECTED_ERROR), None)] * len(packets)
+                rules = self.rules()
+                for (received_at, _), (result, epoch) in zip(batch, results, strict=True):
                     try:
-                        self._act(received_at, decide(result, self._pending_loops, foreign_loop=self._foreign_final,
-                                                      max_delay_ms=limit))
+                        self._act(received_at, decide(result, self._pending_loops, rules, epoch))
                     except Exception as exc:  # containment: one packet never stops the node
                         self.faults.record(exc, "packet")
                         self.stats.dropped[DropReason.UNEXPECTED_ERROR] += 1
 
-    def _process_batch(self, packets: list[bytes], now: float) -> list[Unwrapped | Decision]:
-        """(Worker thread.) Unwrap; record new tags durably; let the services store deliveries."""
+    def _process_batch(self, packets: list[bytes], now: float) -> list[tuple[Unwrapped | Decision, int | None]]:
+        """(Worker thread.) Unwrap; record new tags durably; let the services store deliveries.
+
+        Returns each packet's result with the epoch whose key opened it.
+        """
         replay = self.replay
         assert replay is not None
         unwrapped = unwrap_batch(packets, self.keys.candidates(now), replay.check_and_add,
                                  on_fault=lambda exc: self.faults.record(exc, "packet"))
+        results: list[Unwrapped | Decision]
         try:
             for epoch, tags in unwrapped.fresh_tags.items():
                 replay.persist(epoch, tags)
         except StoreError as exc:
             # Without a durable tag the packet could be replayed after a restart: drop the batch.
             log.error("%s", exc)
-            return list(fail_batch(unwrapped.results, DropReason.STORE_ERROR))
-        if self.services is None:
-            return list(unwrapped.results)
-        return self.services.deliver(unwrapped.results, now)
+            results = list(fail_batch(unwrapped.results, DropReason.STORE_ERROR))
+        else:
+            results = list(unwrapped.results) if self.services is None else self.services.deliver(unwrapped.results, now)
+        return list(zip(results, unwrapped.epochs, strict=True))
 
     def _act(self, received_at: float, decision: Decision) -> None:
         """Carry out one decision on the event loop."""
@@ -343,7 +349,11 @@ class MixNode:
             assert self.services is not None
             self.services.stored(decision)
             if decision.ack is not None:
-                self._hold(received_at, decision.ack)
+                ack = check_forward(decision.ack, self.rules())
+                if isinstance(ack, Drop):
+                    self.stats.dropped[ack.reason] += 1
+                else:
+                    self._hold(received_at, ack)
 
     def _hold(self, received_at: float, forward: Forward) -> None:
         """Queue a packet for its delay (or at once on its link)."""
@@ -353,7 +363,7 @@ class MixNode:
             self.stats.dropped[DropReason.QUEUE_FULL] += 1
         else:
             due = received_at + forward.delay_ms / 1000
-            heapq.heappush(self._heap, (due, next(self._seq), forward.next_node, forward.packet))
+            heapq.heappush(self._heap, (due, next(self._seq), forward.next_node, forward.packet, forward.epoch))
             self._wake.set()
 
     # ------------------------------------------------------------------ holding and sending
@@ -375,7 +385,7 @@ class MixNode:
                 continue
             now = anyio.current_time()
             while heap and heap[0][0] <= now:
-                _, _, next_node, packet = heapq.heappop(heap)
+                _, _, next_node, packet, _ = heapq.heappop(heap)
                 self.send(next_node, packet)
 
     def send(self, node_id: bytes, packet: bytes) -> DropReason | None:
@@ -407,6 +417,7 @@ class MixNode:
                     sphinx_key=self.keys.public(target),
                     addresses=self.addresses,
                     production=self.config.production,
+                    link_key=link_public(self.link_secret),
                 )
                 try:
                     accepted = await upload_descriptor(self.router, pins, descriptor)
@@ -423,6 +434,7 @@ class MixNode:
                 else:
                     retry = True
             await self.blocking(self._forget_epochs_before, epoch - 1)
+            self._purge_held()
             self._published = {e for e in self._published if e >= epoch - 1}
             until_next = epoch_start(epoch + 1, self.config.epoch_seconds) - self.wall_clock()
             await anyio.sleep(2.0 if retry else max(0.5, min(until_next + 0.5, 30.0)))
@@ -501,8 +513,12 @@ class MixNode:
             if self._inbound_send is not None else 0,
             "loops_pending": len(self._pending_loops),
             "links": self.links.status() if self.links is not None else {},
-            "inbound_connections": self._inbound_connections,
             "faults": self.faults.as_dict(),
+            "link_auth_failures": {str(k): v for k, v in sorted(self.stats.link_auth_failures.items())},
+            "max_delay_ms": self.rules().max_delay_ms,
+            "replay_filter_bytes": self.replay.memory_bytes() if self.replay is not None else 0,
+            "replay_over_capacity": self.replay.over_capacity() if self.replay is not None else [],
+            **(self.inbound.status() if self.inbound is not None else {}),
         }
         if self.services is not None:
             status.update(self.services.status_fields())

@@ -1,11 +1,16 @@
-"""The replay store: Sphinx tags seen per epoch, in memory and durably in SQLite.
+"""The replay store: Sphinx tags seen per epoch, in a bounded filter and durably in SQLite.
 
 A mix drops any packet whose tag it has already processed in the same epoch. Tags are checked
-against an in-memory set (fast, thread-safe with a lock) and written to SQLite
+against one :class:`~mixnode.bloom.BloomFilter` per epoch (fixed memory, sized for
+``capacity`` tags at ``fp_rate``; thread-safe with a lock) and written to SQLite
 (:func:`anonmail.daemon.sqlite.connect`: WAL, ``synchronous=FULL``) in batches **before** the packets of that batch are forwarded, so a crash
 or restart never reopens the window: on start, the current and previous epochs' tags are loaded
-back. Epochs older than the previous one are purged (their keys are gone, so their packets
-cannot be processed anyway), which keeps the store bounded.
+back into fresh filters. Epochs older than the previous one are purged (their keys are gone, so
+their packets cannot be processed anyway), which keeps memory and disk bounded.
+
+Memory: three epochs' filters at most, e.g. 3 x 7.0 MiB at the default 2,000,000 tags per epoch
+and 1e-6 false positives (an honest packet dropped as a replay once in a million); beyond its
+capacity a filter's false-positive rate rises, and :meth:`ReplayStore.over_capacity` says so.
 """
 
 from __future__ import annotations
@@ -15,8 +20,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from anonmail.daemon.sqlite import PerThread, transaction, translated
+from mixnode.bloom import BloomFilter
 
-__all__ = ["ReplayStore"]
+__all__ = ["ReplayStore", "DEFAULT_CAPACITY", "FP_RATE"]
+
+#: Tags per epoch a filter is sized for (about 555 packets per second for an hour).
+DEFAULT_CAPACITY = 2_000_000
+#: False-positive rate of a filter at its capacity.
+FP_RATE = 1e-6
 
 _STORE = "replay store"
 
@@ -24,10 +35,12 @@ _STORE = "replay store"
 class ReplayStore:
     """Tags per epoch; ``check_and_add`` is atomic across threads; ``persist`` is the durable step."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, capacity: int = DEFAULT_CAPACITY, fp_rate: float = FP_RATE) -> None:
         self.path = Path(path)
+        self.capacity = capacity
+        self.fp_rate = fp_rate
         self._lock = threading.Lock()
-        self._tags: dict[int, set[bytes]] = {}
+        self._tags: dict[int, BloomFilter] = {}
         # secure_delete: a purged tag is overwritten, so a seized disk cannot show which packets passed.
         self._conns = PerThread(self.path, store=_STORE)
         with translated(_STORE, self.path, "create the table"):
@@ -43,19 +56,22 @@ class ReplayStore:
             with translated(_STORE, self.path, "load tags"):
                 rows = conn.execute("SELECT tag FROM tags WHERE epoch = ?", [epoch]).fetchall()
             with self._lock:
-                bucket = self._tags.setdefault(epoch, set())
-                bucket.update(bytes(r[0]) for r in rows)
-            count += len(rows)
+                bucket = self._filter(epoch)
+                for row in rows:
+                    bucket.add(bytes(row[0]))
+                    count += 1
         return count
+
+    def _filter(self, epoch: int) -> BloomFilter:
+        bucket = self._tags.get(epoch)
+        if bucket is None:
+            bucket = self._tags[epoch] = BloomFilter(self.capacity, self.fp_rate)
+        return bucket
 
     def check_and_add(self, epoch: int, tag: bytes) -> bool:
         """True if ``tag`` was already seen in ``epoch`` (a replay); otherwise remember it."""
         with self._lock:
-            bucket = self._tags.setdefault(epoch, set())
-            if tag in bucket:
-                return True
-            bucket.add(tag)
-            return False
+            return self._filter(epoch).add(tag)
 
     def persist(self, epoch: int, tags: list[bytes]) -> None:
         """Durably record tags (one transaction, fsynced) before their packets move on."""
@@ -73,9 +89,20 @@ class ReplayStore:
             conn.execute("DELETE FROM tags WHERE epoch < ?", [epoch])
 
     def count(self, epoch: int) -> int:
-        """Tags held in memory for an epoch."""
+        """Distinct tags added to an epoch's filter."""
         with self._lock:
-            return len(self._tags.get(epoch, ()))
+            bucket = self._tags.get(epoch)
+            return bucket.count if bucket is not None else 0
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the filters (fixed per epoch, whatever the traffic)."""
+        with self._lock:
+            return sum(b.nbytes for b in self._tags.values())
+
+    def over_capacity(self) -> list[int]:
+        """Epochs whose filter holds more tags than it is sized for."""
+        with self._lock:
+            return sorted(e for e, b in self._tags.items() if b.over_capacity)
 
     def close(self) -> None:
         """Close every connection this store opened (call once, when the node stops)."""

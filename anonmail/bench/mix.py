@@ -1,11 +1,14 @@
 """Throughput of one real ``mixnode run`` process over loopback tcp (``mix_pps`` in the bench).
 
 Set-up, all on 127.0.0.1: this process runs a one-member directory authority, a *sink* (a node
-registered as a provider that only counts the frames reaching it) and the load generator; the
-mix node is a separate ``mixnode run`` process started from a config written by
-:func:`mixnode.config.render_mix_config`. Packets are built in advance with a path
-``mix (delay 0) → sink``, so the mix does exactly the contract's work for each one: receive,
-unwrap, replay check (durable), zero delay, forward. The generator keeps a bounded window of
+registered as a provider that only counts the frames reaching it) and the load generator (a
+node registered as a layer-2 mix); the mix node is a separate layer-3 ``mixnode run`` process
+started from a config written by :func:`mixnode.config.render_mix_config`. The authority builds
+the consensus once all three are registered, so every link is authenticated against it as in
+a real network: the generator's link to the mix and the mix's link to the sink each start with
+the Noise handshake. Packets are built in advance with a path ``mix (delay 0) → sink``, so the
+mix does exactly the contract's work for each one: receive, unwrap, replay check (durable),
+zero delay, forward. The generator keeps a bounded window of
 packets in flight (sent but not yet at the sink) below the mix's inbound queue, so the figure is
 throughput, not drops: ``delivered / (last arrival - first send)``.
 """
@@ -29,17 +32,18 @@ from anonmail.core import sphinx
 from anonmail.core.keys import IdentityKey
 from anonmail.core.params import NetworkParams
 from anonmail.keyfiles import write_key_file
+from anonmail.core.linkauth import generate_link_secret, link_public
 from anonmail.core.pki import epoch_at, sign_descriptor
-from anonmail.core.wire import FRAME_HEADER_BYTES, PACKET_BYTES, Hello, Packet, Role, encode_frame
+from anonmail.core.wire import Packet, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
-from anonmail.errors import AnonmailError, LinkError
+from anonmail.errors import AnonmailError
+from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 from anonmail.net.tcp import TcpTransport
 
 __all__ = ["measure_mix_pps"]
 
 EPOCH_SECONDS = 3600
-FRAME_BYTES = FRAME_HEADER_BYTES + PACKET_BYTES
 
 
 def _write_authority(tmp: Path) -> tuple[object, IdentityKey]:
@@ -60,6 +64,7 @@ def _write_authority(tmp: Path) -> tuple[object, IdentityKey]:
         round_seconds=1,
         sync_delay=0,
         params=NetworkParams(mix_lambda_loop=0.0),  # no loop cover: the mix does only the measured work
+        bootstrap_nodes=3,
     )
     return config, identity
 
@@ -76,28 +81,26 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
     last_arrival = 0.0
     done = anyio.Event()
 
+    sink_secret, source_secret = generate_link_secret(), generate_link_secret()
+    handshake_s = 0.0
+
     async def sink(stream: anyio.abc.ByteStream) -> None:
+        from mixnode.handshake import respond
+
         nonlocal arrived, last_arrival
-        pending = 0
-        hello_seen = False
-        while True:
-            try:
-                data = await stream.receive(1 << 20)
-            except LinkError:
-                return
-            pending += len(data)
-            if not hello_seen:
-                if pending < FRAME_HEADER_BYTES + 4:
-                    continue
-                pending -= FRAME_HEADER_BYTES + 4  # the mix's HELLO
-                hello_seen = True
-            # Frames are counted, not decoded: the sink must stay cheap.
-            count, pending = divmod(pending, FRAME_BYTES)
-            if count:
-                arrived += count
-                last_arrival = time.perf_counter()
-                if arrived >= packets:
-                    done.set()
+        framed = FramedStream(stream)
+        try:
+            await framed.expect_hello()
+            await respond(framed, sink_secret)
+            while (frames := await framed.receive_batch()) is not None:
+                count = sum(1 for f in frames if isinstance(f, Packet))
+                if count:
+                    arrived += count
+                    last_arrival = time.perf_counter()
+                    if arrived >= packets:
+                        done.set()
+        except AnonmailError:
+            return
 
     process: subprocess.Popen | None = None
     async with TcpTransport() as auth_tcp, TcpTransport() as sink_tcp, TcpTransport() as client_tcp:
@@ -110,33 +113,27 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
             mix_dir = tmp / "mix"
             mix_dir.mkdir(mode=0o700)
             text = render_mix_config(
-                name="bench-mix", layer=1, authorities=[(auth_address, key)], threshold=1,
+                name="bench-mix", layer=3, authorities=[(auth_address, key)], threshold=1,
                 epoch_seconds=EPOCH_SECONDS, test_mode=True, tcp_listen="tcp://127.0.0.1:0", lambda_loop=0.0,
             )
             (mix_dir / "mixnode.toml").write_text(text)
-            # The sink first: the consensus is built once per epoch, and the mix needs the sink in it.
-            sink_identity = IdentityKey.generate()
-            admit(config.data_dir, Admission("bench-sink", "provider", 0, sink_identity.public))  # the operator's step
-            admit(config.data_dir, Admission("bench-mix", "mix", 1, load_or_create_identity(mix_dir).public))
+            # The operator's step: admit every node. Sink and source register first; the authority
+            # builds once the mix has too.
+            admit(config.data_dir, Admission("bench-mix", "mix", 3, load_or_create_identity(mix_dir).public))
             _secret, public = sphinx.generate_node_keypair()
             epoch = epoch_at(time.time(), EPOCH_SECONDS)
-            for target in (epoch, epoch + 1):
-                descriptor = sign_descriptor(
-                    sink_identity, name="bench-sink", role="provider", layer=0, epoch=target,
-                    sphinx_key=public, addresses=[sink_address], production=False,
-                )
-                await upload_descriptor(router, [auth_address], descriptor)
+            for name, role, layer, secret in (("bench-sink", "provider", 0, sink_secret),
+                                              ("bench-source", "mix", 2, source_secret)):
+                node_identity = IdentityKey.generate()
+                admit(config.data_dir, Admission(name, role, layer, node_identity.public))
+                for target in (epoch, epoch + 1):
+                    descriptor = sign_descriptor(
+                        node_identity, name=name, role=role, layer=layer, epoch=target, sphinx_key=public,
+                        addresses=[sink_address], production=False, link_key=link_public(secret),
+                    )
+                    await upload_descriptor(router, [auth_address], descriptor)
             client = DirectoryClient(router, [(auth_address, identity.public)], 1, production=False,
                                      epoch_seconds=EPOCH_SECONDS)
-            say("waiting for the consensus to list the sink")
-            with anyio.fail_after(60):
-                while True:
-                    try:
-                        consensus = await client.fetch(epoch)
-                        break
-                    except AnonmailError:
-                        await anyio.sleep(0.2)
-            sink_d = consensus.by_name("bench-sink")
             say("starting a mixnode process")
             process = subprocess.Popen(
                 [sys.executable, "-m", "mixnode.cli", "run", "--config", str(mix_dir / "mixnode.toml"),
@@ -148,22 +145,31 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
                 if not line:
                     raise AnonmailError("the mixnode process exited before it listened")
                 mix_address = json.loads(line)["addresses"][0]
-                say("waiting for the mix to hold the consensus")
+                say("waiting for the consensus that lists the mix, and for the mix to hold it")
                 with anyio.fail_after(60):
-                    while (status := _mix_status(mix_dir)).get("consensus_epoch") != epoch:
+                    while True:
+                        try:
+                            consensus = await client.fetch(epoch)
+                        except AnonmailError:
+                            consensus = None
+                        if consensus is not None and consensus.by_name("bench-mix") is not None:
+                            break
                         await anyio.sleep(0.2)
-                # A mix started mid-epoch is listed from the next epoch on; its current key is in
-                # its status file (public keys only), which is all a load generator needs.
-                mix_id = bytes.fromhex(status["node_id"])
-                mix_key = base64.b64decode(status["sphinx_keys"][str(epoch)])
+                    while not _mix_status(mix_dir).get("in_consensus"):
+                        await anyio.sleep(0.2)
+                sink_d, mix_d = consensus.by_name("bench-sink"), consensus.by_name("bench-mix")
                 say(f"building {packets} packets")
-                route = [sphinx.Hop(mix_id, mix_key, 0), sphinx.Hop(sink_d.node_id, sink_d.sphinx_key, 0)]
+                route = [sphinx.Hop(mix_d.node_id, mix_d.sphinx_key, 0), sphinx.Hop(sink_d.node_id, sink_d.sphinx_key, 0)]
                 frames = [encode_frame(Packet(sphinx.build_forward(route, bytes(16), b"bench"))) for _ in range(packets)]
                 say("sending")
+                from mixnode.handshake import initiate
+
                 stream = await router.connect(mix_address)
                 async with stream:
+                    handshake_start = time.perf_counter()
+                    await initiate(FramedStream(stream), source_secret, mix_d.link_key)
+                    handshake_s = time.perf_counter() - handshake_start
                     start = time.perf_counter()
-                    await stream.send(encode_frame(Hello(1, Role.PROVIDER)))
                     sent = 0
                     with anyio.fail_after(120):
                         while sent < packets:
@@ -190,6 +196,7 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
         "mix_delivered": arrived,
         "mix_dropped": status.get("dropped_total"),
         "mix_exit_code": process.returncode if process is not None else None,
+        "link_handshake_ms": round(handshake_s * 1000, 2),
     }
 
 

@@ -122,6 +122,8 @@ class NodeDescriptor:
     sphinx_key: bytes
     addresses: tuple[str, ...]
     signature: bytes = b""
+    #: X25519 public key that authenticates the node's links (absent: no authenticated links).
+    link_key: bytes | None = None
 
     @property
     def node_id(self) -> bytes:
@@ -144,6 +146,7 @@ class NodeDescriptor:
             "identity_key": _b64(self.identity_key),
             "sphinx_key": _b64(self.sphinx_key),
             "addresses": list(self.addresses),
+            **({"link_key": _b64(self.link_key)} if self.link_key is not None else {}),
         }
 
     def to_dict(self) -> dict:
@@ -158,6 +161,8 @@ class NodeDescriptor:
         """Check fields and signature; DirectoryError(reason='bad_descriptor') names the problem."""
         _check_descriptor_fields(self.name, self.role, self.layer, self.epoch, self.addresses, production)
         _check_sphinx_key(self.name, self.sphinx_key)
+        if self.link_key is not None:
+            _check_sphinx_key(self.name, self.link_key, "link_key")
         try:
             verify_signature(
                 self.identity_key, canonical_json(self.body()), self.signature, context=_DESCRIPTOR_CONTEXT
@@ -206,10 +211,10 @@ def _check_descriptor_fields(
         raise bad("lists an address twice")
 
 
-def _check_sphinx_key(name: str, key: bytes) -> None:
-    """A descriptor's Sphinx key must be a canonical point of large order (a weak one crashes builders)."""
+def _check_sphinx_key(name: str, key: bytes, field: str = "sphinx_key") -> None:
+    """A descriptor's X25519 keys must be canonical points of large order (a weak one crashes builders)."""
     try:
-        check_x25519_public(key, "sphinx_key", ValueError)
+        check_x25519_public(key, field, ValueError)
     except ValueError as exc:
         raise DirectoryError(f"descriptor of {name!r}: {exc}", reason="bad_descriptor") from None
 
@@ -224,11 +229,15 @@ def sign_descriptor(
     sphinx_key: bytes,
     addresses: Iterable[str],
     production: bool = True,
+    link_key: bytes | None = None,
 ) -> NodeDescriptor:
     """Make and sign a node's descriptor for one epoch."""
-    unsigned = NodeDescriptor(name, role, layer, epoch, identity.public, bytes(sphinx_key), tuple(addresses))
+    unsigned = NodeDescriptor(name, role, layer, epoch, identity.public, bytes(sphinx_key), tuple(addresses),
+                              link_key=bytes(link_key) if link_key is not None else None)
     _check_descriptor_fields(name, role, layer, epoch, unsigned.addresses, production)
     _check_sphinx_key(name, unsigned.sphinx_key)
+    if unsigned.link_key is not None:
+        _check_sphinx_key(name, unsigned.link_key, "link_key")
     signature = identity.sign(canonical_json(unsigned.body()), context=_DESCRIPTOR_CONTEXT)
     return NodeDescriptor(**{**unsigned.__dict__, "signature": signature})
 
@@ -238,7 +247,7 @@ def descriptor_from_dict(data: object, *, production: bool = True) -> NodeDescri
     if not isinstance(data, Mapping):
         raise DirectoryError("a descriptor must be a JSON object", reason="malformed")
     expected = {"version", "name", "role", "layer", "epoch", "identity_key", "sphinx_key", "addresses", "signature"}
-    if set(data) != expected:
+    if set(data) - {"link_key"} != expected:
         missing, extra = sorted(expected - set(data)), sorted(set(data) - expected)
         raise DirectoryError(f"descriptor fields wrong: missing {missing}, unexpected {extra}", reason="malformed")
     if data["version"] != DESCRIPTOR_VERSION:
@@ -255,6 +264,7 @@ def descriptor_from_dict(data: object, *, production: bool = True) -> NodeDescri
         sphinx_key=_unb64(data["sphinx_key"], 32, "sphinx_key"),
         addresses=tuple(addresses),
         signature=_unb64(data["signature"], 64, "signature"),
+        link_key=_unb64(data["link_key"], 32, "link_key") if "link_key" in data else None,
     )
     descriptor.verify(production=production)
     return descriptor

@@ -206,8 +206,10 @@ def node_status_rows(status: dict, rows: list[tuple[str, str]]) -> list[tuple[st
         ("identity key", status.get("identity_key") or "-"),
         *rows,
         ("dropped", ", ".join(f"{k} {v}" for k, v in (status.get("dropped") or {}).items()) or "0"),
-        ("links", ", ".join(f"{n}{'' if link.get('connected') else ' (down)'}"
+        ("links", ", ".join(f"{n}{'' if link.get('authenticated') else ' (down)'}"
                             for n, link in (status.get("links") or {}).items()) or "-"),
+        ("links in", ", ".join(status.get("inbound_links") or {}) or "-"),
+        ("refused", ", ".join(f"{k} {v}" for k, v in (status.get("refused") or {}).items()) or "0"),
     ]
 
 

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "batch": 64,  # packets per unwrap batch (and per replay-store commit)
     "loop_delay_mean": 0.2,  # mean per-hop delay of our own loops, seconds
     "loop_timeout": 120.0,  # a loop not back after this is counted lost, seconds
+    "replay_capacity": 2_000_000,  # replay tags per epoch the filter is sized for (1e-6 false positives)
     "epoch_seconds": 3600,  # must match the authorities
 }
 
@@ -90,6 +91,8 @@ class NodeConfig:
     lambda_loop: float
     loop_delay_mean: float
     loop_timeout: float
+    #: Replay tags per epoch the node's filter is sized for.
+    replay_capacity: int = DEFAULTS["replay_capacity"]
 
     @property
     def production(self) -> bool:
@@ -180,6 +183,7 @@ def parse_node_config(
         link_queue_limit=forwarding.int("link_queue_limit", default=DEFAULTS["link_queue_limit"], minimum=1),
         workers=forwarding.int("workers", default=DEFAULTS["workers"], minimum=0, maximum=64),
         batch=forwarding.int("batch", default=DEFAULTS["batch"], minimum=1, maximum=4096),
+        replay_capacity=forwarding.int("replay_capacity", default=DEFAULTS["replay_capacity"], minimum=1000),
         lambda_loop=cover.float("lambda_loop", default=lambda_loop, minimum=0),
         loop_delay_mean=cover.float("loop_delay_mean", default=DEFAULTS["loop_delay_mean"], minimum=0),
         loop_timeout=cover.float("loop_timeout", default=DEFAULTS["loop_timeout"], minimum=1),
@@ -238,6 +242,7 @@ def render_forwarding_sections(forwarding_table: str, *, lambda_loop: float) -> 
         f"link_queue_limit = {d['link_queue_limit']}   # waiting per next hop",
         f"workers = {d['workers']}              # unwrap threads",
         f"batch = {d['batch']}               # packets per unwrap batch and store commit",
+        f"replay_capacity = {d['replay_capacity']}  # replay tags per epoch (fixed memory: 29 bits each)",
         "",
         "[cover]",
         f"lambda_loop = {lambda_loop}        # loop cover packets per second (lambda_M)",

@@ -71,6 +71,7 @@ from anonmail.provider.delivery import Candidate, admit, classify, settle
 from anonmail.provider.rendezvous import JOIN_BURST, JOIN_RATE, OPEN_BURST, OPEN_RATE, RendezvousTable
 from anonmail.provider.store import MailboxStore, Usage
 from mixnode.decisions import Decision, Drop, DropReason, Stored, Unwrapped
+from mixnode.inbound import ClientSlot, TokenBucket
 from mixnode.node import MixNode, Stats
 from mixnode.replay import ReplayStore
 
@@ -81,7 +82,7 @@ log = logging.getLogger("anonmail.provider")
 MAILBOX_DB = "mailboxes.sqlite"
 #: Encryption-key certificates kept per account (newest first).
 MAX_CERTS = 4
-#: Seconds a client has to authenticate (or ask for keys) after connecting.
+#: Seconds a client has to authenticate after connecting (key lookups do not extend it).
 AUTH_TIMEOUT = 60.0
 #: Seconds an authenticated session may stay silent before the provider closes it.
 IDLE_TIMEOUT = 900.0
@@ -89,30 +90,12 @@ IDLE_TIMEOUT = 900.0
 CLIENT_SEND_TIMEOUT = 60.0
 
 
-class TokenBucket:
-    """Sans-IO token bucket: ``rate`` tokens per second up to ``burst``; the clock is passed in."""
-
-    __slots__ = ("rate", "burst", "tokens", "updated")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.updated = float(burst), now
-
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one (refilling for the time since the last call)."""
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
 @dataclass
 class _Session:
     """One client connection's state."""
 
     nonce: bytes
+    slot: ClientSlot
     mailbox: bytes | None = None
     identity: bytes | None = None
 
@@ -285,9 +268,14 @@ class Provider:
 
     # ------------------------------------------------------------------ client sessions
 
-    async def serve_client(self, framed: FramedStream) -> None:
-        """Serve one user agent (mailproto): challenge, auth, ingress packets, fetch, keys."""
-        session = _Session(os.urandom(NONCE_BYTES))
+    async def serve_client(self, framed: FramedStream, slot: ClientSlot) -> None:
+        """Serve one user agent (mailproto): challenge, auth, ingress packets, fetch, keys.
+
+        Before login the session lives at most AUTH_TIMEOUT in all, whatever it asks; after
+        login it is closed after IDLE_TIMEOUT of silence.
+        """
+        session = _Session(os.urandom(NONCE_BYTES), slot)
+        auth_deadline = anyio.current_time() + AUTH_TIMEOUT
         self._sessions += 1
         self.mail["sessions"] += 1
         try:
@@ -296,7 +284,8 @@ class Provider:
                 await framed.send(Control({"type": "challenge", "nonce": b64e(session.nonce),
                                            "provider": self.config.name}))
             while True:
-                with anyio.fail_after(IDLE_TIMEOUT if session.mailbox is not None else AUTH_TIMEOUT):
+                wait = IDLE_TIMEOUT if session.mailbox is not None else auth_deadline - anyio.current_time()
+                with anyio.fail_after(max(0.0, wait)):
                     frames = await framed.receive_batch()
                 if frames is None:
                     return
@@ -325,6 +314,7 @@ class Provider:
             pass  # the user's agent went away
         finally:
             self._sessions -= 1
+            slot.release()
 
     async def _send_client(self, framed: FramedStream, chunks: list[bytes]) -> None:
         with anyio.fail_after(CLIENT_SEND_TIMEOUT):
@@ -404,6 +394,8 @@ class Provider:
                 self.mail["registered"] += 1
         elif mailbox not in self._mailboxes:
             raise ProtocolError("no account for this key here; register first", reason="unknown_account")
+        if not session.slot.promote():
+            raise ProtocolError("this provider serves as many users as it can; try again later", reason="provider_busy")
         session.mailbox, session.identity = mailbox, identity
         if certs:
             await self._merge_certs(mailbox, certs)

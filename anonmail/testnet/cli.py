@@ -223,7 +223,12 @@ def _process_rows(state: dict) -> list[dict]:
             dropped = status.get("dropped") or {}
             row.update(packets_in=status.get("received"), packets_out=status.get("forwarded"),
                        queue=status.get("queue_length"), dropped=sum(dropped.values()) if isinstance(dropped, dict)
-                       else dropped, in_consensus=status.get("in_consensus"))
+                       else dropped, in_consensus=status.get("in_consensus"),
+                       # Authenticated links: out to the next layer, in from the layer before.
+                       links_out=sorted(n for n, link in (status.get("links") or {}).items()
+                                        if isinstance(link, dict) and link.get("authenticated")),
+                       links_in=sorted(status.get("inbound_links") or {}),
+                       refused=status.get("refused") or {})
             if proc["role"] == "provider":
                 row.update(stored=status.get("stored_entries"), accounts=status.get("accounts"))
         elif proc["role"] == "agent":
@@ -266,6 +271,9 @@ def _print_table(console, state: dict) -> None:
                 notes.append(f"{row['dropped']} dropped")
             if row.get("in_consensus") is False:
                 notes.append("not in consensus")
+            notes.append(f"links in {','.join(row['links_in']) or '-'} out {','.join(row['links_out']) or '-'}")
+            if row.get("refused"):
+                notes.append(f"{sum(row['refused'].values())} refused")
             if row["role"] == "provider":
                 notes.append(f"{num('accounts')} accounts, {num('stored')} stored")
         elif row["role"] == "agent":

@@ -165,5 +165,6 @@ def _descriptor_from_stored(data: dict) -> pki.NodeDescriptor:
         sphinx_key=base64.b64decode(data["sphinx_key"]),
         addresses=tuple(data["addresses"]),
         signature=base64.b64decode(data["signature"]),
+        link_key=base64.b64decode(data["link_key"]) if "link_key" in data else None,
     )
 

@@ -18,8 +18,9 @@ import pytest
 from anonmail.core import sphinx
 from anonmail.core.keys import IdentityKey
 from anonmail.keyfiles import write_key_file
+from anonmail.core.linkauth import generate_link_secret, link_public
 from anonmail.core.pki import epoch_at, sign_descriptor
-from anonmail.core.wire import Hello, Packet, Role, encode_frame
+from anonmail.core.wire import Packet, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
 from anonmail.net.framed import FramedStream
 from anonmail.net.i2p import I2PTransport
@@ -29,6 +30,7 @@ from anonmail.net.tor import OnionTransport
 from mixnode.authority import Authority, AuthorityConfig
 from mixnode.authority.admission import Admission, admit
 from anonmail.daemon.identity import load_or_create_identity
+from mixnode.handshake import initiate, respond
 from mixnode.node import MixNode
 from tests.network.mixnode.harness import mix_config
 
@@ -56,15 +58,18 @@ async def test_mix_serves_onion_and_i2p_and_forwards_to_an_onion_peer(tor_client
     auth_config = AuthorityConfig(
         name="auth", data_dir=tmp_path / "auth", key_file=tmp_path / "auth" / "identity.key",
         listen=("tcp://127.0.0.1:0",), threshold=1, epoch_seconds=EPOCH, test_mode=True,
+        bootstrap_nodes=3,  # sink, source and mix: the epoch's consensus lists all three
     )
     arrivals: list[bytes] = []
     arrived = anyio.Event()
     sink_secret, sink_public = sphinx.generate_node_keypair()
+    sink_link, source_link = generate_link_secret(), generate_link_secret()
 
     async def sink(stream: anyio.abc.ByteStream) -> None:
         nonlocal arrived
         framed = FramedStream(stream)
         await framed.expect_hello()
+        await respond(framed, sink_link)  # the layer-3 mix proves itself, and we prove we are the sink
         while (frame := await framed.receive()) is not None:
             if isinstance(frame, Packet):
                 result = sphinx.process(frame.data, sink_secret)
@@ -88,28 +93,23 @@ async def test_mix_serves_onion_and_i2p_and_forwards_to_an_onion_peer(tor_client
         router = Router([client_tcp], production=False)
         epoch = epoch_at(time.time(), EPOCH)
         sink_identity = IdentityKey.generate()
-        admit(auth_config.data_dir, Admission("sink", "provider", 0, sink_identity.public))
         (tmp_path / "mix-anon").mkdir(parents=True, exist_ok=True)
-        admit(auth_config.data_dir, Admission("mix-anon", "mix", 1, load_or_create_identity(tmp_path / "mix-anon").public))
-        for target in (epoch, epoch + 1):
-            descriptor = sign_descriptor(
-                sink_identity, name="sink", role="provider", layer=0, epoch=target,
-                sphinx_key=sink_public, addresses=[sink_address], production=False,
-            )
-            assert await upload_descriptor(router, [auth_address], descriptor) == 1
+        admit(auth_config.data_dir, Admission("mix-anon", "mix", 3, load_or_create_identity(tmp_path / "mix-anon").public))
+        # The injector is a layer-2 node (the only layer a layer-3 mix hears); the sink a provider.
+        for name, role, layer, key, link in (("sink", "provider", 0, sink_identity, sink_link),
+                                              ("source", "mix", 2, IdentityKey.generate(), source_link)):
+            admit(auth_config.data_dir, Admission(name, role, layer, key.public))  # the operator's step
+            for target in (epoch, epoch + 1):
+                descriptor = sign_descriptor(
+                    key, name=name, role=role, layer=layer, epoch=target, sphinx_key=sink_public,
+                    addresses=[sink_address], production=False, link_key=link_public(link),
+                )
+                assert await upload_descriptor(router, [auth_address], descriptor) == 1
         directory = DirectoryClient(router, [(auth_address, identity.public)], 1, production=False, epoch_seconds=EPOCH)
-        with anyio.fail_after(60):
-            while True:
-                try:
-                    consensus = await directory.fetch(epoch)
-                    break
-                except Exception:
-                    await anyio.sleep(0.5)
-        assert consensus.by_name("sink") is not None
 
         # The mix: listens on onion and I2P only (tcp only to reach the test authority).
         config = replace(
-            mix_config(tmp_path, "mix-anon", 1, [(auth_address, identity.public)]),
+            mix_config(tmp_path, "mix-anon", 3, [(auth_address, identity.public)]),
             threshold=1, epoch_seconds=EPOCH, workers=2,
         )
         transports = [
@@ -120,8 +120,10 @@ async def test_mix_serves_onion_and_i2p_and_forwards_to_an_onion_peer(tor_client
         mix = MixNode(config, transports)
         with anyio.fail_after(240):
             await tg.start(mix.run)
-            while mix.directory.current() is None:
+            while mix.directory.current() is None or not mix.status()["in_consensus"]:
                 await anyio.sleep(0.5)
+        consensus = await directory.fetch(epoch)
+        assert consensus.by_name("sink") is not None and consensus.by_name("mix-anon") is not None
         schemes = sorted(a.split("://")[0] for a in mix.addresses)
         assert schemes == ["i2p", "onion"]
         onion_address = next(a for a in mix.addresses if a.startswith("onion://"))
@@ -138,12 +140,15 @@ async def test_mix_serves_onion_and_i2p_and_forwards_to_an_onion_peer(tor_client
             with anyio.fail_after(240):
                 stream = await transport.connect(address)
                 async with stream:
-                    await stream.send(encode_frame(Hello(1, Role.PROVIDER)) + encode_frame(Packet(packet)))
+                    await initiate(FramedStream(stream), source_link, consensus.by_name("mix-anon").link_key)
+                    await stream.send(encode_frame(Packet(packet)))
                     while mailbox not in arrivals:
                         await arrived.wait()
         assert arrivals == [b"\x01" * 16, b"\x02" * 16]
         assert mix.stats.received == 2 and mix.stats.forwarded == 2
         assert sum(mix.stats.dropped.values()) == 0
+        assert mix.status()["inbound_links"] == {} or set(mix.status()["inbound_links"]) <= {"source"}
+        assert mix.status()["links"]["sink"]["authenticated"] is True
 
 
 def sink_identity_id(identity: IdentityKey) -> bytes:

@@ -3,8 +3,9 @@
 One :class:`~anonmail.testnet.network.Testnet` per module (3 authorities, 3 layers × 2 mixes,
 providers alpha and beta, users alice@alpha and bob@beta, every node an onion service only).
 Faults are real: SIGKILL of a mix or provider, an agent stopped for a while, a node restarted
-with the same keys, a flood of garbage and replayed packets over Tor at a mix. Mail is sent
-and read with the ``anonmail`` commands a user runs.
+with the same keys, a stranger's flood of connections and packets over Tor at a mix and a
+provider, replays sent over a provider's own authenticated link. Mail is sent and read with
+the ``anonmail`` commands a user runs.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from anonmail.core import sphinx
 from anonmail.core.fragments import KIND_DROP, encode_cover_payload
 from anonmail.core.pki import epoch_at
 from anonmail.core.sizes import MAILBOX_ID_BYTES, PACKET_BYTES
-from anonmail.core.wire import Hello, Packet, Role, encode_frame
+from anonmail.core.wire import PROTOCOL_VERSION, Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient
-from anonmail.errors import ConnectError, TestnetError
+from anonmail.errors import ConnectError, LinkError, TestnetError
+from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 from anonmail.testnet.network import Testnet
 from anonmail.testnet.processes import child_env, executable, log_tail, run_command
+from mixnode.handshake import LINK_KEY_FILE, initiate, load_or_create_link_secret
 
 pytestmark = [
     pytest.mark.integration,
@@ -127,11 +130,17 @@ def _rss_kib(pid: int) -> int:
 
 
 class _Injector:
-    """A stranger on the network: builds Sphinx packets from the consensus, sends frames to a mix over Tor."""
+    """Builds Sphinx packets from the consensus and sends frames to a node over Tor.
 
-    def __init__(self, net: Testnet, data_dir: Path) -> None:
+    A stranger by default; with ``as_node`` it dials with that node's link key (read from its
+    data directory), i.e. over the authenticated link that node would use.
+    """
+
+    def __init__(self, net: Testnet, data_dir: Path, as_node: str | None = None) -> None:
         self.net = net
         self.data_dir = data_dir
+        self.link_secret = load_or_create_link_secret(net.dir_of(as_node)) if as_node else None
+        assert as_node is None or (net.dir_of(as_node) / LINK_KEY_FILE).exists()
 
     async def __aenter__(self) -> _Injector:
         self.stack = AsyncExitStack()
@@ -145,14 +154,14 @@ class _Injector:
     async def __aexit__(self, *exc: object) -> None:
         await self.stack.aclose()
 
-    def drop_packet(self, entry: str) -> bytes:
-        """A valid packet entering at mix ``entry`` (layer 1), through layers 2 and 3 to provider alpha."""
+    def drop_packet(self, entry: str, delay_ms: int = 0) -> bytes:
+        """A valid packet entering at mix ``entry`` (layer 1, held ``delay_ms``), through layers 2 and 3 to alpha."""
         names = [entry, "mix2a", "mix3a", "alpha"]
         hops = []
         for name in names:
             node = self.consensus.by_name(name)
             assert node is not None, f"{name} is not in the consensus"
-            hops.append(sphinx.Hop(node.node_id, node.sphinx_key, 0))
+            hops.append(sphinx.Hop(node.node_id, node.sphinx_key, delay_ms if name == entry else 0))
         return sphinx.build_forward(hops, os.urandom(MAILBOX_ID_BYTES), encode_cover_payload(KIND_DROP))
 
     async def connect(self, address: str, budget: float = 300.0) -> anyio.abc.ByteStream:
@@ -175,12 +184,15 @@ class _Injector:
                                 f"the users' tor log ends: {log_tail(users_tor, 15)}")
                 await anyio.sleep(2.0)
 
-    async def send(self, address: str, frames: list[bytes]) -> None:
-        """One connection (as a provider would open it): HELLO, then the frames."""
+    async def send(self, address: str, frames: list[bytes], to: str | None = None) -> None:
+        """One connection: HELLO (and the handshake as ``as_node`` to node ``to``), then the frames."""
         stream = await self.connect(address)
         with anyio.fail_after(180):
             async with stream:
-                await stream.send(encode_frame(Hello(1, Role.PROVIDER)))
+                if self.link_secret is not None and to is not None:
+                    await initiate(FramedStream(stream), self.link_secret, self.consensus.by_name(to).link_key)
+                else:
+                    await stream.send(encode_frame(Hello(PROTOCOL_VERSION, Role.PROVIDER)))
                 for i in range(0, len(frames), 50):
                     await stream.send(b"".join(frames[i:i + 50]))
                 await anyio.sleep(1.0)
@@ -271,12 +283,15 @@ def test_restart_keeps_the_onion_address_and_the_replay_window_closed(net: Testn
     before = net.addresses("mix1a")
 
     async def scenario() -> None:
-        async with _Injector(net, tmp_path / "injector") as injector:
+        # Replays can only come over an admitted link now: the injector dials as provider alpha.
+        async with _Injector(net, tmp_path / "injector", as_node="alpha") as injector:
             packet = encode_frame(Packet(injector.drop_packet("mix1a")))
-            await injector.send(_onion(net, "mix1a"), [packet])
-            await _await(lambda: net.node_status("mix1a").get("received", 0) > 0, 60, lambda: "mix1a received nothing")
+            received = net.node_status("mix1a").get("received", 0)
+            await injector.send(_onion(net, "mix1a"), [packet], to="mix1a")
+            await _await(lambda: net.node_status("mix1a").get("received", 0) > received, 60,
+                         lambda: "mix1a received nothing")
             replays = _dropped(net, "mix1a", "replay")
-            await injector.send(_onion(net, "mix1a"), [packet])
+            await injector.send(_onion(net, "mix1a"), [packet], to="mix1a")
             await _await(lambda: _dropped(net, "mix1a", "replay") == replays + 1, 60,
                   lambda: f"the replay was not dropped: {net.node_status('mix1a')['dropped']}")
 
@@ -284,44 +299,71 @@ def test_restart_keeps_the_onion_address_and_the_replay_window_closed(net: Testn
             await anyio.to_thread.run_sync(net.restart, "mix1a")
             assert net.addresses("mix1a") == before  # same onion key, same address
             assert _dropped(net, "mix1a", "replay") == 0  # a new process: counters start at zero
-            await injector.send(_onion(net, "mix1a"), [packet])
+            await injector.send(_onion(net, "mix1a"), [packet], to="mix1a")
             await _await(lambda: _dropped(net, "mix1a", "replay") == 1, 120,
                   lambda: f"replay after restart not dropped: {net.node_status('mix1a')}")
 
     anyio.run(scenario)
 
 
-def test_flood_of_garbage_and_replays_is_dropped_and_counted_while_mail_flows(net: Testnet, tmp_path: Path):
-    pid = net.pid("mix1b")
-    rss_before = _rss_kib(pid)
-    garbage_count, replay_count = 400, 200
+def _refused(net: Testnet, name: str) -> dict:
+    return dict((net.node_status(name) or {}).get("refused") or {})
+
+
+#: The issue's flood is 2,000 connections, 20,000 max-delay and 100,000 random packets per node;
+#: over one private Tor network on a shared CI machine that takes far longer than this tier's
+#: budget, so the test runs it at a tenth (scripts/link_flood.py runs the full size).
+FLOOD_CONNECTIONS, FLOOD_MAX_DELAY, FLOOD_RANDOM = 200, 2_000, 10_000
+
+
+def test_a_strangers_flood_is_refused_and_counted_while_mail_flows(net: Testnet, tmp_path: Path):
+    targets = {"mix1b": net.pid("mix1b"), "alpha": net.pid("alpha")}
+    rss_before = {name: _rss_kib(pid) for name, pid in targets.items()}
+    refused_before = {name: sum(_refused(net, name).values()) for name in targets}
+
+    async def flood(injector: _Injector, name: str) -> None:
+        address = _onion(net, name)
+        held = []
+        for _ in range(FLOOD_CONNECTIONS):  # say HELLO as a node and go quiet
+            stream = await injector.connect(address)
+            try:
+                await stream.send(encode_frame(Hello(PROTOCOL_VERSION, Role.MIX)))
+            except LinkError:
+                pass
+            held.append(stream)
+        # Valid packets for mix1b asking for the longest delay a packet can carry (20 distinct ones,
+        # repeated), then random ones; sent to the provider as well (it refuses the stranger first).
+        slow = [encode_frame(Packet(injector.drop_packet("mix1b", sphinx.MAX_DELAY_MS))) for _ in range(20)]
+        packets = slow * (FLOOD_MAX_DELAY // len(slow)) + [encode_frame(Packet(os.urandom(PACKET_BYTES)))
+                                                              for _ in range(FLOOD_RANDOM)]
+        try:
+            await injector.send(address, packets)
+        except LinkError:
+            pass  # the node closes a stranger's connection: that is the point
+        for stream in held:
+            await stream.aclose()
 
     async def scenario() -> None:
         async with _Injector(net, tmp_path / "injector") as injector:
-            packet = encode_frame(Packet(injector.drop_packet("mix1b")))
-            garbage = [encode_frame(Packet(os.urandom(PACKET_BYTES))) for _ in range(garbage_count)]
-            def bad() -> int:  # random bytes fail the group-element check or the header MAC
-                return _dropped(net, "mix1b", "bad_alpha") + _dropped(net, "mix1b", "bad_mac")
+            async with anyio.create_task_group() as tg:
+                for name in targets:
+                    tg.start_soon(flood, injector, name)
 
-            bad_before = bad()
-            await injector.send(_onion(net, "mix1b"), [packet] + [packet] * replay_count + garbage)
-            await _await(lambda: bad() - bad_before >= garbage_count
-                  and _dropped(net, "mix1b", "replay") >= replay_count, 120,
-                  lambda: f"mix1b dropped {net.node_status('mix1b')['dropped']}")
-            # A stream that is not our protocol at all: the connection is refused, the node stays.
-            stream = await injector.connect(_onion(net, "mix1b"))
-            async with stream:
-                await stream.send(os.urandom(20_000))
-                await anyio.sleep(1.0)
-
-    _send(net, "alice", "bob", "during the flood")
+    subjects = [f"during the flood {i}" for i in range(3)]
+    for subject in subjects:
+        _send(net, "alice", "bob", subject)
     anyio.run(scenario)
-    assert net.pid("mix1b") == pid, "the flooded mix died"
-    assert _dropped(net, "mix1b", "bad_frame") + _dropped(net, "mix1b", "no_hello") >= 1
-    growth_mib = (_rss_kib(pid) - rss_before) / 1024
-    print(f"mix1b RSS grew by {growth_mib:.1f} MiB under the flood")
-    assert growth_mib < 64, f"mix1b grew by {growth_mib:.1f} MiB"
-    _deliver_and_check(net, ["during the flood"])
+    _deliver_and_check(net, subjects)
+    for name, pid in targets.items():
+        assert net.pid(name) == pid, f"the flooded {name} died"
+        status = net.node_status(name)
+        assert status["queue_length"] < 100, (name, status["queue_length"])  # the flood queued nothing
+        refused = _refused(net, name)
+        print(f"{name} refused: {refused}", flush=True)
+        assert sum(refused.values()) - refused_before[name] >= FLOOD_CONNECTIONS, (name, refused)
+        growth_mib = (_rss_kib(pid) - rss_before[name]) / 1024
+        print(f"{name} RSS grew by {growth_mib:.1f} MiB under the flood", flush=True)
+        assert growth_mib < 64, f"{name} grew by {growth_mib:.1f} MiB"
 
 
 def _free_port() -> int:

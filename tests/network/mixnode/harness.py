@@ -19,9 +19,10 @@ import anyio.abc
 
 from anonmail.core import sphinx
 from anonmail.core.keys import IdentityKey
+from anonmail.core.linkauth import generate_link_secret, link_public
 from anonmail.core.params import NetworkParams
 from anonmail.core.pki import Consensus, epoch_at, sign_descriptor
-from anonmail.core.wire import Hello, Packet, Role, encode_frame
+from anonmail.core.wire import Packet, encode_frame
 from anonmail.clients.directory import DirectoryClient, upload_descriptor
 from anonmail.daemon.identity import load_or_create_identity
 from anonmail.daemon.node_config import AuthorityPin
@@ -31,6 +32,7 @@ from anonmail.net.router import Router
 from mixnode.authority import Authority, AuthorityConfig, PeerAuthority
 from mixnode.authority.admission import Admission, admit
 from mixnode.config import MixConfig
+from mixnode.handshake import initiate, respond
 from mixnode.node import MixNode
 
 EPOCH_SECONDS = 3600
@@ -59,6 +61,7 @@ class Sink:
 
     network: MemoryNetwork
     identity: IdentityKey = field(default_factory=IdentityKey.generate)
+    link_secret: bytes = field(default_factory=generate_link_secret)
     keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     arrivals: list[Arrival] = field(default_factory=list)
     frames: int = 0
@@ -74,6 +77,7 @@ class Sink:
     async def handler(self, stream: anyio.abc.ByteStream) -> None:
         framed = FramedStream(stream)
         await framed.expect_hello()
+        await respond(framed, self.link_secret)  # a layer-3 mix links to us as to any provider
         while (frame := await framed.receive()) is not None:
             if isinstance(frame, Packet):
                 self.frames += 1
@@ -94,7 +98,8 @@ class Sink:
             return
         stream = await self.router.connect(target.addresses[0])
         async with stream:
-            await stream.send(encode_frame(Hello(1, Role.PROVIDER)) + encode_frame(Packet(forward.packet)))
+            await initiate(FramedStream(stream), self.link_secret, target.link_key)
+            await stream.send(encode_frame(Packet(forward.packet)))
 
     client: DirectoryClient | None = None
     router: Router | None = None
@@ -143,15 +148,19 @@ class TestNet:
         descriptor = sign_descriptor(
             self.sink.identity, name="sink", role="provider", layer=0, epoch=epoch,
             sphinx_key=self.sink.key(epoch)[1], addresses=["mem://sink"], production=False,
+            link_key=link_public(self.sink.link_secret),
         )
         up = [a.addresses[0] for a in self.authorities]
         assert await upload_descriptor(self.client_router, up, descriptor) >= 2
 
     async def inject(self, mix: str, packets: list[bytes]) -> None:
-        """Send packets to a mix over one connection, as an ingress provider would."""
+        """Send packets to a mix over one authenticated link, as an ingress provider (the sink) would."""
+        consensus = self.client.current() or await self.client.fetch(epoch_at(wall_clock(), self.sink.epoch_seconds))
+        target = consensus.by_name(mix)
         stream = await self.client_router.connect(f"mem://{mix}")
         async with stream:
-            await stream.send(encode_frame(Hello(1, Role.PROVIDER)) + b"".join(encode_frame(Packet(p)) for p in packets))
+            await initiate(FramedStream(stream), self.sink.link_secret, target.link_key)
+            await stream.send(b"".join(encode_frame(Packet(p)) for p in packets))
             await anyio.sleep(0)
 
     async def start_mix(self, name: str) -> MixNode:

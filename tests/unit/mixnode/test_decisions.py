@@ -14,8 +14,10 @@ from mixnode.decisions import (
     DropReason,
     Forward,
     LoopReturned,
+    Rules,
     Stored,
     UnwrapResult,
+    check_forward,
     decide,
     fail_batch,
     unwrap_batch,
@@ -75,11 +77,11 @@ def test_recorded_batch_gives_exactly_these_decisions():
     seen = SeenSet()
 
     unwrapped = unwrap_batch(inputs, [(EPOCH, ME_SECRET)], seen)
-    decisions = [decide(r, {MAILBOX}, foreign_loop=DropReason.NOT_FOR_A_MIX) for r in unwrapped.results]
+    decisions = [decide(r, {MAILBOX}, Rules(), e) for r, e in zip(unwrapped.results, unwrapped.epochs)]
 
     expected_out = sphinx.process(relay, ME_SECRET)
     assert decisions == [
-        Forward(NEXT, expected_out.packet, 250),
+        Forward(NEXT, expected_out.packet, 250, EPOCH),
         Drop(DropReason.REPLAY),
         Drop(DropReason.BAD_SIZE),
         Drop(DropReason.BAD_MAC),
@@ -98,7 +100,8 @@ def test_packet_of_the_previous_epoch_opens_with_its_key_and_its_tag_is_filed_th
     assert isinstance(result.results[0], sphinx.Forward)
     assert list(result.fresh_tags) == [EPOCH - 1]
     # The same packet without that key: no epoch opens it.
-    assert unwrap_batch([packet], [(EPOCH, ME_SECRET)], SeenSet()) == UnwrapResult([Drop(DropReason.BAD_MAC)], {})
+    assert unwrap_batch([packet], [(EPOCH, ME_SECRET)], SeenSet()) == UnwrapResult([Drop(DropReason.BAD_MAC)], {}, [None])
+    assert result.epochs == [EPOCH - 1]
 
 
 def test_a_store_failure_turns_everything_that_would_move_into_store_error():
@@ -112,9 +115,9 @@ def test_a_store_failure_turns_everything_that_would_move_into_store_error():
 def test_decide_passes_decisions_through_and_drops_final_hops_that_are_not_ours():
     surb = sphinx.SurbDelivery(MAILBOX, b"i" * 16, b"b", b"t")
     stored = Stored(3, Forward(NEXT, b"ack"))
-    assert decide(surb, {MAILBOX}, foreign_loop=DropReason.FOREIGN_LOOP) == Drop(DropReason.FOREIGN_LOOP)
-    assert decide(stored, set(), foreign_loop=DropReason.NOT_FOR_A_MIX) is stored
-    assert decide(Drop(DropReason.BAD_ALPHA), set(), foreign_loop=DropReason.NOT_FOR_A_MIX) == Drop(DropReason.BAD_ALPHA)
+    assert decide(surb, {MAILBOX}, Rules(DropReason.FOREIGN_LOOP)) == Drop(DropReason.FOREIGN_LOOP)
+    assert decide(stored, set(), Rules()) is stored
+    assert decide(Drop(DropReason.BAD_ALPHA), set(), Rules()) == Drop(DropReason.BAD_ALPHA)
 
 
 def test_every_packet_error_reason_is_a_drop_reason():
@@ -130,13 +133,15 @@ def test_every_packet_error_reason_is_a_drop_reason():
     assert isinstance(result[0], Drop)
 
 
-def test_a_hold_above_the_published_maximum_is_dropped_as_delay_too_long():
-    def forward(delay_ms):
-        return sphinx.Forward(NEXT, delay_ms, 0, b"p", b"t")
-
-    assert decide(forward(10_001), set(), foreign_loop=DropReason.NOT_FOR_A_MIX, max_delay_ms=10_000) == Drop(
-        DropReason.DELAY_TOO_LONG)
-    assert decide(forward(10_000), set(), foreign_loop=DropReason.NOT_FOR_A_MIX, max_delay_ms=10_000) == Forward(
-        NEXT, b"p", 10_000)
-    # No consensus yet: nothing to enforce.
-    assert decide(forward(10_001), set(), foreign_loop=DropReason.NOT_FOR_A_MIX) == Forward(NEXT, b"p", 10_001)
+def test_the_rules_bound_the_delay_and_keep_the_layer_order():
+    relay = _relay(ME_PUBLIC, 60_001, seed=30)
+    [result] = unwrap_batch([relay], [(EPOCH, ME_SECRET)], SeenSet()).results
+    assert decide(result, set(), Rules(max_delay_ms=60_000)) == Drop(DropReason.DELAY_TOO_LONG)
+    assert decide(result, set(), Rules(max_delay_ms=60_001, next_hops={b"O" * 16})) == Drop(DropReason.WRONG_NEXT_HOP)
+    allowed = decide(result, set(), Rules(max_delay_ms=60_001, next_hops={NEXT}), EPOCH)
+    assert allowed == Forward(NEXT, sphinx.process(relay, ME_SECRET).packet, 60_001, EPOCH)
+    # No consensus yet: no published maximum to enforce.
+    assert decide(result, set(), Rules(), EPOCH) == allowed
+    ack = Forward(b"O" * 16, b"ack")
+    assert check_forward(ack, Rules(next_hops={NEXT})) == Drop(DropReason.WRONG_NEXT_HOP)
+    assert check_forward(ack, Rules()) is ack

@@ -61,3 +61,24 @@ def test_concurrent_threads_see_each_tag_exactly_once(tmp_path):
     reopened = ReplayStore(tmp_path / "r.sqlite")
     assert reopened.load([1]) == 2000
     reopened.close()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_flood_of_fresh_tags_does_not_grow_memory_past_the_filter(tmp_path):
+    # The attack: valid packets with fresh tags, as many as an epoch allows. 400,000 tags held
+    # in a set take ~40 MB; the filter for 100,000 tags takes 0.36 MB whatever arrives.
+    store = ReplayStore(tmp_path / "r.sqlite", capacity=100_000)
+    store.check_and_add(7, os.urandom(32))
+    tags = os.urandom(32 * 400_000)
+    before = _rss_bytes()
+    for i in range(0, len(tags), 32):
+        store.check_and_add(7, tags[i : i + 32])
+    grown = _rss_bytes() - before
+    assert grown < 8 * 1024 * 1024, grown
+    assert store.over_capacity() == [7]
+    assert store.check_and_add(7, tags[:32]) is True  # still no false negative
+    store.close()

@@ -10,7 +10,7 @@ from nacl.public import PrivateKey, SealedBox
 
 from anonmail.core import envelope as E
 from anonmail.core import fragments as F
-from anonmail.core import mailproto, sphinx, strictjson, wire
+from anonmail.core import linkauth, mailproto, sphinx, strictjson, wire
 from anonmail.core.address import Address, parse_address
 from anonmail.core.keys import IdentityKey, node_id
 from anonmail.core.sizes import BODY_BYTES, MAILBOX_ID_BYTES, PACKET_BYTES
@@ -19,6 +19,7 @@ from anonmail.errors import (
     AddressError,
     FragmentError,
     JSONError,
+    LinkAuthError,
     PacketError,
     ProtocolError,
     ReassemblyError,
@@ -250,3 +251,29 @@ def transport_uri(data: bytes) -> None:
     production = bool(data[:1]) and data[0] & 1 == 1
     parsed = parse_transport_address(data[1:].decode("utf-8", errors="replace"), production=production)
     assert parse_transport_address(str(parsed), production=production) == parsed
+
+
+# --------------------------------------------------------------------------- link handshake
+
+_LINK_SECRET = bytes(_rng.randbytes(32))
+_PEER_LINK_SECRET = bytes(_rng.randbytes(32))
+
+
+def _link_seeds():
+    initiator = linkauth.LinkHandshake(True, _PEER_LINK_SECRET, linkauth.link_public(_LINK_SECRET))
+    first = wire.encode_frame(wire.Control(linkauth.encode_message(initiator.start())))
+    third = wire.encode_frame(wire.Control(linkauth.encode_message(bytes(64))))
+    return [first + third, first, wire.encode_frame(wire.Control({"type": "link_auth", "msg": "AAAA"}))]
+
+
+@target("link_handshake", allowed=(LinkAuthError, WireError), seeds=_link_seeds, max_len=4096)
+def link_handshake(data: bytes) -> None:
+    """A responder fed a stranger's frames: typed refusals only, and never a peer it cannot prove."""
+    responder = linkauth.LinkHandshake(False, _LINK_SECRET)
+    for frame in wire.FrameDecoder().feed(data):
+        if not isinstance(frame, wire.Control):
+            raise LinkAuthError("expected a link_auth message", reason="unexpected")
+        index = 0 if responder._step == 0 else 2
+        responder.receive(linkauth.decode_message(frame.message, index))
+        # Message 3 is bound to the responder's fresh ephemeral key: no input can complete it.
+        assert not responder.finished

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from anonmail.core import mailproto, wire
@@ -13,6 +14,7 @@ from anonmail.provider import node as provider_node
 from anonmail.provider.config import ProviderConfig
 from anonmail.provider.store import MailboxStore, NewEntry
 from fuzz.registry import target
+from mixnode.inbound import ClientSlot, Inbound
 
 _NOW = 1_800_000_000.0
 _NONCE = bytes(range(32))
@@ -75,7 +77,10 @@ def provider_request(data: bytes) -> None:
     mailbox = Address.for_key(_USER.public, "alpha").mailbox_id
     if provider.store.usage(mailbox).entries == 0:  # keep something to fetch and confirm
         provider.store.store_many([NewEntry(mailbox, mailproto.ENTRY_FRAGMENT, b"x" * 10)], _NOW)
-    session = provider_node._Session(_NONCE)
+    # Fresh budgets per input (the provider's own Inbound is made when it runs): logins never run out.
+    budgets = Inbound(link_secret=bytes(32), me=lambda: b"", consensuses=lambda: [],
+                      submit=lambda packet, at: None, dropped=Counter())
+    session = provider_node._Session(_NONCE, ClientSlot(budgets, 0))
     before = provider.faults.total
     for frame in wire.FrameDecoder().feed(data):
         if not isinstance(frame, wire.Control):

@@ -2,7 +2,9 @@
 
 Each figure is the best of several timed batches (the least disturbed by other work on the
 machine), in microseconds per operation. ``mix_pps`` is measured through a real ``mixnode run``
-process over loopback tcp (:mod:`anonmail.bench.mix`); ``mix=False`` skips it (``None``).
+process over loopback tcp (:mod:`anonmail.bench.mix`), whose source dials it over an authenticated
+link; ``mix=False`` skips it (``None``). ``link_handshake_us`` is the CPU of one whole link
+handshake, both ends in one process.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from nacl.bindings import crypto_scalarmult
 
 from anonmail.core import sphinx
 from anonmail.core.fragments import FRAGMENT_DATA_BYTES
+from anonmail.core.linkauth import LinkHandshake, generate_link_secret, link_public
 from anonmail.core.sizes import HEADER_BYTES, MAX_HOPS, NODE_ID_BYTES, PACKET_BYTES
 
 __all__ = ["run_benchmarks", "time_per_call_us"]
@@ -43,6 +46,15 @@ def _sphinxmix_process_us(route, secret: bytes, number: int) -> float | None:
     header = (packet[:32], packet[32 : HEADER_BYTES - 16], packet[HEADER_BYTES - 16 : HEADER_BYTES])
     delta = packet[HEADER_BYTES:]
     return time_per_call_us(lambda: sphinx_process(params, secret, header, delta), number=number)
+
+
+def _link_handshake(initiator_secret: bytes, responder_secret: bytes, responder_public: bytes) -> None:
+    """One whole link handshake, both ends in this process (what a new link costs in CPU)."""
+    initiator = LinkHandshake(True, initiator_secret, expected_peer=responder_public)
+    responder = LinkHandshake(False, responder_secret)
+    third = initiator.receive(responder.receive(initiator.start()) or b"")
+    responder.receive(third or b"")
+    assert responder.finished and initiator.finished
 
 
 def run_benchmarks(
@@ -73,6 +85,10 @@ def run_benchmarks(
     process_us = time_per_call_us(lambda: sphinx.process(packet, secret0), number=n)
     # measured again at the end; the best of both keeps a slow start from flattering the ratio
     x25519_us = min(x25519_first, x25519())
+    say("link handshake (Noise XX, both ends)")
+    dialler, listener = generate_link_secret(), generate_link_secret()
+    handshake_us = time_per_call_us(lambda: _link_handshake(dialler, listener, link_public(listener)),
+                                    number=max(1, n // 20))
     reference_us = None
     if reference:
         say("sphinxmix reference processing (one hop)")
@@ -91,6 +107,7 @@ def run_benchmarks(
         "sphinx_create_us": round(create_us, 2),
         "sphinx_process_us": round(process_us, 2),
         "floor_pps": round(1e6 / (2 * x25519_us), 1),
+        "link_handshake_us": round(handshake_us, 1),
         "payload_bytes": sphinx.PAYLOAD_BYTES,
         "packet_bytes": PACKET_BYTES,
         "header_bytes": HEADER_BYTES,

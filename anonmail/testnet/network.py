@@ -379,11 +379,17 @@ class Testnet:
 
         return [(address, base64.b64decode(key)) for address, key in self._pins]
 
-    def client_transports(self, data_dir: Path) -> list:
-        """Connect-only transports for code outside the testnet (tests): the users' tor and/or i2pd."""
+    def client_transports(self, data_dir: Path, *, own_tor: bool = False) -> list:
+        """Connect-only transports for code outside the testnet (tests): the users' tor and/or i2pd.
+
+        ``own_tor``: a client tor of its own (started once), as a stranger who shares none with the users.
+        """
         from anonmail.net.settings import build_transports
 
-        tor = self._tor_clients["users"].settings(serve=False, connect_timeout=90.0) if self.tor else None
+        if self.tor and own_tor and "stranger" not in self._tor_clients:
+            (self._tor_clients["stranger"],) = self._tor_net.launch_clients([("stranger", True)])
+        client = self._tor_clients["stranger" if own_tor else "users"] if self.tor else None
+        tor = client.settings(serve=False, connect_timeout=90.0) if client is not None else None
         i2p = self._i2p_net.settings(len(self._i2p_net.routers) - 1, serve=False) if self.i2p else None
         return build_transports(Path(data_dir), tor=tor, i2p=i2p)
 

@@ -21,6 +21,8 @@ BENCH_KEYS = {
     "floor_pps",
     "payload_bytes",
     "packet_bytes",
+    "link_handshake_us",
+    "link_handshake_ms",
 }
 
 
@@ -43,7 +45,7 @@ def test_bench_json_is_one_object_with_the_contract_keys():
     assert result["mix_pps"] > 0
     assert result["mix_delivered"] == result["mix_packets"]
     assert result["mix_exit_code"] == 0
-    for key in ("x25519_us", "sphinx_create_us", "sphinx_process_us", "floor_pps"):
+    for key in ("x25519_us", "sphinx_create_us", "sphinx_process_us", "floor_pps", "link_handshake_us"):
         assert result[key] > 0
     assert result["floor_pps"] == pytest.approx(1e6 / (2 * result["x25519_us"]), rel=0.01)
 

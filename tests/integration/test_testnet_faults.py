@@ -34,7 +34,7 @@ from anonmail.core.pki import epoch_at
 from anonmail.core.sizes import MAILBOX_ID_BYTES, PACKET_BYTES
 from anonmail.core.wire import PROTOCOL_VERSION, Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient
-from anonmail.errors import ConnectError, LinkError, TestnetError
+from anonmail.errors import ConnectError, LinkAuthError, LinkError, TestnetError
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 from anonmail.testnet.network import Testnet
@@ -383,8 +383,8 @@ async def _stranger_floods(injector: _Injector, address: str, link_key: bytes, s
                         sent[f"{kind}_packets"] += len(payload)
                         while True:  # until the node closes it (EndOfStream)
                             await link.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, LinkError, OSError):
-                sent[f"{kind}_closed"] += 1
+            except (anyio.EndOfStream, anyio.BrokenResourceError, LinkError, LinkAuthError, OSError):
+                sent[f"{kind}_closed"] += 1  # closed by the node (pushed out, timed out or refused)
 
     waves = [("random", FLOOD_RANDOM // PER_STREAM, noise), ("quiet", FLOOD_QUIET, []),
              ("max_delay", FLOOD_MAX_DELAY // PER_STREAM, (slow * PER_STREAM)[:PER_STREAM])]

@@ -20,26 +20,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
-import anyio.abc
 import pytest
 
 from anonmail.core import sphinx
-from anonmail.core.fragments import KIND_DROP, encode_cover_payload
 from anonmail.core.linkauth import generate_link_secret
-from anonmail.core.pki import epoch_at
-from anonmail.core.sizes import MAILBOX_ID_BYTES, PACKET_BYTES
+from anonmail.core.sizes import PACKET_BYTES
 from anonmail.core.wire import PROTOCOL_VERSION, Hello, Packet, Role, encode_frame
 from anonmail.clients.directory import DirectoryClient
-from anonmail.errors import ConnectError, LinkAuthError, LinkError, TestnetError
+from anonmail.errors import LinkAuthError, LinkError, TestnetError
 from anonmail.net.framed import FramedStream
-from anonmail.net.router import Router
 from anonmail.testnet.network import Testnet
-from anonmail.testnet.processes import child_env, executable, log_tail, run_command
-from mixnode.handshake import LINK_KEY_FILE, initiate, load_or_create_link_secret
+from anonmail.testnet.processes import child_env, executable, run_command
+from mixnode.handshake import initiate
+from tests.integration.testnet_injector import EPOCH, Injector, onion
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,7 +43,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:setDaemon\\(\\) is deprecated:DeprecationWarning"),
 ]
 
-EPOCH = 3600
 #: Agent settings for the tests: quick fetches and short mixing delays (the demo uses defaults).
 AGENT = {"fetch_interval": 1.0, "delay_mean": 0.1, "lambda_payload": 4.0}
 
@@ -130,81 +125,6 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-class _Injector:
-    """Builds Sphinx packets from the consensus and sends frames to a node over Tor.
-
-    A stranger by default; with ``as_node`` it dials with that node's link key (read from its
-    data directory), i.e. over the authenticated link that node would use; with ``own_tor`` over a
-    client tor of its own, sharing none with the users.
-    """
-
-    def __init__(self, net: Testnet, data_dir: Path, as_node: str | None = None, own_tor: bool = False) -> None:
-        self.net = net
-        self.own_tor = own_tor
-        self.data_dir = data_dir
-        self.link_secret = load_or_create_link_secret(net.dir_of(as_node)) if as_node else None
-        assert as_node is None or (net.dir_of(as_node) / LINK_KEY_FILE).exists()
-
-    async def __aenter__(self) -> _Injector:
-        self.stack = AsyncExitStack()
-        transports = [await self.stack.enter_async_context(t) for t in self.net.client_transports(self.data_dir, own_tor=self.own_tor)]
-        self.router = Router(transports, production=True)
-        directory = DirectoryClient(self.router, self.net.pins, 2, production=True, epoch_seconds=EPOCH)
-        with anyio.fail_after(120):
-            self.consensus = await directory.fetch(epoch_at(time.time(), EPOCH))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stack.aclose()
-
-    def drop_packet(self, entry: str, delay_ms: int = 0) -> bytes:
-        """A valid packet entering at mix ``entry`` (layer 1, held ``delay_ms``), through layers 2 and 3 to alpha."""
-        names = [entry, "mix2a", "mix3a", "alpha"]
-        hops = []
-        for name in names:
-            node = self.consensus.by_name(name)
-            assert node is not None, f"{name} is not in the consensus"
-            hops.append(sphinx.Hop(node.node_id, node.sphinx_key, delay_ms if name == entry else 0))
-        return sphinx.build_forward(hops, os.urandom(MAILBOX_ID_BYTES), encode_cover_payload(KIND_DROP))
-
-    async def connect(self, address: str, budget: float = 300.0) -> anyio.abc.ByteStream:
-        """Connect as a node would: retry a failed connect until ``budget`` seconds have passed.
-
-        One connect may exhaust its own 90 s on a small, loaded Tor network (CI once saw three
-        30 s attempts time out in a row); nodes retry with backoff, and so does the injector.
-        """
-        deadline = time.monotonic() + budget
-        failures = []
-        while True:
-            try:
-                return await self.router.connect(address)
-            except ConnectError as exc:
-                failures.append(str(exc))
-                print(f"injector: connect failed, retrying: {exc}", flush=True)
-                if time.monotonic() > deadline:
-                    users_tor = self.net.directory / "tor" / "client-users" / "notice.log"
-                    pytest.fail(f"cannot reach {address} in {budget:.0f} s: {failures}; "
-                                f"the users' tor log ends: {log_tail(users_tor, 15)}")
-                await anyio.sleep(2.0)
-
-    async def send(self, address: str, frames: list[bytes], to: str | None = None) -> None:
-        """One connection: HELLO (and the handshake as ``as_node`` to node ``to``), then the frames."""
-        stream = await self.connect(address)
-        with anyio.fail_after(180):
-            async with stream:
-                if self.link_secret is not None and to is not None:
-                    await initiate(FramedStream(stream), self.link_secret, self.consensus.by_name(to).link_key)
-                else:
-                    await stream.send(encode_frame(Hello(PROTOCOL_VERSION, Role.PROVIDER)))
-                for i in range(0, len(frames), 50):
-                    await stream.send(b"".join(frames[i:i + 50]))
-                await anyio.sleep(1.0)
-
-
-def _onion(net: Testnet, name: str) -> str:
-    return next(a for a in net.addresses(name) if a.startswith("onion://"))
 
 
 # ------------------------------------------------------------------------------- tests
@@ -304,14 +224,14 @@ def test_restart_keeps_the_onion_address_and_the_replay_window_closed(net: Testn
 
     async def scenario() -> None:
         # Replays can only come over an admitted link now: the injector dials as provider alpha.
-        async with _Injector(net, tmp_path / "injector", as_node="alpha") as injector:
+        async with Injector(net, tmp_path / "injector", as_node="alpha") as injector:
             packet = encode_frame(Packet(injector.drop_packet("mix1a")))
             received = net.node_status("mix1a").get("received", 0)
-            await injector.send(_onion(net, "mix1a"), [packet], to="mix1a")
+            await injector.send(onion(net, "mix1a"), [packet], to="mix1a")
             await _await(lambda: net.node_status("mix1a").get("received", 0) > received, 60,
                          lambda: "mix1a received nothing")
             replays = _dropped(net, "mix1a", "replay")
-            await injector.send(_onion(net, "mix1a"), [packet], to="mix1a")
+            await injector.send(onion(net, "mix1a"), [packet], to="mix1a")
             await _await(lambda: _dropped(net, "mix1a", "replay") == replays + 1, 60,
                   lambda: f"the replay was not dropped: {net.node_status('mix1a')['dropped']}")
 
@@ -319,7 +239,7 @@ def test_restart_keeps_the_onion_address_and_the_replay_window_closed(net: Testn
             await anyio.to_thread.run_sync(net.restart, "mix1a")
             assert net.addresses("mix1a") == before  # same onion key, same address
             assert _dropped(net, "mix1a", "replay") == 0  # a new process: counters start at zero
-            await injector.send(_onion(net, "mix1a"), [packet], to="mix1a")
+            await injector.send(onion(net, "mix1a"), [packet], to="mix1a")
             await _await(lambda: _dropped(net, "mix1a", "replay") == 1, 120,
                   lambda: f"replay after restart not dropped: {net.node_status('mix1a')}")
 
@@ -363,7 +283,7 @@ def _mail_latencies(net: Testnet, tag: str, more: Callable[[], bool] = lambda: F
     return [arrived[s] - t for s, t in sent_at.items()]
 
 
-async def _stranger_floods(injector: _Injector, address: str, link_key: bytes, slow: list[bytes],
+async def _stranger_floods(injector: Injector, address: str, link_key: bytes, slow: list[bytes],
                            sent: Counter) -> None:
     """The three waves at one node, one after the other; each stream waits until the node closes it."""
     noise = [encode_frame(Packet(os.urandom(PACKET_BYTES))) for _ in range(PER_STREAM)]
@@ -409,12 +329,12 @@ def test_a_strangers_flood_is_refused_and_counted_while_mail_flows(net: Testnet,
     timing = {}
 
     async def flood() -> None:
-        async with _Injector(net, tmp_path / "stranger", own_tor=True) as injector:
+        async with Injector(net, tmp_path / "stranger", own_tor=True) as injector:
             slow = [encode_frame(Packet(injector.drop_packet("mix1b", sphinx.MAX_DELAY_MS))) for _ in range(20)]
             t0 = time.monotonic()
             async with anyio.create_task_group() as tg:
                 for name in targets:
-                    tg.start_soon(_stranger_floods, injector, _onion(net, name),
+                    tg.start_soon(_stranger_floods, injector, onion(net, name),
                                   injector.consensus.by_name(name).link_key, slow, sent[name])
             timing["flood_s"] = time.monotonic() - t0
 
@@ -542,14 +462,14 @@ def test_attack_strangers_are_refused_over_tor_and_the_consensus_stays_as_admitt
     from anonmail.errors import DirectoryError
 
     async def attack() -> tuple[pki.Consensus, pki.Consensus, dict[str, str]]:
-        async with _Injector(net, tmp_path) as injector:
+        async with Injector(net, tmp_path) as injector:
             before = injector.consensus
             alpha = before.by_name("alpha")
             seed = 0
             while (thief := IdentityKey.from_seed(seed.to_bytes(32, "big"))).public >= alpha.identity_key:
                 seed += 1
             epoch = before.epoch
-            address = [_onion(net, "alpha")]
+            address = [onion(net, "alpha")]
             forged = {
                 "thief": pki.sign_descriptor(thief, name="alpha", role="provider", layer=0, epoch=epoch + 1,
                                              sphinx_key=sphinx.generate_node_keypair()[1], addresses=address),

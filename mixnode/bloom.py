@@ -18,11 +18,13 @@ import hashlib
 import math
 import mmap
 import os
+import struct
 
 __all__ = ["BloomFilter", "HASHES", "bits_for"]
 
 #: Bit indices per tag (4 bytes each from one 64-byte BLAKE2b digest).
 HASHES = 16
+_WORDS = struct.Struct(f"<{HASHES}I")
 
 
 def bits_for(capacity: int, fp_rate: float) -> int:
@@ -60,7 +62,7 @@ class BloomFilter:
     def _indices(self, tag: bytes) -> list[int]:
         digest = hashlib.blake2b(tag, digest_size=64, key=self._key).digest()
         bits = self.bits
-        return [int.from_bytes(digest[i : i + 4], "little") % bits for i in range(0, 4 * HASHES, 4)]
+        return [word % bits for word in _WORDS.unpack(digest)]
 
     def __contains__(self, tag: bytes) -> bool:
         array = self._array

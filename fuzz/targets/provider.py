@@ -6,6 +6,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from nacl.public import PrivateKey
+
 from anonmail.core import mailproto, wire
 from anonmail.core.address import Address
 from anonmail.core.keys import IdentityKey, certify_encryption_key
@@ -18,6 +20,8 @@ from mixnode.inbound import ClientSlot, Inbound
 
 _NOW = 1_800_000_000.0
 _NONCE = bytes(range(32))
+# a valid X25519 public key (an all-zero one is of small order and refused on certification)
+_ENCRYPTION_KEY = bytes(PrivateKey(bytes([7]) * 32).public_key)
 _USER = IdentityKey.from_seed(bytes([5]) * 32)
 _provider: provider_node.Provider | None = None
 
@@ -57,7 +61,7 @@ def _requests_seed(*messages: dict) -> bytes:
 
 
 def _seeds():
-    cert = certify_encryption_key(_USER, bytes(32), not_before=int(_NOW) - 10, lifetime_s=3600)
+    cert = certify_encryption_key(_USER, _ENCRYPTION_KEY, not_before=int(_NOW) - 10, lifetime_s=3600)
     auth = {"type": "auth", "op": "login", "identity": mailproto.b64e(_USER.public),
             "signature": mailproto.b64e(mailproto.sign_auth(_USER, _NONCE, "alpha", "login")),
             "certs": [mailproto.b64e(cert.to_bytes())]}

@@ -36,6 +36,15 @@ def test_a_target_rejects_what_it_must_not_let_through(name):
         TARGETS[name] = original
 
 
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_a_targets_seeds_build_and_replay(name):
+    """`python -m fuzz seed NAME` keeps working: the seeds build and pass through their target."""
+    seeds = list(TARGETS[name].seeds())
+    assert seeds, f"{name} has no seeds"
+    for data in seeds:
+        run_input(name, data)
+
+
 def test_no_corpus_without_a_target():
     orphans = sorted(p.name for p in CORPUS_DIR.iterdir() if p.is_dir() and p.name not in TARGETS)
     assert not orphans, f"corpus folders without a target: {orphans}"

@@ -95,9 +95,9 @@ class AgentKeys:
         client = self._client
         if client is not None:
             try:
-                async with self._client_lock:
-                    with anyio.fail_after(60):
-                        await client.publish_keys(await self._blocking(account.my_certs, self.store, now=now))
+                certs = await self._blocking(account.my_certs, self.store, now=now)
+                with anyio.fail_after(60):
+                    await client.publish_keys(certs)
             except (TransportError, ProtocolError, TimeoutError) as exc:
                 self._drop_session(exc, "publish keys")  # the next login publishes them
         await self._blocking(self._announce, cert, now)

@@ -6,13 +6,16 @@ One task group per agent::
     session     one authenticated session with our provider; reconnects with back-off
     payload     every Exp(λ_P) s: the next real fragment if one is due, else drop cover
     loops       every Exp(λ_L) s: a loop (a fragment to ourselves, indistinguishable from mail)
-    fetch       every ``fetch_interval`` s: fetch a fixed-size batch, handle it, confirm it
+    fetch       every ``fetch_interval`` s: confirm what was written since the last round, fetch
+                a fixed-size batch (:mod:`anonmail.agent.mailbox`)
+    mailbox     writes fetched entries durably, off the link (sends never wait for it)
     refill      every ``poll_interval`` s: pick up mail the CLI queued and ACKs that timed out
     keys        rotate our encryption key at half its lifetime and announce it to contacts
 
 Delivery guarantee: a fragment is retransmitted (fresh path, fresh delays, fresh SURB) until its
-ACK returns; ACKs and fragments are recorded in SQLite before anything is confirmed to the
-provider, and the inbox merges duplicates, so nothing is lost and nothing is delivered twice.
+ACK returns; ACKs and fragments are recorded in SQLite before they are confirmed to the
+provider (at the next fetch round), and the inbox merges duplicates, so nothing is lost and
+nothing is delivered twice, whenever the agent dies.
 
 Traffic shape: the payload stream's schedule never depends on what the user does — a real
 fragment only *replaces* the drop cover of a slot that happens anyway (tested statistically).
@@ -45,6 +48,7 @@ from anonmail.agent import account
 from anonmail.agent.inbound import Inbound
 from anonmail.agent.invite import InviteRunner
 from anonmail.agent.keys import AgentKeys
+from anonmail.agent.mailbox import ConfirmLedger
 from anonmail.agent.packets import Built, build_drop_packet, build_fragment_packet, surb_keys_to_bytes
 from anonmail.agent.params import AgentParams
 from anonmail.agent.settings import AgentSettings
@@ -102,7 +106,7 @@ class Agent(AgentKeys):
         self._lookups: dict[bytes, float] = {}
         self._expired_since: dict[bytes, float] = {}
         self._client = None
-        self._client_lock = anyio.Lock()
+        self._ledger = ConfirmLedger()
         self._session_lost = anyio.Event()
         self._connected = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -227,9 +231,8 @@ class Agent(AgentKeys):
         if self.settings.link_loss and self.rng.random() < self.settings.link_loss:
             return True  # lost on the link, as the demo's --loss asks
         try:
-            async with self._client_lock:
-                with anyio.fail_after(30):
-                    await client.send_packets([packet])
+            with anyio.fail_after(30):
+                await client.send_packets([packet])
         except (TransportError, ProtocolError, TimeoutError) as exc:
             self._drop_session(exc, "send")
             return False
@@ -396,26 +399,53 @@ class Agent(AgentKeys):
     # ------------------------------------------------------------------ fetch
 
     async def _fetcher(self) -> None:
-        """Fetch on a fixed schedule; handle entries durably; then confirm them."""
-        while True:
-            await anyio.sleep(self.settings.fetch_interval)
-            await self.fetch_once()
+        """Every ``fetch_interval`` s: one fetch round; a separate worker writes what it brought."""
+        send, receive = anyio.create_memory_object_stream[list](1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._mailbox_worker, receive)
+            with send:
+                while True:
+                    await anyio.sleep(self.settings.fetch_interval)
+                    fresh = await self._fetch_round()
+                    try:
+                        send.send_nowait(fresh)
+                    except anyio.WouldBlock:  # still writing the last batch: these are fetched again
+                        self._ledger.release(fresh)
+
+    async def _mailbox_worker(self, receive) -> None:
+        """Write fetched entries durably, off the link: nothing on the wire waits for this."""
+        async with receive:
+            async for entries in receive:
+                done = await self._blocking(self.inbound.handle_entries, entries)
+                self._ledger.handled(entries, done)
 
     async def fetch_once(self) -> int:
-        """One fetch round; returns how many entries were real."""
+        """One fetch round and its handling, start to end (tests and tools); returns how many entries were real."""
+        fresh = await self._fetch_round()
+        done = await self._blocking(self.inbound.handle_entries, fresh)
+        self._ledger.handled(fresh, done)
+        return len(fresh)
+
+    async def _fetch_round(self) -> list:
+        """Confirm what was written since the last round, then fetch; the entries not yet taken.
+
+        Both requests go back to back on the schedule, exactly one fixed-size confirm (ids
+        padded) and one fixed-size fetch per round, so their timing does not depend on how
+        much mail arrived or how long writing it took.
+        """
         client = self._client
         if client is None:
-            return 0
+            return []
+        ids = self._ledger.to_confirm(client.fetch_batch)
         try:
-            async with self._client_lock:
-                with anyio.fail_after(60):
-                    result = await client.fetch()
-                handled = await self._blocking(self.inbound.handle_entries, result.entries)
-                with anyio.fail_after(60):
-                    await client.confirm(handled)
+            with anyio.fail_after(60):
+                await client.confirm(ids)
+            self._ledger.confirmed(ids)
+            with anyio.fail_after(60):
+                result = await client.fetch()
         except (TransportError, ProtocolError, TimeoutError) as exc:
             self._drop_session(exc, "fetch")
-            return 0
+            return []
         self.stats.fetches += 1
         self.stats.entries_fetched += len(result.entries)
         self.stats.mailbox_full = result.full
@@ -424,7 +454,7 @@ class Agent(AgentKeys):
             log.warning("our mailbox at the provider is full: it dropped %d of its oldest entries", result.evicted)
         if self.stats.fetches == 1:
             self._check_fetch_capacity(client.fetch_batch)
-        return len(result.entries)
+        return self._ledger.take(result.entries)
 
     def _check_fetch_capacity(self, fetch_batch: int) -> None:
         """Warn once if fixed-size fetches cannot keep up with what our own traffic brings back.

@@ -29,6 +29,7 @@ from anonmail.core.keys import EncryptionKeyCert, IdentityKey
 from anonmail.core.mailproto import (
     AUTH_OPS,
     ENTRY_DUMMY,
+    ENTRY_ID_LIMIT,
     NONCE_BYTES,
     Entry,
     b64d,
@@ -291,7 +292,7 @@ class ProviderClient:
         deleted = 0
         for start in range(0, max(len(ids), 1), n):
             chunk = ids[start : start + n]
-            chunk += [secrets.randbelow(2**62) + 2**62 for _ in range(n - len(chunk))]
+            chunk += [secrets.randbelow(ENTRY_ID_LIMIT - 1) + 1 for _ in range(n - len(chunk))]
             reply = await self._guard(self._request, {"type": "confirm", "ids": chunk}, "confirmed")
             count = reply.get("deleted")
             if not isinstance(count, int) or isinstance(count, bool):

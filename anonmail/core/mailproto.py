@@ -25,7 +25,9 @@ here too (``invite_*`` requests, :mod:`anonmail.core.rendezvous`).
 **Fixed shapes.** A fetch always answers with exactly ``N`` entries (the provider's
 ``fetch_batch``), each a PACKET-sized frame (:func:`encode_entry`), padded with dummy entries, so
 neither the count nor the kind of the stored mail shows on the wire; a confirm always carries
-``N`` ids (the client pads with random ids). Every entry says how many real entries remain.
+``N`` ids (the client pads with random ids). Entry ids are random in [1, :data:`ENTRY_ID_LIMIT`)
+(0 marks a dummy), so a user learns nothing about other mailboxes from the ids of their own
+entries, and padding ids are drawn from the same range. Every entry says how many real entries remain.
 ``full`` says the mailbox is at its quota and ``evicted`` how many of its oldest entries it
 dropped since the last fetch to take new ones: a full mailbox still stores and acknowledges
 what arrives, so no sender can learn from ACKs when its owner fetches.
@@ -53,6 +55,7 @@ __all__ = [
     "NONCE_BYTES",
     "AUTH_OPS",
     "ENTRY_DUMMY",
+    "ENTRY_ID_LIMIT",
     "ENTRY_FRAGMENT",
     "ENTRY_REPLY",
     "ENTRY_DATA_BYTES",
@@ -74,6 +77,8 @@ AUTH_OPS = ("register", "login")
 _AUTH_CONTEXT = b"anonmail-provider-auth-v1"
 
 ENTRY_DUMMY = 0
+#: Real entry ids are random in [1, ENTRY_ID_LIMIT) (a provider stores them as signed 64-bit integers).
+ENTRY_ID_LIMIT = 2**63
 #: A sealed fragment (what a Deliver's payload carried after its ACK SURB).
 ENTRY_FRAGMENT = 1
 #: A SURB reply: surb id (16) then the reply body (BODY_BYTES).

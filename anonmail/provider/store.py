@@ -8,11 +8,20 @@ gone from the file, not merely unlinked.
 Tables::
 
     accounts(mailbox_id BLOB PK, identity BLOB, created REAL, certs BLOB)
-    entries(id INTEGER PK AUTOINCREMENT, mailbox_id BLOB, kind INTEGER, data BLOB, stored_at REAL)
+    entries(id INTEGER PK AUTOINCREMENT, mailbox_id BLOB, kind INTEGER, data BLOB, stored_at REAL,
+            entry_id INTEGER UNIQUE)
 
 ``certs`` is the concatenation of the encryption-key certificates the user published (each
-:attr:`EncryptionKeyCert.CERT_BYTES` long), verified by the caller. Entry ids are never reused
-(AUTOINCREMENT), so a late ``confirm`` can never delete a newer entry.
+:attr:`EncryptionKeyCert.CERT_BYTES` long), verified by the caller.
+
+Two ids per entry. ``id`` is internal: it orders a mailbox oldest first and is never shown.
+``entry_id`` is what the user sees (in fetched entries, in confirms): a random number in
+[1, 2**63) (SQLite integers are signed 64-bit), unique in the store. A global counter would let
+any registered user read the provider's total delivery rate off the gaps between the ids of
+their own entries; random ids tell nothing. A deleted id coming back for a newer entry, so that
+a late ``confirm`` deletes it, takes a 63-bit collision. A store written before random ids
+existed gets them when it is opened (:meth:`MailboxStore._migrate`); a client that fetched an
+entry under its old id and confirms it late only fetches it again.
 
 Methods block: the provider calls them from worker threads, or inline when ``workers = 0``.
 One connection (:func:`anonmail.daemon.sqlite.connect`) is shared under a lock. Every SQLite
@@ -22,6 +31,8 @@ failure becomes a :class:`~anonmail.errors.StoreError` naming the store and the 
 
 from __future__ import annotations
 
+import secrets
+import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,7 +41,7 @@ from pathlib import Path
 import sqlite_utils
 
 from anonmail.core.keys import EncryptionKeyCert
-from anonmail.core.mailproto import ENTRY_FRAGMENT, ENTRY_REPLY, Entry
+from anonmail.core.mailproto import ENTRY_FRAGMENT, ENTRY_ID_LIMIT, ENTRY_REPLY, Entry
 from anonmail.daemon.sqlite import connect, transaction, translated
 
 __all__ = ["MailboxStore", "Account", "NewEntry", "Usage"]
@@ -81,9 +92,36 @@ class MailboxStore:
             )
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "mailbox_id BLOB NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL, stored_at REAL NOT NULL)"
+                "mailbox_id BLOB NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL, stored_at REAL NOT NULL, "
+                "entry_id INTEGER)"
             )
             self.db["entries"].create_index(["mailbox_id", "id"], if_not_exists=True)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Give a store from before random entry ids its ``entry_id`` column, filled at random."""
+        with self._errors("add random entry ids"):
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entries)")}
+        with self._write("add random entry ids"):
+            if "entry_id" not in columns:
+                self._conn.execute("ALTER TABLE entries ADD COLUMN entry_id INTEGER")
+            rows = self._conn.execute("SELECT id FROM entries WHERE entry_id IS NULL").fetchall()
+            for (row_id,) in rows:
+                self._insert_with_fresh_id(
+                    lambda entry_id, row_id=row_id: self._conn.execute(
+                        "UPDATE entries SET entry_id = ? WHERE id = ?", [entry_id, row_id]))
+            self._conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS entries_entry_id ON entries (entry_id)")
+
+    @staticmethod
+    def _insert_with_fresh_id(write) -> int:
+        """Call ``write(entry_id)`` with a fresh random id, drawing again on the (2**-63) collision."""
+        while True:
+            entry_id = secrets.randbelow(ENTRY_ID_LIMIT - 1) + 1
+            try:
+                write(entry_id)
+            except sqlite3.IntegrityError:
+                continue
+            return entry_id
 
     def _errors(self, action: str):
         return translated(_STORE, self.path, action)
@@ -174,10 +212,9 @@ class MailboxStore:
         ids: list[int] = []
         with self._lock, self._write(f"store {len(rows)} entries"):
             for row in rows:
-                cursor = self._conn.execute(
-                    "INSERT INTO entries (mailbox_id, kind, data, stored_at) VALUES (?, ?, ?, ?)", row
-                )
-                ids.append(int(cursor.lastrowid))
+                ids.append(self._insert_with_fresh_id(lambda entry_id, row=row: self._conn.execute(
+                    "INSERT INTO entries (mailbox_id, kind, data, stored_at, entry_id) VALUES (?, ?, ?, ?, ?)",
+                    [*row, entry_id])))
             if trim_to is not None:
                 for mailbox_id in dict.fromkeys(r[0] for r in rows):
                     gone = self._trim(mailbox_id, trim_to)
@@ -205,7 +242,7 @@ class MailboxStore:
         """The oldest ``n`` entries of a mailbox and how many more remain after them."""
         with self._lock, self._errors("fetch entries"):
             rows = self._conn.execute(
-                "SELECT id, kind, data FROM entries WHERE mailbox_id = ? ORDER BY id LIMIT ?", [mailbox_id, n]
+                "SELECT entry_id, kind, data FROM entries WHERE mailbox_id = ? ORDER BY id LIMIT ?", [mailbox_id, n]
             ).fetchall()
             (total,) = self._conn.execute("SELECT count(*) FROM entries WHERE mailbox_id = ?", [mailbox_id]).fetchone()
         remaining = max(0, int(total) - len(rows))
@@ -213,13 +250,13 @@ class MailboxStore:
 
     def delete(self, mailbox_id: bytes, ids: Iterable[int]) -> int:
         """Delete those of ``ids`` that belong to this mailbox (others are ignored); how many."""
-        wanted = sorted({int(i) for i in ids if 0 < int(i) < 2**63})
+        wanted = sorted({int(i) for i in ids if 0 < int(i) < ENTRY_ID_LIMIT})
         if not wanted:
             return 0
         with self._lock, self._write("delete entries"):
             marks = ",".join("?" * len(wanted))
             cursor = self._conn.execute(
-                f"DELETE FROM entries WHERE mailbox_id = ? AND id IN ({marks})", [mailbox_id, *wanted]
+                f"DELETE FROM entries WHERE mailbox_id = ? AND entry_id IN ({marks})", [mailbox_id, *wanted]
             )
             return int(cursor.rowcount)
 

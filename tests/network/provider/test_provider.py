@@ -364,3 +364,26 @@ async def test_memory_network_mix_can_be_killed_and_restarted(tmp_path):
         await a.aclose()
         await b.aclose()
 
+
+
+@pytest.mark.anyio
+async def test_attack_a_user_cannot_meter_the_providers_traffic_from_entry_ids(tmp_path):
+    """Mallory, an ordinary user, reads the ids of her own entries while others' mail arrives between them."""
+    from anonmail.provider.store import NewEntry
+
+    async with start(tmp_path) as net:
+        mallory = User("beta")
+        client = await mallory.connect(net)
+        beta = net.providers["beta"]
+        others = [os.urandom(16) for _ in range(3)]
+        for i in range(10):
+            beta.store.store_many([NewEntry(mallory.address.mailbox_id, ENTRY_FRAGMENT, bytes([i]) * 50)], 0.0)
+            beta.store.store_many([NewEntry(others[j % 3], ENTRY_REPLY, b"r" * 40) for j in range(i)], 0.0)
+        result = await client.fetch()
+        ids = [e.entry_id for e in result.entries]
+        assert [e.data[0] for e in result.entries] == list(range(10))  # still oldest first
+        gaps = [b - a for a, b in zip(ids, ids[1:])]
+        # With a global counter the gaps are 1, 2, ..., 10: exactly the others' deliveries.
+        assert gaps != list(range(1, 10))
+        assert ids != sorted(ids) and min(ids) > 2**32  # random 63-bit ids carry no order, no count
+        await client.aclose()

@@ -66,8 +66,39 @@ def test_fetch_oldest_first_with_remaining_and_delete_only_own_ids(store):
     assert store.delete(A, [ids_a[0]]) == 0  # already gone
     assert [e.data for e in store.fetch(A, 16)[0]] == [b"\x02", b"\x03", b"\x04"]
     assert store.fetch(B, 16)[0][0].entry_id == ids_b[0]
-    # Ids are never reused.
-    assert store.store_many([NewEntry(A, ENTRY_FRAGMENT, b"new")], 2.0)[0] > ids_b[0]
+    # Ids are random, unique, and not in the order entries were stored (the order is kept apart).
+    more = store.store_many([NewEntry(A, ENTRY_FRAGMENT, bytes([i])) for i in range(5, 40)], 2.0)
+    every = ids_a + ids_b + more
+    assert len(set(every)) == len(every) and all(0 < i < 2**63 for i in every)
+    assert every != sorted(every) and max(every) > 2**40
+    assert [e.data[0] for e in store.fetch(A, 64)[0]] == list(range(2, 40))
+
+
+def test_a_store_from_before_random_ids_gets_them_and_keeps_its_order(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE entries (id INTEGER PRIMARY KEY AUTOINCREMENT, mailbox_id BLOB NOT NULL, "
+                 "kind INTEGER NOT NULL, data BLOB NOT NULL, stored_at REAL NOT NULL)")
+    conn.executemany("INSERT INTO entries (mailbox_id, kind, data, stored_at) VALUES (?, ?, ?, ?)",
+                     [(A, ENTRY_FRAGMENT, bytes([i]), 1.0) for i in range(6)] + [(B, ENTRY_REPLY, b"b", 1.0)])
+    conn.commit()
+    conn.close()
+    store = MailboxStore(path)
+    entries, remaining = store.fetch(A, 4)
+    assert [e.data for e in entries] == [bytes([i]) for i in range(4)] and remaining == 2
+    ids = [e.entry_id for e in entries]
+    assert all(i > 7 for i in ids) and len(set(ids)) == 4  # no longer the old counter 1..7
+    assert store.delete(A, [1, 2, 3]) == 0  # the old ids mean nothing now
+    assert store.delete(A, ids) == 4
+    new = store.store_many([NewEntry(A, ENTRY_FRAGMENT, b"new")], 2.0)
+    assert [e.data for e in store.fetch(A, 16)[0]] == [b"\x04", b"\x05", b"new"]
+    assert store.fetch(A, 16)[0][-1].entry_id == new[0]
+    store.close()
+    again = MailboxStore(path)  # opening again changes nothing
+    assert [e.entry_id for e in again.fetch(A, 16)[0]][-1] == new[0]
+    again.close()
 
 
 def test_usage_for_quotas(store):

@@ -298,7 +298,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
     from anonmail.agent.config import load_agent_config
     from anonmail.agent.service import Agent
-    from anonmail.agent.status import keep_status, write_agent_status
+    from anonmail.agent.status import keep_status, report_counters, write_agent_status
     from anonmail.keyfiles import load_identity
     from anonmail.clients.directory import DirectoryClient
     from anonmail.daemon.commands import run_daemon
@@ -328,16 +328,9 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                                         epoch_seconds=config.epoch_seconds)
             agent = Agent(identity=identity, store=store, router=router, directory=directory, settings=config.settings)
 
-            async def report() -> None:
-                while True:
-                    await anyio.sleep(30)
-                    s = agent.stats
-                    log.info("packets: %d real, %d cover; %d ACKs, %d received, %d loops back",
-                             s.packets_real, s.packets_cover, s.acks, s.fragments_received, s.loops_returned)
-
             def started(_agent, tg) -> None:
                 print("agent running; ^C to stop (`anonmail status` shows what it does)", file=sys.stderr, flush=True)
-                tg.start_soon(report)
+                tg.start_soon(report_counters, agent)
 
             # No address here: what a daemon prints ends up in logs (docs/agent.md, "Logs").
             print(f"agent: connecting to provider {config.settings.provider}...", file=sys.stderr, flush=True)
@@ -375,15 +368,16 @@ def _status_rows(status: dict) -> list[tuple[str, str]]:
                         "the pinned one: refused; ask your provider's operator[/]")] if rebound is not None else []),
         ("connection", ("connected" if status.get("connected") else "[yellow]connecting[/]")
          + f" (since {_when(status.get('started'))})"),
-        ("packets", f"{n('packets_sent')} sent: {n('packets_real')} real, {n('packets_cover')} cover "
-                    f"({n('packets_drop')} drop, {n('packets_loop')} loop); {n('slots_missed')} slots missed"),
-        ("retransmissions", str(n("retransmissions"))),
+        ("packets", f"{n('packets_sent')} sent ({n('loops_sent')} loops); {n('slots_missed')} slots missed"),
         ("loops", f"{n('loops_sent')} sent, {n('loops_returned')} back"),
-        ("fetches", f"{n('fetches')}, {n('entries_fetched')} entries: {n('acks')} new ACKs, "
-                    f"{n('fragments_received')} mail fragments"),
+        ("fetches", str(n("fetches"))),
+        ("real/cover", f"{n('packets_real')} real, {n('packets_cover')} cover ({n('packets_drop')} drop); "
+                       f"{n('retransmissions')} retransmissions; {n('entries_fetched')} entries fetched: "
+                       f"{n('acks')} new ACKs, {n('fragments_received')} mail fragments "
+                       f"(as of {_when(status.get('detail_as_of'))}: refreshed every 10 minutes)"),
         ("outbox", f"{n('outbox_queued')} waiting for ACKs, {n('outbox_acknowledged')} acknowledged, "
-                   f"{n('outbox_failed')} failed"),
-        ("inbox", f"{n('inbox')} messages ({n('delivered')} since start)"),
+                   f"{n('outbox_failed')} failed (as above; `anonmail outbox` shows it now)"),
+        ("inbox", f"{n('inbox')} messages ({n('delivered')} since start; as above, `anonmail inbox` shows it now)"),
         ("mailbox", ("[red]FULL at the provider[/]: it drops its oldest entries to take new mail"
                      if status.get("mailbox_full") else "ok")
          + (f"; {n('mailbox_evicted')} entries dropped since start" if n("mailbox_evicted") else "")),

@@ -5,17 +5,21 @@
 One format for mix nodes, authorities, providers and agents, so a testnet's logs can be read
 and grepped (or parsed) alike. What goes into ``msg`` is the caller's business, and the rule
 is: counts, reasons and public node names only; never a user's address, key, contact,
-mailbox or message id (tests/network/agent/test_log_hygiene.py checks it). stem's own chatter
+mailbox or message id (tests/network/agent/test_log_hygiene.py checks it). Log files a
+supervisor writes (a testnet's) are opened with :func:`open_log_file`: 0600, like status files. stem's own chatter
 (every GETINFO) stays below WARNING unless the daemon runs at DEBUG.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["LogfmtFormatter", "configure_daemon_logging"]
+__all__ = ["LogfmtFormatter", "configure_daemon_logging", "open_log_file"]
 
 
 def _quote(text: str) -> str:
@@ -55,3 +59,10 @@ def configure_daemon_logging(level: str | int = "INFO") -> None:
     root.setLevel(level)
     quiet = logging.DEBUG if logging.getLevelName(root.level) == "DEBUG" else logging.WARNING
     logging.getLogger("stem").setLevel(quiet)
+
+
+def open_log_file(path: Path) -> BinaryIO:
+    """Open a log file for appending, readable by its owner only (0600, also when it existed wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")

@@ -1,9 +1,9 @@
 """Status files: how a running daemon tells its ``status`` command what it is doing.
 
 A daemon (mix node, authority, provider, agent) rewrites ``status.json`` in its data directory
-every second, atomically (write a temporary file, then rename), with ``running``, ``pid`` and
-``updated_at``. A reader decides whether the daemon is alive from all three: a clean stop writes
-``running: false``; a crash leaves a file that ages and a PID that is gone.
+every second, atomically (write a temporary file, then rename), mode 0600, with ``running``,
+``pid`` and ``updated_at``. A reader decides whether the daemon is alive from all three: a clean
+stop writes ``running: false``; a crash leaves a file that ages and a PID that is gone.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ STALE_SECONDS = 5.0
 
 
 def write_status(data_dir: Path, status: dict) -> None:
-    """Replace the status file atomically (OSError is the caller's to log)."""
+    """Replace the status file atomically, readable by its owner only (OSError is the caller's to log)."""
     path = data_dir / STATUS_FILE
     tmp = path.with_name(f".{STATUS_FILE}.tmp")
-    tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)  # a temporary file left by an older version may be 0644
+        fh.write(json.dumps(status, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
 

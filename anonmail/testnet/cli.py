@@ -22,6 +22,7 @@ from pathlib import Path
 
 from anonmail.daemon.cli import EXIT_NOT_RUNNING as NOT_RUNNING
 from anonmail.daemon.status import STATUS_FILE, liveness, pid_alive
+from anonmail.daemon.logfmt import open_log_file
 from anonmail.errors import TestnetError
 from anonmail.testnet.network import Testnet
 from anonmail.testnet.processes import STATE_FILE, check_fresh_directory, log_tail, read_json, read_state
@@ -166,7 +167,7 @@ def _up_background(args: argparse.Namespace, directory: Path) -> int:
             "--users", str(args.users), "--epoch-seconds", str(args.epoch_seconds)]
     argv += (["--tor"] if args.tor else []) + (["--i2p"] if args.i2p else [])
     log_path = directory / "testnet.log"
-    with open(log_path, "ab") as log:
+    with open_log_file(log_path) as log:
         supervisor = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
     console.print(f"testnet supervisor started (pid {supervisor.pid}); log: {log_path}")

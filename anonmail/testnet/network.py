@@ -45,6 +45,7 @@ from typing import Any
 
 from anonmail.core.params import NetworkParams
 from anonmail.daemon.status import pid_alive
+from anonmail.daemon.logfmt import open_log_file
 from anonmail.errors import TestnetError
 from anonmail.testnet.addresses import create_addresses
 from anonmail.testnet.plan import AUTHORITIES, LAYERS, THRESHOLD, NodeSpec, plan_nodes, published_params
@@ -327,7 +328,7 @@ class Testnet:
         status = proc.dir / "status.json"
         if status.exists():
             status.unlink()  # readiness is read from the new process's own status file
-        with open(proc.log, "ab") as log:
+        with open_log_file(proc.log) as log:
             log.write(f"--- start {proc.starts + 1} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
             proc.popen = subprocess.Popen(proc.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -260,6 +260,36 @@ async def test_status_file_is_rewritten_every_second_while_the_agent_runs(tmp_pa
         assert json.loads((home / "status.json").read_text())["running"] is False
 
 
+@pytest.mark.anyio
+async def test_attack_the_status_file_does_not_show_when_real_packets_went(tmp_path):
+    """A reader of status.json every second must not see which seconds carried real packets or ACKs."""
+    import json
+
+    from anonmail.agent.status import keep_status
+
+    split = ("packets_real", "packets_drop", "packets_cover", "acks", "entries_fetched", "outbox_queued",
+             "outbox_acknowledged")
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path)
+        alice = await start_user(stack, net, tg, "alice", "alpha", 1)
+        bob = await start_user(stack, net, tg, "bob", "beta", 2)
+        alice.store.add_contact("bob", str(bob.address), now=wall_clock())
+        home = tmp_path / "alice-home"
+        home.mkdir()
+        await tg.start(lambda task_status: keep_status(alice, home, started=wall_clock(), task_status=task_status))
+        await anyio.sleep(0.5)
+        seen = []
+        for i in range(60):
+            if i == 5:
+                queue_mail(alice.store, to="bob", subject="now", body=b"x" * 5000, now=wall_clock())
+            seen.append(json.loads((home / "status.json").read_text()))
+            await anyio.sleep(1)
+        assert alice.stats.packets_real > 0 and alice.stats.acks > 0  # real packets went, ACKs came back
+        assert seen[-1]["packets_sent"] > seen[0]["packets_sent"]  # the file is live
+        for key in split:
+            assert len({s[key] for s in seen}) == 1, key  # but not one of these moved within the minute
+
+
 # ----------------------------------------------------------------------------- attacks on the directory
 
 QUIET = dict(mix_overrides={"lambda_loop": 0.0}, provider_overrides={"lambda_loop": 0.0})

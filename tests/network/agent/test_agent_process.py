@@ -214,15 +214,12 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
             assert code == 0, err
             assert alice["role"] == "agent" and alice["running"] and alice["connected"] and alice["provider"] == "alpha"
             assert alice["pid"] == agents["alice"].pid and alice["started"] <= alice["updated"]
-            assert alice["packets_real"] >= packets and alice["packets_cover"] > 0
-            assert alice["packets_sent"] == alice["packets_real"] + alice["packets_cover"]
-            assert alice["loops_sent"] > 0 and alice["fetches"] > 0 and alice["acks"] >= packets
-            assert alice["entries_fetched"] >= alice["acks"]
-            assert (alice["outbox_queued"], alice["outbox_acknowledged"], alice["outbox_failed"]) == (0, 1, 0)
+            assert alice["packets_sent"] > 0 and alice["loops_sent"] > 0 and alice["fetches"] > 0
+            # While it runs, the real/cover split is as of the agent's start (refreshed every 10 minutes).
+            assert alice["packets_real"] == alice["acks"] == 0 and alice["detail_as_of"] <= alice["started"] + 2
             code, bob, err = await anyio.to_thread.run_sync(agent_status, "bob")
             assert code == 0, err
-            assert bob["provider"] == "beta" and bob["inbox"] == 1 and bob["fragments_received"] >= packets
-            assert bob["outbox_queued"] == bob["outbox_acknowledged"] == 0
+            assert bob["provider"] == "beta" and bob["fragments_received"] == 0
             for user in ("alice", "bob"):
                 text = (homes[user] / "status.json").read_text()
                 assert alice_address.split("@")[0] not in text and bob_address.split("@")[0] not in text
@@ -237,6 +234,12 @@ async def test_users_send_and_read_mail_through_processes(tmp_path):
             assert await anyio.to_thread.run_sync(functools.partial(agents["alice"].wait, timeout=20)) == 0
             stopped = json.loads((homes["alice"] / "status.json").read_text())
             assert stopped["running"] is False and stopped["packets_sent"] > alice["packets_sent"]
+            # A clean stop writes the split as it is.
+            assert stopped["packets_real"] >= packets and stopped["packets_cover"] > 0
+            assert stopped["packets_sent"] == stopped["packets_real"] + stopped["packets_cover"]
+            assert stopped["acks"] >= packets and stopped["entries_fetched"] >= stopped["acks"]
+            assert (stopped["outbox_queued"], stopped["outbox_acknowledged"], stopped["outbox_failed"]) == (0, 1, 0)
+            assert (homes["alice"] / "status.json").stat().st_mode & 0o777 == 0o600
             code, _, err = await anyio.to_thread.run_sync(agent_status, "alice")
             assert code == NOT_RUNNING and "no agent is running" in err and "it stopped" in err
 

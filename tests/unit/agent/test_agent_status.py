@@ -97,7 +97,7 @@ def test_status_of_a_running_agent_as_table_and_json(tmp_path, capsys):
     code, out, err = cli(capsys, "status", "--home", str(tmp_path))
     assert code == 0, err
     assert "agent at provider alpha" in out and "running" in out
-    assert "1234 sent: 34 real, 1200 cover" in out and "200 sent, 190 back" in out
+    assert "1234 sent (200 loops)" in out and "34 real, 1200 cover" in out and "200 sent, 190 back" in out
     assert "2 waiting for ACKs, 5 acknowledged, 0 failed" in out
     code, out, err = cli(capsys, "status", "--json", "--home", str(tmp_path))
     assert code == 0 and err == ""
@@ -132,3 +132,52 @@ def test_a_stopped_crashed_or_stale_agent_is_not_running(tmp_path, capsys, chang
     assert "agent at provider alpha" in out and f"not running ({why}" in out
     code, out, err = cli(capsys, "status", "--json", "--home", str(tmp_path))
     assert code == NOT_RUNNING and json.loads(out)["running"] is False
+
+
+def test_attack_the_status_file_is_private_to_its_owner(tmp_path):
+    """Another local user must not read the counters (0644 under the default umask before)."""
+    os.umask(0o022)
+    stale = tmp_path / ".status.json.tmp"
+    stale.write_text("{}")  # left 0644 by an older version
+    write_status(tmp_path, live())
+    assert (tmp_path / "status.json").stat().st_mode & 0o777 == 0o600
+    write_status(tmp_path, live())
+    assert (tmp_path / "status.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_attack_info_logs_do_not_split_real_from_cover(store, caplog):
+    """A log collector at INFO sees packets sent in all, never which were real (DEBUG only)."""
+    import logging
+
+    from anonmail.agent.status import log_counters
+
+    agent = fake_agent(store)
+    agent.stats.acks, agent.stats.fragments_received = 4, 3
+    with caplog.at_level(logging.INFO, logger="anonmail.agent"):
+        log_counters(agent)
+    info = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert "42 sent" in info
+    assert not any(word in info for word in ("real", "cover", "ACK", "received")), info
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="anonmail.agent"):
+        log_counters(agent)
+    debug = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    assert "5 real, 37 cover" in debug and "4 ACKs" in debug
+
+
+def test_the_real_cover_counters_change_only_every_detail_interval(store):
+    from anonmail.agent.status import DETAIL_INTERVAL, DETAIL_KEYS, DetailSnapshot
+
+    agent, detail = fake_agent(store), DetailSnapshot()
+    first = agent_status(agent, started=0.0, running=True, now=1000.0, detail=detail)
+    agent.stats.packets_real += 1
+    agent.stats.packets_loop += 1
+    queue(store, 9)
+    second = agent_status(agent, started=0.0, running=True, now=1001.0, detail=detail)
+    assert {k: second[k] for k in DETAIL_KEYS} == {k: first[k] for k in DETAIL_KEYS}
+    assert second["detail_as_of"] == 1000.0 and second["packets_sent"] == first["packets_sent"] + 2
+    later = agent_status(agent, started=0.0, running=True, now=1000.0 + DETAIL_INTERVAL + 3, detail=detail)
+    assert later["packets_real"] == 6 and later["outbox_queued"] == 1
+    assert later["detail_as_of"] == 1000.0 + DETAIL_INTERVAL  # on the schedule, not when asked
+    final = agent_status(agent, started=0.0, running=False, now=1000.0 + DETAIL_INTERVAL + 4)
+    assert final["packets_real"] == 6  # a clean stop writes them as they are

@@ -68,3 +68,21 @@ def test_configure_leaves_a_host_programs_handlers_alone():
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_attack_a_log_file_is_private_to_its_owner(tmp_path):
+    """Testnet supervisors append daemon logs to files: another local user must not read them."""
+    import os
+
+    from anonmail.daemon.logfmt import open_log_file
+
+    os.umask(0o022)
+    path = tmp_path / "node.log"
+    path.write_bytes(b"old line\n")  # created 0644 by an older version
+    with open_log_file(path) as log:
+        log.write(b"new line\n")
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_bytes() == b"old line\nnew line\n"
+    fresh = tmp_path / "fresh.log"
+    with open_log_file(fresh) as log:
+        log.write(b"x\n")
+    assert fresh.stat().st_mode & 0o777 == 0o600

@@ -62,11 +62,11 @@ class FetchResult:
     evicted: int = 0
 
 
-async def _open(router: Router, address: str, timeout: float) -> FramedStream:
-    """Connect, exchange HELLOs (we are a CLIENT; the peer must be a PROVIDER)."""
+async def _open(router: Router, address: str, timeout: float, *, isolated: bool = False) -> FramedStream:
+    """Connect (``isolated``: on a path of its own), exchange HELLOs (we are a CLIENT; the peer must be a PROVIDER)."""
     try:
         with anyio.fail_after(timeout):
-            stream = await router.connect(address)
+            stream = await router.connect(address, isolated=isolated)
     except TimeoutError:
         raise TransportError(f"provider {address} not reachable within {timeout:g} s", address=address) from None
     framed = FramedStream(stream)
@@ -314,12 +314,16 @@ async def lookup_keys(
 ) -> tuple[bytes, list[EncryptionKeyCert]]:
     """Ask a user's provider for their identity key and certificates, checked against the address.
 
+    Every lookup goes on a connection of its own (:meth:`Router.connect` with ``isolated``: a
+    fresh Tor circuit, a fresh I2P destination), so the provider cannot link it to the asker's
+    authenticated session, nor two lookups to each other, by circuit or destination.
+
     Raises AddressError if the identity does not hash to the address (a lying provider),
     ProtocolError(reason="unknown_user") if the provider has no such user, TransportError if
     the provider cannot be asked. Certificates that are malformed or not the user's are dropped
     (callers pick one with :func:`anonmail.core.keys.newest_valid`).
     """
-    framed = await _open(router, provider_address, timeout)
+    framed = await _open(router, provider_address, timeout, isolated=True)
     try:
         with anyio.fail_after(timeout):
             frame = await framed.receive()

@@ -105,6 +105,17 @@ class Transport(abc.ABC):
     async def connect(self, address: str) -> anyio.abc.ByteStream:
         """Open a byte stream to ``address`` (typed errors, see :func:`as_link`); ConnectError if unreachable."""
 
+    async def connect_isolated(self, address: str) -> anyio.abc.ByteStream:
+        """Like :meth:`connect`, but on a path that no other connection of this node shares.
+
+        For requests that must not be linkable to the node's other connections (a key lookup
+        must not ride the circuit of the user's authenticated session). The default suits
+        transports whose connections share nothing (TCP, memory); the onion transport uses a
+        fresh SOCKS username (tor's IsolateSOCKSAuth: a new circuit), I2P a fresh transient
+        destination.
+        """
+        return await self.connect(address)
+
     def _spawn_handler(self, handler: Handler, stream: anyio.abc.ByteStream) -> None:
         """Run ``handler(stream)`` in the task group; a failing handler never stops the listener."""
         self.task_group.start_soon(run_handler, handler, as_link(stream))

@@ -46,8 +46,8 @@ class Router:
             addresses.extend(await transport.listen(handler))
         return addresses
 
-    async def connect(self, address: str) -> anyio.abc.ByteStream:
-        """Connect through the transport for the address's scheme."""
+    async def connect(self, address: str, *, isolated: bool = False) -> anyio.abc.ByteStream:
+        """Connect through the transport for the address's scheme (``isolated``: on a path of its own)."""
         parsed = parse_transport_address(address, production=self.production)
         transport = self._by_scheme.get(parsed.scheme)
         if transport is None:
@@ -56,4 +56,4 @@ class Router:
                 f"cannot reach {address}: no {parsed.scheme} transport configured (have: {have})",
                 address=address,
             )
-        return await transport.connect(address)
+        return await (transport.connect_isolated(address) if isolated else transport.connect(address))

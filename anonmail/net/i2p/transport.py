@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -18,7 +20,7 @@ from anonmail.net.i2p.destination import load_destination, save_destination
 from anonmail.net.i2p.sam import SIGNATURE_TYPE, b32_address, connect_error, describe
 from anonmail.net.i2p.session import SamSession, SamSocket
 from anonmail.net.i2p.settings import I2PSettings
-from anonmail.net.link import as_link
+from anonmail.net.link import LinkStream, as_link
 
 __all__ = ["I2PTransport"]
 
@@ -26,6 +28,22 @@ log = logging.getLogger("anonmail.net.i2p")
 
 #: Longest wait between two attempts to re-create a lost session.
 MAX_RECREATE_DELAY = 30.0
+
+
+class _SessionLink(LinkStream):
+    """A stream that owns the transient session it was opened from: closing it ends the session."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, address: str, end_session: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(stream, address)
+        self._end_session = end_session
+
+    async def aclose(self) -> None:
+        """Close the stream, then the session (shielded: a cancelled close still frees the session)."""
+        try:
+            await super().aclose()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._end_session()
 
 
 class I2PTransport(Transport):
@@ -259,11 +277,36 @@ class I2PTransport(Transport):
 
     async def connect(self, address: str) -> anyio.abc.ByteStream:
         """Look the peer up and open an I2P stream to it; ConnectError says which step failed."""
+        parsed = self._parse(address)
+        return await self._connect_on(await self._session_for_connect(str(parsed)), parsed)
+
+    async def connect_isolated(self, address: str) -> anyio.abc.ByteStream:
+        """Like :meth:`connect`, from a fresh transient destination that lives as long as the stream.
+
+        An I2P peer sees the destination a stream comes from; with the node's one session, every
+        provider and authority it talks to would see the same pseudonym. Creating the session
+        builds tunnels (seconds), so this is for rare requests such as key lookups.
+        """
+        parsed = self._parse(address)
+        session = await self._create_session(None)
+        try:
+            stream = await self._connect_on(session, parsed)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._discard(session)
+            raise
+        return _SessionLink(stream.wrapped, str(parsed), functools.partial(self._discard, session))
+
+    @staticmethod
+    def _parse(address: str):
         parsed = parse_transport_address(address)
         if parsed.scheme != "i2p":
             raise TransportAddressError(f"the i2p transport cannot reach {address}", address=address)
+        return parsed
+
+    async def _connect_on(self, session: SamSession, parsed) -> LinkStream:
+        """Open an I2P stream from ``session`` to the parsed address."""
         address = str(parsed)
-        session = await self._session_for_connect(address)
         destination = await session.lookup(parsed.host, address)
         try:
             conn = await SamSocket.open(self.settings)

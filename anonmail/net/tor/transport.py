@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -410,6 +411,18 @@ class OnionTransport(Transport):
         every attempt failed or ``connect_timeout`` passed; its ``reason`` and message describe
         the last failure (e.g. ``descriptor_not_found``) and, if so, that tor is not bootstrapped.
         """
+        return await self._connect(address, isolation=None)
+
+    async def connect_isolated(self, address: str) -> anyio.abc.ByteStream:
+        """Like :meth:`connect`, on circuits of its own: a fresh random SOCKS username and password.
+
+        tor puts streams with different SOCKS credentials on different circuits (``IsolateSOCKSAuth``,
+        on by default for every SocksPort), so the stream shares no circuit with any other of this
+        node, not even a rendezvous circuit to the same onion service.
+        """
+        return await self._connect(address, isolation=secrets.token_hex(16))
+
+    async def _connect(self, address: str, *, isolation: str | None) -> anyio.abc.ByteStream:
         from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
         from python_socks.async_.anyio import Proxy
 
@@ -426,7 +439,7 @@ class OnionTransport(Transport):
             socks_port = await self.socks_port()
         except _TorUnreachable as exc:
             raise ConnectError(f"cannot reach {address}: {exc}", address=address, reason="tor_unreachable") from exc
-        proxy = Proxy(ProxyType.SOCKS5, "127.0.0.1", socks_port, rdns=True)
+        proxy = Proxy(ProxyType.SOCKS5, "127.0.0.1", socks_port, rdns=True, username=isolation, password=isolation)
         reason, why = "timeout", "no attempt finished"
         attempts = 0
         start = time.monotonic()

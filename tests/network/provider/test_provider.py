@@ -387,3 +387,26 @@ async def test_attack_a_user_cannot_meter_the_providers_traffic_from_entry_ids(t
         assert gaps != list(range(1, 10))
         assert ids != sorted(ids) and min(ids) > 2**32  # random 63-bit ids carry no order, no count
         await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_key_lookup_asks_for_a_connection_of_its_own_and_the_session_does_not(tmp_path):
+    """The Tor circuit (or I2P destination) behind it is tested in tests/integration/test_lookup_isolation.py."""
+    from anonmail.net.router import Router
+
+    class RecordingRouter(Router):
+        calls: list[bool] = []
+
+        async def connect(self, address, *, isolated=False):
+            self.calls.append(isolated)
+            return await super().connect(address, isolated=isolated)
+
+    async with start(tmp_path) as net:
+        alice = User("beta")
+        router = RecordingRouter(net.client_router("user").transports, production=False)
+        session = await ProviderClient.connect(router, net.provider_address("beta"), alice.identity, "beta",
+                                               op="register", certs=[alice.cert])
+        await lookup_keys(router, net.provider_address("beta"), alice.address)
+        await lookup_keys(router, net.provider_address("beta"), alice.address)
+        await session.aclose()
+        assert router.calls == [False, True, True]

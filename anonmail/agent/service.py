@@ -419,13 +419,6 @@ class Agent(AgentKeys):
                 done = await self._blocking(self.inbound.handle_entries, entries)
                 self._ledger.handled(entries, done)
 
-    async def fetch_once(self) -> int:
-        """One fetch round and its handling, start to end (tests and tools); returns how many entries were real."""
-        fresh = await self._fetch_round()
-        done = await self._blocking(self.inbound.handle_entries, fresh)
-        self._ledger.handled(fresh, done)
-        return len(fresh)
-
     async def _fetch_round(self) -> list:
         """Confirm what was written since the last round, then fetch; the entries not yet taken.
 

@@ -18,10 +18,10 @@ contacts or message ids::
 The file is written 0600 (:func:`~anonmail.daemon.status.write_status`), but it may still be
 read by a log collector or a backup, so it must not undo what cover traffic hides. The counters
 that tell real traffic from cover (:data:`DETAIL_KEYS`: the real/drop split, ACKs, received
-fragments, the outbox and inbox counts) are refreshed only every :data:`DETAIL_INTERVAL` seconds,
+fragments and bad entries, the outbox and inbox counts) are refreshed only every :data:`DETAIL_INTERVAL` seconds,
 on a schedule that does not depend on what the agent does, and ``detail_as_of`` says when; the
 clean-stop write carries them as they are at the end. Every second the file shows only what cover
-already shows: packets sent in all, loops, fetch rounds, the session, errors.
+already shows: packets sent in all, loops, fetch rounds, the session, errors, a full mailbox.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ REPORT_INTERVAL = 30.0
 DETAIL_INTERVAL = 600.0
 #: Status keys that, alone or together, tell real packets and mail from cover.
 DETAIL_KEYS = ("packets_real", "packets_drop", "packets_cover", "retransmissions", "acks", "entries_fetched",
-               "fragments_received", "duplicates_merged", "delivered", "outbox_queued", "outbox_acknowledged",
+               "fragments_received", "duplicates_merged", "delivered", "bad_entries", "bad_entry_reasons",
+               "partials_expired", "partials_evicted", "mailbox_evicted", "outbox_queued", "outbox_acknowledged",
                "outbox_failed", "inbox")
 
 

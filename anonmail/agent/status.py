@@ -136,7 +136,7 @@ async def keep_status(agent: Agent, home: Path, *, started: float, interval: flo
     deadline = anyio.current_time()
     while True:
         deadline = max(deadline + interval, anyio.current_time())
-        await anyio.sleep(deadline - anyio.current_time())
+        await anyio.sleep(max(0.0, deadline - anyio.current_time()))  # a write may outlast the interval
         await once()
 
 

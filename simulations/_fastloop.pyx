@@ -452,7 +452,7 @@ cdef class Loop:
                 self.pool_has[row + tid] = 0
             self.pool_n[node] = 0
             return 0
-        limit = k * EPSILON_C
+        limit = EPSILON_C
         share = 1.0 / k
         keep = 1.0 - share
         self._set_mass(slot, n)

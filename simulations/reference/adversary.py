@@ -16,8 +16,11 @@ the target. The target starts with probability 1 on the packet its sender emits.
   than a real observer knows, so the entropy here is a lower bound (and linking an upper one).
 * The mass on a packet leaving the last mix layer is final: that is the distribution the
   entropy is taken over. Mass on a mix's own loop that ends at that mix (seen to end) is
-  conditioned away; a pool's mass of a target is dropped once it is below ``k * EPSILON``
-  (reported as ``truncated``).
+  conditioned away; a pool's mass of a target is dropped once it is below ``EPSILON``
+  (reported as ``truncated``). The threshold is on the pool's whole mass, whatever its size
+  ``k``: a threshold of ``k * EPSILON`` dropped, in pools of more than ``1/sqrt(EPSILON)``
+  packets, the ``1/k`` share a packet had just brought from a pool of the previous layer,
+  i.e. nearly all of a message's mass once layers are wide.
 
 Per target this yields:
 
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 
 __all__ = ["Adversary", "TargetResult", "EPSILON"]
 
-#: A pool drops a target's mass below k * EPSILON (cost grows only with log(1/EPSILON)).
+#: A pool drops a target's mass below EPSILON, whatever its size (cost grows only with log(1/EPSILON)).
 EPSILON = 1e-7
 #: A target is finished once this little of its mass is still inside the network.
 _DONE = 1e-4
@@ -117,7 +120,7 @@ class Adversary:
             pkt.mass = dict(pool)
             pool.clear()
             return
-        limit = k * EPSILON
+        limit = EPSILON
         done = self.done
         share = 1.0 / k
         keep = 1.0 - share

@@ -3,7 +3,9 @@
 ``python -m simulations bench`` runs this engine and the current one side by side on the same
 config in one process, checks that both give the same JSON (timing fields aside) and reports the
 ratio of their events/s: on a shared, noisy machine only such a ratio means anything.
-Nothing else imports it; do not change it except to keep it importable.
+Nothing else imports it; do not change it except to keep it importable, or to follow a change
+of the model (not of the engine) so that both still give the same JSON: the adversary's
+truncation rule (a pool drops a target's mass below EPSILON, not k * EPSILON) is one.
 """
 
 from __future__ import annotations

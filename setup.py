@@ -1,8 +1,8 @@
-"""Build hook: compile the simulator's hot loop with Cython when a C compiler is there.
+"""Build hook: compile the simulator's hot loop and the Sphinx hop's symmetric crypto with Cython.
 
-Everything else is in pyproject.toml. The extension is optional: if it cannot be built (no
-compiler, no Cython), the install still succeeds and the simulator runs its pure-Python loop,
-which gives the same results, only slower.
+Everything else is in pyproject.toml. Both extensions are optional: if one cannot be built (no
+compiler, no Cython, no OpenSSL headers), the install still succeeds and the pure-Python code
+runs instead, which gives the same results, only slower.
 """
 
 import sys
@@ -24,7 +24,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001
-            print(f"warning: {ext.name} not compiled ({exc}); the pure-Python loop will run", file=sys.stderr)
+            print(f"warning: {ext.name} not compiled ({exc}); its pure-Python fallback will run", file=sys.stderr)
 
 
 try:
@@ -33,7 +33,12 @@ except ImportError:  # no Cython: pure-Python simulator
     ext_modules = []
 else:
     ext_modules = cythonize(
-        [Extension("simulations._fastloop", ["simulations/_fastloop.pyx"], extra_compile_args=["-O2", "-ffp-contract=off"])],
+        [
+            Extension("simulations._fastloop", ["simulations/_fastloop.pyx"], extra_compile_args=["-O2", "-ffp-contract=off"]),
+            # needs OpenSSL 3's headers (libssl-dev, also an i2pd build dependency) and libcrypto
+            Extension("anonmail.core._sphinxfast", ["anonmail/core/_sphinxfast.pyx"], libraries=["crypto"],
+                      extra_compile_args=["-O2"]),
+        ],
         language_level=3,
         quiet=True,
     )

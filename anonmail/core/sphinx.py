@@ -134,6 +134,11 @@ except (ImportError, AttributeError):  # a cryptography without it: the public A
 
 _ECB = modes.ECB()
 
+try:  # the hop's AES/SHA-256/HMAC in C (anonmail/core/_sphinxfast.pyx), built by pip install -e .
+    from anonmail.core import _sphinxfast as _fast
+except ImportError:  # not built (no compiler or OpenSSL headers): the same bytes from the code below
+    _fast = None
+
 
 def _aes_ecb(key: bytes, data: bytes) -> bytes:
     return _new_encryptor(algorithms.AES(key), _ECB).update(data)
@@ -358,18 +363,28 @@ def _unwrap(
         s = crypto_scalarmult(secret, alpha)
     except RuntimeError as exc:  # libsodium refuses low-order points (all-zero result)
         raise BadGroupElementError("alpha is a low-order point") from exc
-    hb, hrho, hmu, htau, hpi = _hop_keys(_aes_key(s))
-    if not hmac.compare_digest(gamma, _mu(hmu, beta)):
-        raise HeaderMacError("header MAC mismatch (tampered, or not addressed to this node)")
+    fast = _fast
+    if fast is not None:
+        keys = fast.header_keys(s, beta, gamma)
+        if keys is None:
+            raise HeaderMacError("header MAC mismatch (tampered, or not addressed to this node)")
+        hb, hrho, htau, hpi = keys
+    else:
+        hb, hrho, hmu, htau, hpi = _hop_keys(_aes_key(s))
+        if not hmac.compare_digest(gamma, _mu(hmu, beta)):
+            raise HeaderMacError("header MAC mismatch (tampered, or not addressed to this node)")
     if is_replay is not None and is_replay(htau):
         raise ReplayError("packet tag already seen in this epoch")
-    b = _aes_ctr(hrho, beta + _BETA_PAD)
+    if fast is not None:
+        b, body = fast.unwrap(hrho, beta, hpi, delta)
+    else:
+        b, body = _aes_ctr(hrho, beta + _BETA_PAD), _lioness_dec(hpi, delta)
     length = b[0]
     routing = b[1 : 1 + length]
     rest = b[1 + length :]
     new_alpha = crypto_scalarmult(_blinding(hb), alpha)
     header = (new_alpha, rest[K : K + BETA_BYTES], rest[:K])
-    return htau, routing, header, _lioness_dec(hpi, delta), hpi
+    return htau, routing, header, body, hpi
 
 
 # --------------------------------------------------------------------------- public API

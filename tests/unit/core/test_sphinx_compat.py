@@ -16,6 +16,16 @@ sphinxmix_group = pytest.importorskip("sphinxmix.SphinxParamsC25519")
 pytestmark = pytest.mark.unit
 
 
+@pytest.fixture(autouse=True, params=["compiled", "pure"])
+def hop_crypto(request, monkeypatch):
+    """Every test runs with the compiled hop helper and with its pure-Python fallback."""
+    if request.param == "pure":
+        monkeypatch.setattr(S, "_fast", None)
+    elif S._fast is None:
+        pytest.skip("anonmail.core._sphinxfast not built (no compiler or OpenSSL headers at install time)")
+    return request.param
+
+
 def _split(packet: bytes):
     header = (
         packet[:ALPHA_BYTES],

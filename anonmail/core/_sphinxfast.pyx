@@ -10,6 +10,8 @@ computes (same bytes; ``tests/unit/core/test_sphinx_fast.py`` compares them), an
 when this module could not be built.
 """
 
+__all__ = ["header_keys", "unwrap"]
+
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy, memset
 

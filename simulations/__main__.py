@@ -41,6 +41,8 @@ _HELP = {
     "burst_messages": "client 0 queues this many messages to client 1 at t=0 (the demos' workload)",
     "burst_big_fragments": "fragments of one big message in the burst (0: none)",
     "burst_big_last": "the burst's big message is queued last (default first)",
+    "poll_interval": "the agent picks up mail `anonmail send` queued every this many seconds (0: at once; agent: 1)",
+    "burst_interval": "seconds between queueing the burst's messages (0: all at t=0; the Tor demo's sends: 1.6)",
     "acks": "acknowledge every stored fragment through a SURB; resend those whose ACK is overdue",
     "ack_timeout": "seconds before an unacknowledged fragment is resent (0: the agent's automatic timeout)",
     "loss": "probability that a packet is lost on each link",

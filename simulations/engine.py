@@ -34,7 +34,7 @@ import os
 import random
 import time
 from collections import deque
-from math import log
+from math import ceil, log
 from typing import Any, Callable
 
 from anonmail.core.policy import MAX_DELAY_MS, NodeRef, Topology
@@ -57,6 +57,8 @@ _LOOP = 4
 _DROP = 5
 _MIX_LOOP = 6
 _RETRY = 7  # a fragment's ACK is due (--acks)
+_BURST = 8  # the burst's next message is queued (--burst-interval)
+_PICKUP = 9  # the agent's poll picks up a queued message (--poll-interval)
 
 _SCHEME = frozenset({"mem"})
 
@@ -161,6 +163,8 @@ class Simulation:
         self._linked = config.link_latency != 0.0 or self._link_draw is not None
         self._stored: list[tuple[float, int, int, int]] | None = [] if config.fetch_interval > 0 else None
         self._acks = AckModel(config, self._link_draw) if config.acks else None
+        poll_rng = random.Random(f"{seed}:poll")  # each agent polls at its own phase
+        self._poll_phase = [poll_rng.random() * config.poll_interval for _ in range(config.clients)]
         self._loss = config.loss
         self._loss_rng = random.Random(f"{seed}:loss").random
         self._hop_lambd = 1.0 / config.delay_mean if config.delay_mean > 0 else 0.0
@@ -405,6 +409,14 @@ class Simulation:
                 self._retry(obj, t, queues, payload_stream)
                 end_time = t
                 continue
+            if kind == _BURST:
+                self._queue_burst(obj, t, queues)
+                end_time = t
+                continue
+            if kind == _PICKUP:
+                self._hand_over(obj, t, queues, True)
+                end_time = t
+                continue
             who: int = obj
             if kind == _PAYLOAD:
                 queue = queues[who]
@@ -418,12 +430,7 @@ class Simulation:
                     continue
                 r = self.rng.randrange(n_clients - 1)
                 recipient = r + (r >= who)
-                msg = self._new_message(who, recipient, t, fragments)
-                if payload_stream:
-                    queues[who].extend([(msg, i) for i in range(fragments)])
-                else:
-                    for i in range(fragments):
-                        self._send_real(msg, i, t)
+                self._hand_over(self._new_message(who, recipient, t, fragments), t, queues)
             elif kind == _LOOP:
                 self._emit(self._client_packet(who, LOOP, who, None), t)
             elif kind == _DROP:
@@ -449,17 +456,34 @@ class Simulation:
         self.n_messages = len(messages)
 
     def _burst(self, queues: list[deque[tuple[Message, int]]]) -> None:
-        """The demos' workload: client 0 queues ``burst_messages`` messages to client 1 at t=0."""
+        """The demos' workload: client 0 queues ``burst_messages`` messages to client 1, every ``burst_interval``."""
         cfg = self.config
         for i in range(cfg.burst_messages):
-            big = cfg.burst_big_fragments > 0 and i == (cfg.burst_messages - 1 if cfg.burst_big_last else 0)
-            fragments = cfg.burst_big_fragments if big else cfg.fragments
-            msg = self._new_message(0, 1, 0.0, fragments)
-            if cfg.lambda_payload > 0:
-                queues[0].extend([(msg, i) for i in range(fragments)])
+            if cfg.burst_interval > 0 and i > 0:
+                self._push(i * cfg.burst_interval, _BURST, i)
             else:
-                for i in range(fragments):
-                    self._send_real(msg, i, 0.0)
+                self._queue_burst(i, 0.0, queues)
+
+    def _queue_burst(self, i: int, t: float, queues: list[deque[tuple[Message, int]]]) -> None:
+        """Client 0 queues the burst's message ``i`` at ``t``."""
+        cfg = self.config
+        big = cfg.burst_big_fragments > 0 and i == (cfg.burst_messages - 1 if cfg.burst_big_last else 0)
+        fragments = cfg.burst_big_fragments if big else cfg.fragments
+        self._hand_over(self._new_message(0, 1, t, fragments), t, queues)
+
+    def _hand_over(self, msg: Message, t: float, queues: list[deque[tuple[Message, int]]], polled: bool = False) -> None:
+        """A written message reaches the sender's payload queue (or the wire), at its agent's next poll if it polls."""
+        poll = self.config.poll_interval
+        if poll > 0 and not polled:
+            phase = self._poll_phase[msg.sender]
+            self._push(phase + max(0, ceil((t - phase) / poll)) * poll, _PICKUP, msg)
+            return
+        fragments = msg.left  # none has been sent yet
+        if self.config.lambda_payload > 0:
+            queues[msg.sender].extend([(msg, frag) for frag in range(fragments)])
+        else:
+            for frag in range(fragments):
+                self._send_real(msg, frag, t)
 
     def _new_message(self, sender: int, recipient: int, t: float, fragments: int) -> Message:
         msg = Message(len(self.messages), sender, recipient, t, fragments)

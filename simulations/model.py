@@ -48,15 +48,17 @@ class SimConfig:
     burst_messages: int = 0  # client 0 queues this many messages to client 1 at t=0 (the demos' workload)
     burst_big_fragments: int = 0  # fragments of one big message in the burst (0: none is big)
     burst_big_last: bool = False  # the big message is queued last (else first)
+    burst_interval: float = 0.0  # seconds between queueing the burst's messages (0: all at t=0)
+    poll_interval: float = 0.0  # the agent picks up mail queued by the CLI every this many seconds (0: at once)
     acks: bool = False  # each stored fragment is acknowledged through a SURB; overdue ones are resent
     ack_timeout: float = 0.0  # seconds before a fragment is resent (0: the agent's automatic timeout)
     loss: float = 0.0  # probability that a packet is lost on each link
 
     @property
     def uses_agent_model(self) -> bool:
-        """True if links, fetches or a burst are modelled (the pure-Python loop runs these)."""
+        """True if links, fetches, polls or a burst are modelled (the pure-Python loop runs these)."""
         return (self.link_model != "none" or self.fetch_interval > 0 or self.burst_messages > 0 or self.acks
-                or self.loss > 0)
+                or self.loss > 0 or self.poll_interval > 0)
 
     def checked(self) -> SimConfig:
         """This config (numbers normalised) if every value is possible, else ConfigError naming the option."""
@@ -86,7 +88,8 @@ class SimConfig:
                 raise ConfigError(f"--{_opt(f.name)}: must be a finite number, got {value}")
         for name in ("delay_mean", "lambda_payload", "lambda_loop", "lambda_drop", "lambda_mix",
                      "real_rate", "link_latency", "provider_delay", "entropy_samples", "fetch_interval",
-                     "fetch_batch", "burst_messages", "burst_big_fragments", "ack_timeout"):
+                     "fetch_batch", "burst_messages", "burst_big_fragments", "burst_interval", "poll_interval",
+                     "ack_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_opt(name)}: must be >= 0, got {getattr(self, name)}")
         if self.duration <= 0:

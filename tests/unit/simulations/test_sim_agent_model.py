@@ -84,3 +84,20 @@ def test_lost_packets_are_resent_after_the_ack_timeout():
     clean = Simulation(config.with_(loss=0.0)).run()
     assert clean.retransmissions == clean.lost == clean.duplicates == 0
     assert statistics.fmean(sim.latencies_s) > 1.5 * statistics.fmean(clean.latencies_s)
+
+
+def test_paced_burst_and_the_agents_poll():
+    # Nothing but the pickup takes time: no cover, no payload stream, no mix delay, no links.
+    base = SimConfig(clients=2, lambda_payload=0.0, lambda_loop=0.0, lambda_drop=0.0, lambda_mix=0.0, real_rate=0.0,
+                     delay_mean=0.0, duration=20.0, entropy_samples=0, burst_messages=5, burst_interval=2.0)
+    sim = Simulation(base).run()
+    assert [m.written for m in sim.messages] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert sim.latencies_s == [0.0] * 5
+    waits = []
+    for seed in range(1, 41):
+        polled = Simulation(base.with_(poll_interval=1.0, seed=seed)).run()
+        assert [m.written for m in polled.messages] == [0.0, 2.0, 4.0, 6.0, 8.0]
+        assert all(0.0 <= w < 1.0 for w in polled.latencies_s)
+        assert len(set(round(w, 9) for w in polled.latencies_s)) == 1  # one phase per agent, ticks 1 s apart
+        waits.append(polled.latencies_s[0])
+    assert statistics.fmean(waits) == pytest.approx(0.5, abs=0.12)  # Uniform(0, 1): the phase

@@ -405,16 +405,13 @@ class Simulation:
                 self._travel(obj, t, False)
                 end_time = t
                 continue
-            if kind == _RETRY:
-                self._retry(obj, t, queues, payload_stream)
-                end_time = t
-                continue
-            if kind == _BURST:
-                self._queue_burst(obj, t, queues)
-                end_time = t
-                continue
-            if kind == _PICKUP:
-                self._hand_over(obj, t, queues, True)
+            if kind >= _RETRY:  # the agent model's events
+                if kind == _RETRY:
+                    self._retry(obj, t, queues, payload_stream)
+                elif kind == _BURST:
+                    self._queue_burst(obj, t, queues)
+                else:
+                    self._hand_over(obj, t, queues, True)
                 end_time = t
                 continue
             who: int = obj

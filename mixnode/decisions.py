@@ -8,6 +8,7 @@ here, without I/O, so it can be tested with recorded inputs and outputs::
       sphinx.process per key of the epoch window,          Forward(next_node, packet, delay_ms)
       replay check (a callback over an in-memory set)      LoopReturned(mailbox_id)
                                                            Stored(size, ack)   (providers)
+                                                           Answered(ack)       (providers)
                                                            Drop(reason)
 
 Every drop carries a :class:`DropReason`, the one vocabulary of the node's ``dropped``
@@ -34,6 +35,7 @@ __all__ = [
     "Forward",
     "LoopReturned",
     "Stored",
+    "Answered",
     "Drop",
     "Decision",
     "Unwrapped",
@@ -132,10 +134,21 @@ class LoopReturned:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A provider committed a delivery of ``size`` data bytes; ``ack`` (if any) leaves only now."""
+    """A provider committed a delivery of ``size`` data bytes; its ``ack`` (if any) exists only now.
+
+    ``ack`` is the reply packet whose first hop is this provider: it re-enters the node's own
+    inbound queue, so the hold its *sender* put in the header for this hop decides when it leaves.
+    """
 
     size: int
-    ack: Forward | None = None
+    ack: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A provider discarded drop cover and answers its SURB: ``ack`` re-enters the inbound queue like a stored fragment's."""
+
+    ack: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +158,7 @@ class Drop:
     reason: DropReason
 
 
-Decision: TypeAlias = Forward | LoopReturned | Stored | Drop
+Decision: TypeAlias = Forward | LoopReturned | Stored | Answered | Drop
 #: What unwrapping one packet gives: Sphinx's own result, or a drop.
 Unwrapped: TypeAlias = sphinx.Forward | sphinx.Deliver | sphinx.SurbDelivery | Drop
 
@@ -234,8 +247,8 @@ def decide(result: Unwrapped | Decision, pending_loops: Container[bytes], rules:
 
     ``pending_loops`` holds the mailbox ids of this node's loops in flight; a final-hop packet
     that is none of them is dropped as ``rules.foreign_final``. (A provider's ACK in
-    ``Stored.ack`` goes through :func:`check_forward` when the node sends it: the entry is
-    stored either way.)
+    ``Stored.ack`` or ``Answered.ack`` re-enters its inbound queue and is decided here like any
+    packet, so these rules bound its hold too; the entry is stored either way.)
     """
     if isinstance(result, sphinx.Forward):
         return check_forward(Forward(result.next_node, result.packet, result.delay_ms, epoch), rules)

@@ -7,7 +7,7 @@ Pipeline (every queue bounded; overload drops and counts, it never grows or bloc
      previous layer only,                        results back on the event loop      forwarding)
      budgets, never blocks)
                                   │
-                                  ▼  decisions.decide: Forward | LoopReturned | Stored | Drop(reason)
+                                  ▼  decisions.decide: Forward | LoopReturned | Stored | Answered | Drop(reason)
                                      (delay ≤ the consensus max_delay, next hop in the next layer)
               delay heap (queue_limit) ──due──▶ LinkPool: per-next-hop queue ──▶ persistent connection
                                                  (link_queue_limit)          (reconnect w/ backoff)
@@ -21,6 +21,10 @@ epoch key is deleted are purged with it. A provider is this engine plus a
 What a mix learns: the previous and next hop of each packet and the delay chosen for it at this
 hop; never the sender, the recipient, the position on the path beyond its own layer, or the
 content. Logs carry counters and node names from the public consensus only.
+
+A provider's ACKs (``Stored.ack``, ``Answered.ack``) are reply packets whose first hop is the
+provider itself: they go back into its own inbound queue and leave after the hold their sender
+chose for that hop, like any packet a mix holds (docs/design.md, "Cover traffic and ACKs").
 
 Time: delays and schedules use anyio's clock (virtual under trio's MockClock in tests); epochs
 use ``wall_clock()`` (Unix seconds), injected so tests can move it too.
@@ -60,6 +64,7 @@ from anonmail.errors import DirectoryError, PathError, StoreError
 from anonmail.net.base import Transport
 from anonmail.net.router import Router
 from mixnode.decisions import (
+    Answered,
     Decision,
     Drop,
     DropReason,
@@ -68,7 +73,6 @@ from mixnode.decisions import (
     Rules,
     Stored,
     Unwrapped,
-    check_forward,
     decide,
     fail_batch,
     unwrap_batch,
@@ -349,11 +353,10 @@ class MixNode:
             assert self.services is not None
             self.services.stored(decision)
             if decision.ack is not None:
-                ack = check_forward(decision.ack, self.rules())
-                if isinstance(ack, Drop):
-                    self.stats.dropped[ack.reason] += 1
-                else:
-                    self._hold(received_at, ack)
+                self.submit(decision.ack, anyio.current_time())
+        elif isinstance(decision, Answered):
+            self.stats.dropped[DropReason.DROP_COVER] += 1
+            self.submit(decision.ack, anyio.current_time())
 
     def _hold(self, received_at: float, forward: Forward) -> None:
         """Queue a packet for its delay (or at once on its link)."""

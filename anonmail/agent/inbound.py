@@ -42,6 +42,8 @@ PARTIAL_TTL = 3 * 24 * 3600
 #: Fetches an entry may fail to be stored locally before it is dropped as bad.
 STORE_RETRIES = 3
 _LOOPS_KEPT = 10000
+#: Drop-cover ACKs awaited (λ_P × the ACK round trip, with room; older ones are ignored on return).
+_COVER_ACKS_KEPT = 20000
 
 
 class Inbound:
@@ -58,18 +60,21 @@ class Inbound:
         self.secrets: list[bytes] = []
         self.faults = FaultCounter(log, "agent")
         self._loops: OrderedDict[bytes, float] = OrderedDict()
-        self._loop_surbs: OrderedDict[bytes, None] = OrderedDict()
+        self._cover_surbs: OrderedDict[bytes, None] = OrderedDict()
         self._store_failures: OrderedDict[int, int] = OrderedDict()
         self._last_expiry = float("-inf")
 
-    def expect_loop(self, message_id: bytes, surb_id: bytes, sent_at: float) -> None:
-        """Remember a loop we sent, so its return (and its ACK) is counted, not shown as mail."""
+    def expect_loop(self, message_id: bytes, sent_at: float) -> None:
+        """Remember a loop we sent, so its return is counted, not shown as mail."""
         self._loops[message_id] = sent_at
-        self._loop_surbs[surb_id] = None
         while len(self._loops) > _LOOPS_KEPT:
             self._loops.popitem(last=False)
-        while len(self._loop_surbs) > _LOOPS_KEPT:
-            self._loop_surbs.popitem(last=False)
+
+    def expect_cover_ack(self, surb_id: bytes) -> None:
+        """Remember the ACK SURB of a drop we built, so its ACK is counted without a store lookup."""
+        self._cover_surbs[surb_id] = None
+        while len(self._cover_surbs) > _COVER_ACKS_KEPT:
+            self._cover_surbs.popitem(last=False)
 
     def handle_entries(self, entries: Iterable[mailproto.Entry]) -> list[int]:
         """(Thread.) Act on entries one at a time; return the ids that may be confirmed."""
@@ -119,9 +124,10 @@ class Inbound:
 
     def _handle_reply(self, data: bytes) -> None:
         surb_id, body = data[:16], data[16:]
-        if surb_id in self._loop_surbs:
-            del self._loop_surbs[surb_id]
-            return  # the ACK of one of our loops
+        if surb_id in self._cover_surbs:
+            del self._cover_surbs[surb_id]
+            self.stats.cover_acks += 1
+            return  # the ACK of one of our drops
         found = self.store.surb_keys(surb_id)
         if found is None:
             return  # an ACK for a fragment already acknowledged through another transmission

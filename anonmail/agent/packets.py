@@ -1,12 +1,17 @@
-"""What an agent puts on the wire: real fragments with ACK SURBs, drop cover, loop cover (sans-IO).
+"""What an agent puts on the wire: real fragments and drop cover with ACK SURBs, loop cover (sans-IO).
 
-Routes (docs/design.md, "Roles and the path of a message")::
+Routes (docs/design.md, "Roles and the path of a message", "Cover traffic and ACKs")::
 
     forward:  my provider → mix L1 → L2 → L3 → recipient's provider      (delays on mixes only)
-    ACK SURB: recipient's provider → L1 → L2 → L3 → my provider          (built here, used there)
-    drop:     my provider → L1 → L2 → L3 → a random provider (discarded there)
-    loop:     a real fragment to myself, with its own ACK SURB: to every provider and mix it is
-              indistinguishable from mail, so loops measure exactly the path mail takes.
+    ACK SURB: recipient's provider (holds it) → L1 → L2 → L3 → my provider (built here, used there)
+    drop:     my provider → L1 → L2 → L3 → a random provider, which discards it and answers its
+              ACK SURB (random provider (holds it) → L1 → L2 → L3 → my provider) exactly as mail
+    loop:     a real fragment to myself; its ACK SURB leads to a random mailbox at a random
+              provider (discarded there), so my provider sees one fragment, as for mail from others.
+
+So every payload slot, mail or drop, returns exactly one ACK to my mailbox, after the same
+number of Exp(delay_mean) holds: seven (three mixes out, the far provider, three mixes back).
+The far provider's hold is the first hop of the SURB: chosen here, not by that provider.
 
 Every hop's delay is drawn from :func:`anonmail.core.policy.sample_delay_ms` with the agent's
 mean; each transmission (first or retransmitted) draws a fresh path, fresh delays and a fresh
@@ -34,6 +39,7 @@ __all__ = [
     "forward_hops",
     "build_fragment_packet",
     "build_drop_packet",
+    "random_provider",
     "surb_keys_to_bytes",
     "surb_keys_from_bytes",
 ]
@@ -66,10 +72,19 @@ def forward_hops(rng: random.Random, consensus: Consensus, start: NodeDescriptor
 
 def _surb_hops(rng: random.Random, consensus: Consensus, start: NodeDescriptor, home: NodeDescriptor,
                delay_mean: float) -> list[sphinx.Hop]:
-    """Hops of an ACK SURB: mixes (from the recipient's provider) back to our provider."""
+    """Hops of an ACK SURB: the answering provider (held Exp(delay_mean), like a mix), three mixes, our provider."""
     mixes = choose_path(rng, consensus.topology(), ingress=start.node_ref(), egress=home.node_ref())
     cap = consensus.params.max_delay_ms
-    return [_hop(m, sample_delay_ms(rng, delay_mean, cap)) for m in mixes] + [_hop(home.node_ref(), 0)]
+    return [_hop(ref, sample_delay_ms(rng, delay_mean, cap)) for ref in (start.node_ref(), *mixes)] + [
+        _hop(home.node_ref(), 0)]
+
+
+def random_provider(rng: random.Random, consensus: Consensus) -> NodeDescriptor:
+    """A provider drawn uniformly from the consensus (where drop cover and loop ACKs end)."""
+    providers = [p for p in consensus.providers if p.schemes]
+    if not providers:
+        raise PathError("the consensus lists no provider")
+    return providers[rng.randrange(len(providers))]
 
 
 def build_fragment_packet(
@@ -84,11 +99,16 @@ def build_fragment_packet(
     recipient_key: bytes,
     fragment: F.Fragment,
     delay_mean: float,
+    ack_to: tuple[NodeDescriptor, bytes] | None = None,
     randbytes=os.urandom,
 ) -> Built:
-    """A sealed, signed fragment for ``recipient`` with a fresh ACK SURB back to our mailbox."""
+    """A sealed, signed fragment for ``recipient`` with a fresh ACK SURB back to our mailbox.
+
+    ``ack_to`` (provider, mailbox id) sends the ACK elsewhere: loops send it to a random mailbox.
+    """
+    ack_home, ack_mailbox = ack_to if ack_to is not None else (home, sender_address.mailbox_id)
     surb_keys, surb = sphinx.build_surb(
-        _surb_hops(rng, consensus, recipient_provider, home, delay_mean), sender_address.mailbox_id, randbytes)
+        _surb_hops(rng, consensus, recipient_provider, ack_home, delay_mean), ack_mailbox, randbytes)
     sealed = F.seal_fragment(fragment, sender=sender, sender_address=sender_address,
                              recipient_address=recipient, recipient_key=recipient_key)
     hops, names = forward_hops(rng, consensus, home, recipient_provider, delay_mean)
@@ -96,17 +116,15 @@ def build_fragment_packet(
     return Built(packet, surb_keys, tuple(names))
 
 
-def build_drop_packet(rng: random.Random, consensus: Consensus, *, home: NodeDescriptor, delay_mean: float,
-                      randbytes=os.urandom) -> Built:
-    """Drop cover: a full path to a random provider, which discards it."""
-    providers = [p for p in consensus.providers if p.schemes]
-    if not providers:
-        raise PathError("the consensus lists no provider")
-    target = providers[rng.randrange(len(providers))]
+def build_drop_packet(rng: random.Random, consensus: Consensus, *, home: NodeDescriptor, ack_mailbox: bytes,
+                      delay_mean: float, randbytes=os.urandom) -> Built:
+    """Drop cover: a full path to a random provider, which discards it and ACKs it to ``ack_mailbox`` (ours)."""
+    target = random_provider(rng, consensus)
+    surb_keys, surb = sphinx.build_surb(_surb_hops(rng, consensus, target, home, delay_mean), ack_mailbox, randbytes)
     hops, names = forward_hops(rng, consensus, home, target, delay_mean)
-    packet = sphinx.build_forward(hops, randbytes(MAILBOX_ID_BYTES), F.encode_cover_payload(F.KIND_DROP, randbytes),
-                                  randbytes)
-    return Built(packet, None, tuple(names))
+    payload = F.encode_cover_payload(F.KIND_DROP, randbytes, ack_surb=surb)
+    packet = sphinx.build_forward(hops, randbytes(MAILBOX_ID_BYTES), payload, randbytes)
+    return Built(packet, surb_keys, tuple(names))
 
 
 _COUNT = struct.Struct(">B")

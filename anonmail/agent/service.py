@@ -4,8 +4,10 @@ One task group per agent::
 
     directory   keeps the current consensus (k-of-n signed)
     session     one authenticated session with our provider; reconnects with back-off
-    payload     every Exp(λ_P) s: the next real fragment if one is due, else drop cover
-    loops       every Exp(λ_L) s: a loop (a fragment to ourselves, indistinguishable from mail)
+    payload     every Exp(λ_P) s: the next real fragment if one is due, else drop cover; each
+                carries an ACK SURB, so every slot returns one ACK to our mailbox either way
+    loops       every Exp(λ_L) s: a loop (a fragment to ourselves, indistinguishable from mail;
+                its ACK goes to a random mailbox, so our provider sees one fragment, as for mail)
     fetch       every ``fetch_interval`` s: confirm what was written since the last round, fetch
                 a fixed-size batch (:mod:`anonmail.agent.mailbox`)
     mailbox     writes fetched entries durably, off the link (sends never wait for it)
@@ -49,7 +51,8 @@ from anonmail.agent.inbound import Inbound
 from anonmail.agent.invite import InviteRunner
 from anonmail.agent.keys import AgentKeys
 from anonmail.agent.mailbox import ConfirmLedger
-from anonmail.agent.packets import Built, build_drop_packet, build_fragment_packet, surb_keys_to_bytes
+from anonmail.agent.packets import (Built, build_drop_packet, build_fragment_packet, random_provider,
+                                    surb_keys_to_bytes)
 from anonmail.agent.params import AgentParams
 from anonmail.agent.settings import AgentSettings
 from anonmail.agent.slots import BuildCover, BuildReal, FragmentRef, NotBuilt, PayloadQueue, SlotOutcome, payload_slot
@@ -59,6 +62,7 @@ from anonmail.core import fragments as F
 from anonmail.core.address import Address, parse_address
 from anonmail.core.keys import IdentityKey
 from anonmail.core.policy import PoissonSchedule
+from anonmail.core.sizes import MAILBOX_ID_BYTES
 from anonmail.clients.directory import DirectoryClient
 from anonmail.errors import (AnonmailError, KeyExpiredError, NodeKeyError, PathError,
                              ProtocolError, TransportError)
@@ -295,14 +299,17 @@ class Agent(AgentKeys):
         if home is None:
             return NotBuilt.UNAVAILABLE
         try:
-            built = await self._blocking(lambda: build_drop_packet(self.rng, consensus, home=home,
-                                                                    delay_mean=self.settings.delay_mean))
+            built = await self._blocking(lambda: build_drop_packet(
+                self.rng, consensus, home=home, ack_mailbox=self.address.mailbox_id,
+                delay_mean=self.settings.delay_mean))
         except NodeKeyError as exc:
             self._exclude(exc)
             return NotBuilt.NODE_KEY
         except PathError as exc:
             log.warning("no path for cover traffic: %s", exc)
             return NotBuilt.UNAVAILABLE
+        assert built.surb_keys is not None
+        self.inbound.expect_cover_ack(built.surb_keys.surb_id)
         return built.packet
 
     def _emitted(self) -> None:
@@ -384,7 +391,8 @@ class Agent(AgentKeys):
                 built = await self._blocking(lambda: build_fragment_packet(
                     self.rng, consensus, home=home, recipient_provider=home, sender=self.identity,
                     sender_address=self.address, recipient=self.address, recipient_key=my_key[0].encryption_public,
-                    fragment=fragment, delay_mean=self.settings.delay_mean))
+                    fragment=fragment, delay_mean=self.settings.delay_mean,
+                    ack_to=(random_provider(self.rng, consensus), os.urandom(MAILBOX_ID_BYTES))))
             except NodeKeyError as exc:
                 self._exclude(exc)
                 continue
@@ -393,8 +401,7 @@ class Agent(AgentKeys):
             if await self._send(built.packet):
                 self._emitted()
                 self.stats.packets_loop += 1
-                assert built.surb_keys is not None
-                self.inbound.expect_loop(message_id, built.surb_keys.surb_id, anyio.current_time())
+                self.inbound.expect_loop(message_id, anyio.current_time())
 
     # ------------------------------------------------------------------ fetch
 
@@ -452,14 +459,14 @@ class Agent(AgentKeys):
     def _check_fetch_capacity(self, fetch_batch: int) -> None:
         """Warn once if fixed-size fetches cannot keep up with what our own traffic brings back.
 
-        Every real packet we send returns one ACK to our mailbox and every loop returns twice
-        (the loop and its ACK), before anyone writes to us: beyond that, mail backs up at the
-        provider and ACKs arrive late enough to cause needless retransmissions.
+        Every payload slot (mail or drop cover) returns one ACK to our mailbox and every loop
+        returns once, before anyone writes to us: beyond that, mail backs up at the provider and
+        ACKs arrive late enough to cause needless retransmissions.
         """
         capacity = fetch_batch / self.settings.fetch_interval
-        own = self.settings.lambda_payload + 2 * self.settings.lambda_loop
+        own = self.settings.lambda_payload + self.settings.lambda_loop
         if capacity < 1.5 * own:
             log.warning("mailbox fetch capacity %.1f entries/s (%d per %.3g s) is below 1.5x the %.1f/s that "
-                        "ACKs of our own stream and loops can bring; mail will back up: lower fetch_interval",
+                        "ACKs of our own stream and loops bring; mail will back up: lower fetch_interval",
                         capacity, fetch_batch, self.settings.fetch_interval, own)
 

@@ -32,7 +32,7 @@ class AgentSettings:
     link_loss: float = 0.0
 
     def effective_ack_timeout(self) -> float:
-        """ACK timeout: the given one, or 3× the mean round trip's mixing plus fetch and slack."""
+        """ACK timeout: the given one, or 3× the mean round trip's holds (7) plus fetch and slack."""
         if self.ack_timeout > 0:
             return self.ack_timeout
-        return 3 * 6 * self.delay_mean + 2 * self.fetch_interval + self.transport_slack
+        return 3 * 7 * self.delay_mean + 2 * self.fetch_interval + self.transport_slack

@@ -18,6 +18,8 @@ class AgentStats:
     slots_missed: int = 0
     loops_returned: int = 0
     acks: int = 0
+    #: ACKs of our drop cover that came back (every payload slot returns one ACK, mail or cover).
+    cover_acks: int = 0
     fetches: int = 0
     #: Real entries fetched from our mailbox (fragments and ACKs; the padding dummies not counted).
     entries_fetched: int = 0

@@ -10,8 +10,13 @@ duplicates are ignored.
 Every Sphinx payload is exactly :data:`~anonmail.core.sphinx.PAYLOAD_BYTES` long::
 
     fragment:  0x01 | ack SURB (SURB_BYTES) | sealed fragment (SEALED_FRAGMENT_BYTES) | zero pad
-    drop:      0x03 | random filler                 (discarded by the egress provider)
-    loop:      0x04 | random filler                 (returns to its sender)
+    drop:      0x03 | ack SURB (SURB_BYTES) | random filler  (discarded by its provider, which
+                                                          answers the SURB as it answers mail)
+    loop:      0x04 | random filler                 (a mix's or provider's own loop: returns to it)
+
+A drop's ACK SURB is what makes cover cost the same as mail to the sender's provider: every
+payload slot, real or drop, returns exactly one ACK to the sender's mailbox
+(docs/design.md, "Cover traffic and ACKs").
 
 Sealed fragment plaintext (signed, then sealed; fixed size whatever the data length)::
 
@@ -122,9 +127,10 @@ class FragmentPayload:
 
 @dataclass(frozen=True, slots=True)
 class CoverPayload:
-    """A drop or loop cover payload."""
+    """A drop or loop cover payload; a drop carries the SURB its provider answers with an ACK."""
 
     kind: int
+    ack_surb: Surb | None = None
 
 
 def fragment_count(length: int) -> int:
@@ -261,11 +267,15 @@ def encode_fragment_payload(ack_surb: Surb, sealed: bytes) -> bytes:
     return bytes([KIND_FRAGMENT]) + ack_surb.to_bytes() + sealed
 
 
-def encode_cover_payload(kind: int, rng: RandomBytes = os.urandom) -> bytes:
-    """Build a drop or loop cover payload of the one payload size."""
+def encode_cover_payload(kind: int, rng: RandomBytes = os.urandom, ack_surb: Surb | None = None) -> bytes:
+    """Build a drop or loop cover payload of the one payload size (a drop with the SURB to ACK it)."""
     if kind not in (KIND_DROP, KIND_LOOP):
         raise ValueError(f"not a cover kind: {kind}")
-    return bytes([kind]) + rng(PAYLOAD_BYTES - 1)
+    if ack_surb is None:
+        return bytes([kind]) + rng(PAYLOAD_BYTES - 1)
+    if kind != KIND_DROP:
+        raise ValueError("only drop cover carries an ACK SURB")
+    return bytes([kind]) + ack_surb.to_bytes() + rng(PAYLOAD_BYTES - 1 - SURB_BYTES)
 
 
 def decode_payload(payload: bytes) -> FragmentPayload | CoverPayload:
@@ -276,7 +286,9 @@ def decode_payload(payload: bytes) -> FragmentPayload | CoverPayload:
     if kind == KIND_FRAGMENT:
         surb = Surb.from_bytes(payload[1 : 1 + SURB_BYTES])
         return FragmentPayload(surb, payload[1 + SURB_BYTES :])
-    if kind in (KIND_DROP, KIND_LOOP):
+    if kind == KIND_DROP:
+        return CoverPayload(kind, Surb.from_bytes(payload[1 : 1 + SURB_BYTES]))
+    if kind == KIND_LOOP:
         return CoverPayload(kind)
     raise FragmentError(f"unknown payload kind 0x{kind:02x}")
 

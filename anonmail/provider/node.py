@@ -8,10 +8,14 @@ services of :class:`mixnode.interfaces.NodeServices` it implements::
                                     fetch / confirm / publish_keys / keys
     engine worker (thread): replay tags persisted ─▶ Provider.deliver: Deliver / SurbDelivery
         ─▶ quota check ─▶ ONE durable transaction per batch ─▶ Stored(size, ACK)   (delivery.py)
-    engine event loop: Provider.stored counts; the ACK goes on the link to the SURB's first hop
+    engine event loop: Provider.stored counts; the ACK (its first hop is us) re-enters our inbound
+        queue and leaves after the hold its sender chose for this hop (docs/design.md)
 
 The client protocol is :mod:`anonmail.core.mailproto`. A crash can never ACK something that
-was not stored: the ACK packet leaves only after :meth:`MailboxStore.store_many` returned.
+was not stored: the ACK packet exists only after :meth:`MailboxStore.store_many` returned. Drop
+cover is answered the same way (its SURB, no entry), so every payload slot of a user returns
+one ACK to her mailbox. ACKs held for their delay are in memory: a restart loses them, the
+senders retransmit and the recipients merge the duplicates.
 A full mailbox still stores and ACKs what arrives and evicts its own oldest entries (ACK replies
 first) to stay within quota, so an ACK never tells a sender whether the owner has fetched; the
 owner is told at its next fetch (``full``, ``evicted``). Deliveries to an unknown mailbox are
@@ -225,7 +229,7 @@ class Provider:
                 # A full mailbox evicted its oldest entries to take these: ACKed like any other;
                 # the event loop counts the evictions (deque.append is thread-safe).
                 self._evictions.extend(evicted.items())
-        return settle(steps, committed)
+        return settle(steps, committed, self.node_id)
 
     def _classify(self, result: Unwrapped) -> Unwrapped | Decision | Candidate:
         """classify, contained: one delivery that trips a bug is dropped and counted, never fatal."""

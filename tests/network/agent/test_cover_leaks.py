@@ -228,9 +228,9 @@ async def test_attack_the_egress_provider_does_not_time_acks(tmp_path):
                                                sender_address=alice_address, recipient=bob_address,
                                                recipient_key=bob_key, fragment=fragment, delay_mean=mean).packet
             else:
-                built = build_drop_packet(rng, consensus, home=home, delay_mean=mean)
+                built = build_drop_packet(rng, consensus, home=home, ack_mailbox=alice_address.mailbox_id, delay_mean=mean)
                 while built.route[-1] != "beta":  # drop cover goes to a random provider: watch beta's
-                    built = build_drop_packet(rng, consensus, home=home, delay_mean=mean)
+                    built = build_drop_packet(rng, consensus, home=home, ack_mailbox=alice_address.mailbox_id, delay_mean=mean)
                 packet = built.packet
             before_in, before_out = len(arrivals), len(emitted)
             await client.send_packets([packet])

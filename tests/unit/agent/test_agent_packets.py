@@ -61,28 +61,47 @@ def test_fragment_goes_through_every_layer_and_its_ack_comes_home():
     payload = F.decode_payload(final.payload)
     opened = F.open_fragment(payload.sealed, recipient_keys=[bob_key.secret], recipient_address=bob_addr)
     assert opened.sender == alice_addr and opened.fragment.data == b"hello bob"
-    # beta answers on the SURB; it travels three mixes to alpha, which files it for Alice.
+    # beta answers on the SURB: beta itself holds it first (the delay Alice chose), then three mixes to
+    # alpha, which files it for Alice.
+    assert payload.ack_surb.first_hop == CONSENSUS.by_name("beta").node_id
     reply = sphinx.package_surb(payload.ack_surb, F.ACK_MESSAGE)
+    held = sphinx.process(reply, SECRETS[payload.ack_surb.first_hop])
+    assert isinstance(held, sphinx.Forward) and held.delay_ms > 0
     visited, final = deliver(reply, CONSENSUS.by_id(payload.ack_surb.first_hop), SECRETS)
-    assert [int(n.split("-")[1]) for n in visited[:-1]] == [1, 2, 3] and visited[-1] == "alpha"
+    assert visited[0] == "beta" and [int(n.split("-")[1]) for n in visited[1:-1]] == [1, 2, 3]
+    assert visited[-1] == "alpha"
     assert isinstance(final, sphinx.SurbDelivery) and final.mailbox_id == alice_addr.mailbox_id
     keys = surb_keys_from_bytes(surb_keys_to_bytes(built.surb_keys))
     assert final.surb_id == keys.surb_id
     assert sphinx.open_surb_reply(keys, final.body) == F.ACK_MESSAGE
 
 
-def test_drop_cover_reaches_a_provider_that_sees_it_is_cover():
-    built = build_drop_packet(random.Random(2), CONSENSUS, home=CONSENSUS.by_name("alpha"), delay_mean=0.1)
-    assert built.surb_keys is None
+ALICE_MAILBOX = b"a" * 16
+
+
+def drop(rng, consensus=CONSENSUS):
+    return build_drop_packet(rng, consensus, home=consensus.by_name("alpha"), ack_mailbox=ALICE_MAILBOX,
+                             delay_mean=0.1)
+
+
+def test_drop_cover_reaches_a_provider_that_answers_it_to_our_mailbox_like_mail():
+    built = drop(random.Random(2))
     visited, final = deliver(built.packet, CONSENSUS.by_name("alpha"), SECRETS)
     assert len(visited) == 5 and visited[-1] in ("alpha", "beta")
-    assert isinstance(F.decode_payload(final.payload), F.CoverPayload)
+    cover = F.decode_payload(final.payload)
+    assert isinstance(cover, F.CoverPayload) and cover.kind == F.KIND_DROP
+    # Its provider answers the SURB: held there, three mixes, then alpha files it for Alice.
+    assert cover.ack_surb.first_hop == CONSENSUS.by_name(visited[-1]).node_id
+    visited, final = deliver(sphinx.package_surb(cover.ack_surb, F.ACK_MESSAGE),
+                             CONSENSUS.by_id(cover.ack_surb.first_hop), SECRETS)
+    assert len(visited) == 5 and visited[-1] == "alpha"
+    assert isinstance(final, sphinx.SurbDelivery) and final.mailbox_id == ALICE_MAILBOX
+    assert sphinx.open_surb_reply(built.surb_keys, final.body) == F.ACK_MESSAGE
 
 
 def test_every_transmission_draws_fresh_delays_and_paths():
     rng = random.Random(3)
-    routes = {build_drop_packet(rng, CONSENSUS, home=CONSENSUS.by_name("alpha"), delay_mean=0.1).route
-              for _ in range(40)}
+    routes = {drop(rng).route for _ in range(40)}
     assert len(routes) > 4
 
 
@@ -100,5 +119,5 @@ def test_attack_a_small_order_key_in_a_held_consensus_is_a_typed_error_naming_th
                   for n in CONSENSUS.nodes)
     poisoned = Consensus(CONSENSUS.epoch, CONSENSUS.epoch_seconds, nodes)
     with pytest.raises(NodeKeyError) as info:
-        build_drop_packet(random.Random(3), poisoned, home=poisoned.by_name("alpha"), delay_mean=0.1)
+        drop(random.Random(3), poisoned)
     assert poisoned.by_id(info.value.node_id).layer == 2

@@ -28,9 +28,9 @@ def test_the_defaults_keep_up(caplog):
 
 
 def test_slow_fetching_is_warned_about_with_the_numbers(caplog):
-    # The old defaults: 16 entries every 10 s cannot take 2 ACKs/s plus 2 x 0.5 loop entries/s.
+    # The old defaults: 16 entries every 10 s cannot take 2 ACKs/s (one per slot) plus 0.5 loops/s.
     messages = _warnings(caplog, AgentSettings(provider="alpha", lambda_payload=2.0, lambda_loop=0.5,
                                                fetch_interval=10.0), 16)
     assert len(messages) == 1
-    assert "1.6 entries/s (16 per 10 s)" in messages[0] and "3.0/s" in messages[0]
+    assert "1.6 entries/s (16 per 10 s)" in messages[0] and "2.5/s" in messages[0]
     assert "lower fetch_interval" in messages[0]

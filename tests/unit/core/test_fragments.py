@@ -172,10 +172,13 @@ def test_payload_kinds(alice, bob):
     payload = F.encode_fragment_payload(surb, sealed)
     assert len(payload) == S.PAYLOAD_BYTES
     assert F.decode_payload(payload) == F.FragmentPayload(surb, sealed)
-    for kind in (F.KIND_DROP, F.KIND_LOOP):
-        cover = F.encode_cover_payload(kind, rng.randbytes)
-        assert len(cover) == S.PAYLOAD_BYTES
-        assert F.decode_payload(cover) == F.CoverPayload(kind)
+    loop = F.encode_cover_payload(F.KIND_LOOP, rng.randbytes)
+    drop = F.encode_cover_payload(F.KIND_DROP, rng.randbytes, ack_surb=surb)
+    assert len(loop) == len(drop) == S.PAYLOAD_BYTES
+    assert F.decode_payload(loop) == F.CoverPayload(F.KIND_LOOP)
+    assert F.decode_payload(drop) == F.CoverPayload(F.KIND_DROP, surb)  # answered like a fragment's SURB
+    with pytest.raises(ValueError):
+        F.encode_cover_payload(F.KIND_LOOP, rng.randbytes, ack_surb=surb)
     with pytest.raises(FragmentError):
         F.decode_payload(b"\x09" + bytes(S.PAYLOAD_BYTES - 1))
     with pytest.raises(FragmentError):

@@ -114,7 +114,7 @@ def test_a_store_failure_turns_everything_that_would_move_into_store_error():
 
 def test_decide_passes_decisions_through_and_drops_final_hops_that_are_not_ours():
     surb = sphinx.SurbDelivery(MAILBOX, b"i" * 16, b"b", b"t")
-    stored = Stored(3, Forward(NEXT, b"ack"))
+    stored = Stored(3, b"ack")
     assert decide(surb, {MAILBOX}, Rules(DropReason.FOREIGN_LOOP)) == Drop(DropReason.FOREIGN_LOOP)
     assert decide(stored, set(), Rules()) is stored
     assert decide(Drop(DropReason.BAD_ALPHA), set(), Rules()) == Drop(DropReason.BAD_ALPHA)

@@ -78,7 +78,10 @@ def hops(consensus: Consensus, names: list[str], delay_ms: int = 50) -> list[sph
 def mail_packet(consensus, sender: User, recipient: User, text: bytes = b"hello bob", *, mailbox=None):
     """A fragment packet sender -> recipient along a full path, with an ACK SURB back to the sender."""
     ingress, egress = sender.address.provider, recipient.address.provider
-    keys, surb = sphinx.build_surb(hops(consensus, ["mix-1-1", "mix-2-1", "mix-3-1", ingress]), sender.address.mailbox_id)
+    # The SURB starts at the egress provider, which holds the ACK for the delay chosen here (issue 15).
+    back = hops(consensus, [egress, "mix-1-1", "mix-2-1", "mix-3-1", ingress])
+    back[0] = sphinx.Hop(back[0].node_id, back[0].public_key, 50)
+    keys, surb = sphinx.build_surb(back, sender.address.mailbox_id)
     frag = split_message(text, os.urandom(16))[0]
     sealed = seal_fragment(frag, sender=sender.identity, sender_address=sender.address,
                            recipient_address=recipient.address, recipient_key=recipient.enc.public)

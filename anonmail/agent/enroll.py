@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from anonmail.agent import account
+from anonmail.agent.e2e import ONE_TIME_BATCH, EndToEnd
 from anonmail.agent.store import AgentStore
 from anonmail.core.address import Address
 from anonmail.core.keys import IdentityKey
@@ -26,7 +27,7 @@ async def enroll(
     key_lifetime: int = account.DEFAULT_KEY_LIFETIME,
     threads: bool = True,
 ) -> tuple[AgentStore, Address]:
-    """Create the user's store and first encryption key, then register at ``provider``.
+    """Create the user's store, first encryption key and prekeys, then register at ``provider`` and publish them.
 
     Registration is idempotent: a user already registered with this identity is logged in and
     its certificates are refreshed. Raises ProtocolError (e.g. ``registration_closed``) or
@@ -44,6 +45,15 @@ async def enroll(
         return store, account.my_certs(store, now=now)
 
     store, certs = await anyio.to_thread.run_sync(prepare) if threads else prepare()
+    e2e = EndToEnd(store, identity)
+
+    def prekeys():
+        return e2e.prekey_upload(now=now, one_time=ONE_TIME_BATCH)
+
+    upload = await anyio.to_thread.run_sync(prekeys) if threads else prekeys()
     client = await ProviderClient.connect(router, provider_address, identity, provider, op="register", certs=certs)
-    await client.aclose()
+    try:
+        await client.publish_prekeys(upload)  # so that anyone can start a session with us at once
+    finally:
+        await client.aclose()
     return store, Address.for_key(identity.public, provider)

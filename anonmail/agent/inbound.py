@@ -13,6 +13,10 @@ Anyone can write to a user, so every entry is hostile input. Entries are handled
   not the entry's fault: the entry stays at the provider and is fetched again, at most
   :data:`STORE_RETRIES` times before it too counts as bad.
 
+A complete message is opened by its end-to-end session (:mod:`anonmail.agent.e2e`); a message that
+does not open (``SessionError``, a FragmentError) is a bad entry too, and is marked received so
+its retransmissions are merged. The sessions it moved are stored with it, in one transaction.
+
 Incomplete multi-fragment messages are bounded by the store (per sender and in total) and
 expire after :data:`PARTIAL_TTL` seconds (:meth:`AgentStore.expire_partials`), so a stranger
 sending first fragments only cannot fill the user's disk.
@@ -24,12 +28,14 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from anonmail.agent.e2e import EndToEnd
 from anonmail.agent.packets import surb_keys_from_bytes
 from anonmail.agent.store import AgentStore
 from anonmail.core import fragments as F
 from anonmail.core import mailproto, sphinx
 from anonmail.core.address import Address
 from anonmail.core.envelope import decode_envelope
+from anonmail.core.keys import IdentityKey
 from anonmail.daemon.containment import FaultCounter
 from anonmail.errors import FragmentError, PacketError, StoreError
 
@@ -49,10 +55,12 @@ _COVER_ACKS_KEPT = 20000
 class Inbound:
     """Acts on fetched entries for one user; counters go to the agent's ``stats``."""
 
-    def __init__(self, *, store: AgentStore, address: Address, stats, wall_clock: Callable[[], float],
-                 on_delivered: Callable[[int, str], None] | None = None) -> None:
+    def __init__(self, *, store: AgentStore, address: Address, identity: IdentityKey, e2e: EndToEnd, stats,
+                 wall_clock: Callable[[], float], on_delivered: Callable[[int, str], None] | None = None) -> None:
         self.store = store
         self.address = address
+        self.identity = identity
+        self.e2e = e2e
         self.stats = stats
         self.wall_clock = wall_clock
         self.on_delivered = on_delivered
@@ -139,7 +147,8 @@ class Inbound:
             self.stats.acks += 1
 
     def _handle_fragment(self, sealed: bytes) -> None:
-        opened = F.open_fragment(sealed, recipient_keys=self.secrets, recipient_address=self.address)
+        opened = F.open_fragment(sealed, recipient_keys=self.secrets, recipient_address=self.address,
+                                 recipient=self.identity)
         frag = opened.fragment
         if opened.sender == self.address and frag.message_id in self._loops:
             del self._loops[frag.message_id]
@@ -159,9 +168,17 @@ class Inbound:
         if assembled is None:
             return
         sender, data, _first = assembled
+        with self.e2e.lock:  # the sessions move and the message is stored in one transaction
+            self._finish(opened, sender, data)
+
+    def _finish(self, opened: F.OpenedFragment, sender: str, data: bytes) -> None:
+        frag = opened.fragment
+        sender_fpr = opened.sender.fingerprint
         try:
-            envelope = decode_envelope(data)
-        except FragmentError:
+            plaintext, commit = self.e2e.open_incoming(opened.sender, opened.sender_identity, frag.message_id, data,
+                                                       now=int(self.wall_clock()))
+            envelope = decode_envelope(plaintext)
+        except FragmentError:  # SessionError too: the sessions stay as they were
             # Marked received, so its retransmissions are merged as duplicates, then counted bad.
             self.store.finish_message(sender_fpr=sender_fpr, sender=sender, message_id=frag.message_id,
                                       subject=None, body=b"", sent_at=0, now=self.wall_clock())
@@ -171,11 +188,13 @@ class Inbound:
                     if c.identity_public == opened.sender_identity]
             self.store.add_contact_certs(sender_fpr, opened.sender_identity, rows)
             self.store.finish_message(sender_fpr=sender_fpr, sender=sender, message_id=frag.message_id,
-                                      subject=None, body=b"", sent_at=envelope.sent_at, now=self.wall_clock())
+                                      subject=None, body=b"", sent_at=envelope.sent_at, now=self.wall_clock(),
+                                      session=commit)
             return
         ident = self.store.finish_message(
             sender_fpr=sender_fpr, sender=sender, message_id=frag.message_id, kind=envelope.type,
-            subject=envelope.subject, body=envelope.body, sent_at=envelope.sent_at, now=self.wall_clock())
+            subject=envelope.subject, body=envelope.body, sent_at=envelope.sent_at, now=self.wall_clock(),
+            session=commit)
         if ident is not None:
             self.stats.delivered += 1
             if self.on_delivered is not None:

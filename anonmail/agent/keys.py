@@ -1,7 +1,8 @@
-"""The agent's key work: rotating our own encryption key, and looking up contacts' keys.
+"""The agent's key work: rotating our own encryption key and prekeys, and looking up contacts' keys and bundles.
 
 Mixed into :class:`anonmail.agent.service.Agent`, whose task group runs :meth:`AgentKeys._key_rotator`
-and whose packet builder asks :meth:`AgentKeys._want_keys` for a recipient's keys.
+and whose packet builder asks :meth:`AgentKeys._want_keys` for a recipient's keys and
+:meth:`AgentKeys._want_bundle` for their prekey bundle (to start an end-to-end session).
 """
 
 from __future__ import annotations
@@ -29,23 +30,30 @@ class AgentKeys:
 
     def _want_keys(self, recipient: Address) -> None:
         """Look a recipient's keys up at their provider (at most once a minute per recipient)."""
-        last = self._lookups.get(recipient.fingerprint)
+        self._schedule_lookup(recipient.fingerprint, self._lookup, recipient)
+
+    def _schedule_lookup(self, key: bytes, lookup, recipient: Address) -> None:
+        last = self._lookups.get(key)
         now = self.wall_clock()
         if last is not None and now - last < 60:
             return
-        self._lookups[recipient.fingerprint] = now
+        self._lookups[key] = now
         assert self._tg is not None
         if self.settings.threads:  # called from a worker thread
-            anyio.from_thread.run_sync(self._tg.start_soon, self._lookup, recipient)
+            anyio.from_thread.run_sync(self._tg.start_soon, lookup, recipient)
         else:
-            self._tg.start_soon(self._lookup, recipient)
+            self._tg.start_soon(lookup, recipient)
+
+    def _their_provider(self, recipient: Address) -> str | None:
+        """An address of the recipient's provider that we can reach, from the consensus."""
+        consensus, _ = self._home()
+        target = consensus.by_name(recipient.provider) if consensus is not None else None
+        return next((a for a in target.addresses if self.router.can_reach(a)), None) if target else None
 
     async def _lookup(self, recipient: Address) -> None:
         from anonmail.clients.provider import lookup_keys
 
-        consensus, _ = self._home()
-        target = consensus.by_name(recipient.provider) if consensus is not None else None
-        address = next((a for a in target.addresses if self.router.can_reach(a)), None) if target else None
+        address = self._their_provider(recipient)
         if address is None:
             log.warning("cannot look up a contact's keys: their provider is not reachable in the consensus")
             return
@@ -68,6 +76,49 @@ class AgentKeys:
         rows = [(c.to_bytes(), c.not_before, c.not_after) for c in certs if c.identity_public == identity]
         await self._blocking(self.store.add_contact_certs, recipient.fingerprint, identity, rows)
 
+    def _want_bundle(self, recipient: Address) -> None:
+        """Fetch a recipient's prekey bundle at their provider (at most once a minute per recipient)."""
+        self._schedule_lookup(b"bundle:" + recipient.fingerprint, self._lookup_bundle, recipient)
+
+    async def _lookup_bundle(self, recipient: Address) -> None:
+        from anonmail.clients.provider import lookup_bundle
+
+        address = self._their_provider(recipient)
+        if address is None:
+            log.warning("cannot fetch a contact's prekeys: their provider is not reachable in the consensus")
+            return
+        try:
+            bundle = await lookup_bundle(self.router, address, recipient, timeout=60.0)
+            bundle.verify(bundle.identity, now=self.now())
+        except (AnonmailError, TimeoutError) as exc:
+            self._error("prekey lookup", exc)
+            log.warning("prekey bundle lookup failed (%s); will retry", why(exc))
+            return
+        except Exception as exc:  # containment: a provider's odd answer never stops the agent
+            self._error("prekey lookup", exc)
+            self.inbound.faults.record(exc, "prekey bundle answer")
+            return
+        await self._blocking(self.store.put_bundle, recipient.fingerprint, bundle.to_bytes(), self.wall_clock())
+
+    async def _refresh_prekeys(self) -> None:
+        """Publish our signed prekeys (new ones at half their lifetime) and refill one-time prekeys when low."""
+        from anonmail.agent.e2e import ONE_TIME_BATCH, ONE_TIME_LOW
+
+        client = self._client
+        if client is None:
+            return
+        now = self.now()
+        upload = await self._blocking(self.e2e.prekey_upload, now=now)
+        try:
+            with anyio.fail_after(60):
+                held = await client.publish_prekeys(upload)
+            if held < ONE_TIME_LOW:
+                batch = await self._blocking(self.e2e.prekey_upload, now=now, one_time=ONE_TIME_BATCH)
+                with anyio.fail_after(60):
+                    await client.publish_prekeys(batch)
+        except (TransportError, ProtocolError, TimeoutError) as exc:
+            self._drop_session(exc, "publish prekeys")  # the next login publishes them
+
     def _fail_to(self, recipient: Address, error: str) -> None:
         for message in self.store.outbox(include_acknowledged=False):
             if message.recipient == str(recipient):
@@ -84,6 +135,7 @@ class AgentKeys:
             if not keys or now >= keys[0][3] + lifetime // 2:
                 await self.rotate_key()
             await self._blocking(self.store.drop_my_keys_before, now)
+            await self._refresh_prekeys()
             await anyio.sleep(max(1.0, min(3600.0, lifetime / 20)))
 
     async def rotate_key(self) -> None:

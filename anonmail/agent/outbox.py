@@ -14,6 +14,7 @@ from anonmail.agent.store import AgentStore, OutboxFullError
 from anonmail.core import fragments as F
 from anonmail.core.address import Address, parse_address
 from anonmail.core.envelope import MAX_SUBJECT_CHARS, encode_mail
+from anonmail.core.sessions import MAX_ENVELOPE_BYTES, MAX_OVERHEAD
 from anonmail.errors import AddressError, KeyExpiredError, MailError
 
 __all__ = ["DEFAULT_OUTBOX_QUOTA", "resolve_recipient", "queue_mail", "queue_envelope"]
@@ -39,11 +40,18 @@ def resolve_recipient(store: AgentStore, to: str) -> Address:
 
 def queue_envelope(store: AgentStore, *, recipient: str, kind: str, subject: str, envelope: bytes, now: float,
                    quota_bytes: int | None = None) -> bytes:
-    """Store an encoded message in the outbox; returns its message id."""
+    """Store an encoded message in the outbox; returns its message id (MailError(too_large) above MAX_ENVELOPE_BYTES).
+
+    The fragment count is that of the message as its session will encrypt it (at most
+    MAX_OVERHEAD more bytes); the agent sets the exact count when it encrypts.
+    """
+    if len(envelope) > MAX_ENVELOPE_BYTES:
+        raise MailError(f"the message is {len(envelope)} bytes encoded; the limit is {MAX_ENVELOPE_BYTES} bytes:"
+                        " split it or send a link", reason="too_large")
     message_id = os.urandom(F.MESSAGE_ID_BYTES)
     try:
         store.queue_message(message_id=message_id, recipient=recipient, kind=kind, subject=subject, body=envelope,
-                            size=len(envelope), fragments=F.fragment_count(len(envelope)), now=now,
+                            size=len(envelope), fragments=F.fragment_count(len(envelope) + MAX_OVERHEAD), now=now,
                             quota_bytes=quota_bytes)
     except OutboxFullError as exc:
         raise MailError(f"{exc}; wait until `anonmail outbox` shows earlier mail acknowledged, or raise "
@@ -58,8 +66,8 @@ def queue_mail(store: AgentStore, *, to: str, subject: str, body: bytes, now: fl
     if len(subject) > MAX_SUBJECT_CHARS or "\n" in subject or "\r" in subject:
         raise MailError(f"the subject must be one line of at most {MAX_SUBJECT_CHARS} characters", reason="bad_subject")
     envelope = encode_mail(subject, body, sent_at=int(now))
-    if len(envelope) > F.MAX_MESSAGE_BYTES:
-        raise MailError(f"the message is {len(body)} bytes; the limit is about {F.MAX_MESSAGE_BYTES - len(envelope) + len(body)}"
+    if len(envelope) > MAX_ENVELOPE_BYTES:
+        raise MailError(f"the message is {len(body)} bytes; the limit is about {MAX_ENVELOPE_BYTES - len(envelope) + len(body)}"
                         " bytes: split it or send a link", reason="too_large")
     try:
         account.contact_key(store, recipient.fingerprint, now=int(now))

@@ -96,13 +96,14 @@ def build_fragment_packet(
     sender: IdentityKey,
     sender_address: Address,
     recipient: Address,
+    recipient_identity: bytes,
     recipient_key: bytes,
     fragment: F.Fragment,
     delay_mean: float,
     ack_to: tuple[NodeDescriptor, bytes] | None = None,
     randbytes=os.urandom,
 ) -> Built:
-    """A sealed, signed fragment for ``recipient`` with a fresh ACK SURB back to our mailbox.
+    """A sealed, authenticated fragment for ``recipient`` with a fresh ACK SURB back to our mailbox.
 
     ``ack_to`` (provider, mailbox id) sends the ACK elsewhere: loops send it to a random mailbox.
     """
@@ -110,7 +111,8 @@ def build_fragment_packet(
     surb_keys, surb = sphinx.build_surb(
         _surb_hops(rng, consensus, recipient_provider, ack_home, delay_mean), ack_mailbox, randbytes)
     sealed = F.seal_fragment(fragment, sender=sender, sender_address=sender_address,
-                             recipient_address=recipient, recipient_key=recipient_key)
+                             recipient_address=recipient, recipient_identity=recipient_identity,
+                             recipient_key=recipient_key)
     hops, names = forward_hops(rng, consensus, home, recipient_provider, delay_mean)
     packet = sphinx.build_forward(hops, recipient.mailbox_id, F.encode_fragment_payload(surb, sealed), randbytes)
     return Built(packet, surb_keys, tuple(names))

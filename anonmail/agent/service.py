@@ -47,6 +47,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from anonmail.agent import account
+from anonmail.agent.e2e import EndToEnd
 from anonmail.agent.inbound import Inbound
 from anonmail.agent.invite import InviteRunner
 from anonmail.agent.keys import AgentKeys
@@ -105,8 +106,9 @@ class Agent(AgentKeys):
         self._excluded: set[bytes] = set()  # nodes whose published keys failed while building
         #: The epoch of a consensus refused because it rebinds our provider's name (None: all well).
         self.provider_rebound: int | None = None
-        self.inbound = Inbound(store=store, address=self.address, stats=self.stats, wall_clock=wall_clock,
-                               on_delivered=on_delivered)
+        self.e2e = EndToEnd(store, identity)
+        self.inbound = Inbound(store=store, address=self.address, identity=identity, e2e=self.e2e, stats=self.stats,
+                               wall_clock=wall_clock, on_delivered=on_delivered)
         self._lookups: dict[bytes, float] = {}
         self._expired_since: dict[bytes, float] = {}
         self._client = None
@@ -209,6 +211,8 @@ class Agent(AgentKeys):
             self._client = client
             self._connected.set()
             log.info("session with our provider is up")
+            if self._tg is not None:
+                self._tg.start_soon(self._refresh_prekeys)
             await self._session_lost.wait()
             self._client = None
             with anyio.move_on_after(2):
@@ -351,11 +355,17 @@ class Agent(AgentKeys):
         target = consensus.by_name(recipient.provider)
         if target is None or target.role != "provider":
             raise PathError(f"the recipient's provider {recipient.provider!r} is not in the current consensus")
-        fragment = self._fragments_of(message_id, body)[idx]
+        wire = self.e2e.seal_outgoing(message_id, recipient, cert.identity_public, body, now=now)
+        if wire is None:  # no session yet: fetch their prekey bundle (an existing contact migrates here)
+            self._want_bundle(recipient)
+            return None
+        fragments = self._fragments_of(message_id, wire)
+        if idx >= len(fragments):
+            return None  # the encrypted message needs fewer fragments than first counted
         built = build_fragment_packet(
             self.rng, consensus, home=home, recipient_provider=target, sender=self.identity,
-            sender_address=self.address, recipient=recipient, recipient_key=cert.encryption_public,
-            fragment=fragment, delay_mean=self.settings.delay_mean)
+            sender_address=self.address, recipient=recipient, recipient_identity=cert.identity_public,
+            recipient_key=cert.encryption_public, fragment=fragments[idx], delay_mean=self.settings.delay_mean)
         assert built.surb_keys is not None
         self.store.record_transmission(message_id, idx, built.surb_keys.surb_id, surb_keys_to_bytes(built.surb_keys),
                                        self.wall_clock())
@@ -390,8 +400,8 @@ class Agent(AgentKeys):
             try:
                 built = await self._blocking(lambda: build_fragment_packet(
                     self.rng, consensus, home=home, recipient_provider=home, sender=self.identity,
-                    sender_address=self.address, recipient=self.address, recipient_key=my_key[0].encryption_public,
-                    fragment=fragment, delay_mean=self.settings.delay_mean,
+                    sender_address=self.address, recipient=self.address, recipient_identity=self.identity.public,
+                    recipient_key=my_key[0].encryption_public, fragment=fragment, delay_mean=self.settings.delay_mean,
                     ack_to=(random_provider(self.rng, consensus), os.urandom(MAILBOX_ID_BYTES))))
             except NodeKeyError as exc:
                 self._exclude(exc)

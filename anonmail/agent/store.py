@@ -16,8 +16,9 @@ a busy timeout), so either may run without the other and nothing is lost when on
 * incomplete messages are bounded per sender and in total (oldest evicted first) and expire
   (:meth:`AgentStore.expire_partials`), so strangers cannot fill the disk with first fragments.
 
-Secrets: encryption-key secrets are stored encrypted under a key derived from the identity seed
-(which lives only in the passphrase-sealed key file), so the database alone opens nothing.
+Secrets: encryption-key secrets, end-to-end sessions and prekeys (:mod:`anonmail.agent.sessionstore`)
+are stored encrypted under a key derived from the identity seed (which lives only in the
+passphrase-sealed key file), so the database alone opens nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from anonmail.agent.sessionstore import SESSION_SCHEMA, SessionCommit, SessionTables
 from anonmail.daemon.sqlite import PerThread, transaction, translated
 from anonmail.errors import ReassemblyError, StoreError
 
@@ -84,7 +86,8 @@ CREATE TABLE IF NOT EXISTS invitations (
 #: Columns added after schema version 1 shipped: (table, column, definition), added on open when missing.
 _ADDED_COLUMNS = (("inbox", "kind", "TEXT NOT NULL DEFAULT 'mail'"),
                   # 1 once the contact's keys were confirmed: by an invitation or a compared fingerprint.
-                  ("contacts", "verified", "INTEGER NOT NULL DEFAULT 0"))
+                  ("contacts", "verified", "INTEGER NOT NULL DEFAULT 0"),
+                  ("outbox", "wire", "BLOB"))  # the message as encrypted for its session
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ class InboxMessage:
     kind: str = "mail"
 
 
-class AgentStore:
+class AgentStore(SessionTables):
     """One user's database; safe to use from several threads (one connection per thread)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -132,7 +135,7 @@ class AgentStore:
         self.partials_evicted = 0
         conn = self._conn()
         with translated(_STORE, self.path, "create the tables"):
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + SESSION_SCHEMA)
             for table, column, definition in _ADDED_COLUMNS:
                 if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
@@ -459,11 +462,17 @@ class AgentStore:
         return rows[0][0], data, min(r[4] for r in rows)
 
     def finish_message(self, *, sender_fpr: bytes, sender: str, message_id: bytes, subject: str | None,
-                       body: bytes, sent_at: int, now: float, kind: str = "mail") -> int | None:
-        """Move a completed message to the inbox (or just mark it received when ``subject`` is None)."""
+                       body: bytes, sent_at: int, now: float, kind: str = "mail",
+                       session: SessionCommit | None = None) -> int | None:
+        """Move a completed message to the inbox (or just mark it received when ``subject`` is None).
+
+        ``session``: the sessions as opening the message moved them, kept in the same transaction.
+        """
         with self._tx() as c:
             cur = c.execute("INSERT OR IGNORE INTO received VALUES (?, ?, ?)", [sender_fpr, message_id, now])
             c.execute("DELETE FROM partials WHERE sender_fpr = ? AND message_id = ?", [sender_fpr, message_id])
+            if cur.rowcount and session is not None:
+                self._put_sessions(c, session)
             if not cur.rowcount or subject is None:
                 return None
             return int(c.execute(

@@ -95,6 +95,10 @@ def run_benchmarks(
         [lambda: crypto_scalarmult(secret0, public1), lambda: sphinx.process(packet, secret0)],
         number=max(1, n // 10), repeat=70,
     )
+    from anonmail.bench.e2e import measure_e2e
+
+    say("end-to-end sessions (ratchet, PQXDH)")
+    e2e_result = measure_e2e(scale=scale)
     say("link handshake (Noise XX, both ends)")
     dialler, listener = generate_link_secret(), generate_link_secret()
     handshake_us = time_per_call_us(lambda: _link_handshake(dialler, listener, link_public(listener)),
@@ -113,6 +117,7 @@ def run_benchmarks(
 
     return {
         **mix_result,
+        **e2e_result,
         "x25519_us": round(x25519_us, 2),
         "sphinx_create_us": round(create_us, 2),
         "sphinx_process_us": round(process_us, 2),

@@ -33,7 +33,7 @@ from anonmail.agent.outbox import queue_envelope
 from anonmail.bridge.credentials import BridgeLogin
 from anonmail.bridge.message import PETNAME_DOMAIN, check_sender, header_block, resolve_recipient
 from anonmail.bridge.maildb import MailStore
-from anonmail.core import fragments as F
+from anonmail.core.sessions import MAX_ENVELOPE_BYTES
 from anonmail.core.address import Address
 from anonmail.core.envelope import encode_rfc822, rfc822_subject
 from anonmail.errors import MailError
@@ -41,7 +41,7 @@ from anonmail.errors import MailError
 __all__ = ["start_smtp_server", "close_sessions", "MAX_SUBMISSION_BYTES"]
 
 #: Largest message accepted: the 4 MiB message limit less the envelope header and a Message-ID.
-MAX_SUBMISSION_BYTES = F.MAX_MESSAGE_BYTES - 512
+MAX_SUBMISSION_BYTES = MAX_ENVELOPE_BYTES - 512
 
 # aiosmtpd logs peers and recipients at INFO, and warns at every connection that AUTH without TLS
 # is risky (the bridge listens on loopback only): a bridge log must not carry addresses or noise.
@@ -99,7 +99,7 @@ class _Handler:
         message = _prepare(raw, self.own)
         now = time.time()
         body = encode_rfc822(message, sent_at=int(now))
-        if len(body) > F.MAX_MESSAGE_BYTES:
+        if len(body) > MAX_ENVELOPE_BYTES:
             return (f"552 5.3.4 the message is {len(message)} bytes; anonmail carries at most "
                     f"{MAX_SUBMISSION_BYTES} bytes per message")
         subject = rfc822_subject(message)

@@ -26,6 +26,7 @@ import anyio.abc
 
 from anonmail.core.address import Address
 from anonmail.core.keys import EncryptionKeyCert, IdentityKey
+from anonmail.core.prekeys import PrekeyBundle, PrekeyUpload
 from anonmail.core.mailproto import (
     AUTH_OPS,
     ENTRY_DUMMY,
@@ -39,11 +40,11 @@ from anonmail.core.mailproto import (
     sign_auth,
 )
 from anonmail.core.wire import Close, Control, Packet, Role, encode_frame
-from anonmail.errors import AnonmailError, LinkError, ProtocolError, TransportError, WireError
+from anonmail.errors import AnonmailError, LinkError, ProtocolError, SessionError, TransportError, WireError
 from anonmail.net.framed import FramedStream
 from anonmail.net.router import Router
 
-__all__ = ["ProviderClient", "FetchResult", "lookup_keys", "REQUEST_TIMEOUT"]
+__all__ = ["ProviderClient", "FetchResult", "lookup_keys", "lookup_bundle", "REQUEST_TIMEOUT"]
 
 #: Default bound on connecting and on each request, seconds (Tor and I2P can be slow).
 REQUEST_TIMEOUT = 60.0
@@ -308,6 +309,37 @@ class ProviderClient:
         """Publish encryption-key certificates so new contacts can look them up."""
         await self._guard(self._request, {"type": "publish_keys", "certs": [b64e(c.to_bytes()) for c in certs]}, "ok")
 
+    async def publish_prekeys(self, upload: PrekeyUpload) -> int:
+        """Publish our prekeys so senders can start sessions; returns how many one-time prekeys the provider holds."""
+        reply = await self._guard(self._request, {"type": "publish_prekeys", "upload": b64e(upload.to_bytes())},
+                                  "prekeys_ok")
+        held = reply.get("one_time")
+        if not isinstance(held, int) or isinstance(held, bool) or held < 0:
+            raise ProtocolError("the provider's prekeys_ok reply is malformed", reason="malformed")
+        return held
+
+
+async def _ask(router: Router, provider_address: str, request: dict, expected: str, timeout: float) -> dict:
+    """One unauthenticated request on its own isolated connection (key and bundle lookups)."""
+    framed = await _open(router, provider_address, timeout, isolated=True)
+    try:
+        with anyio.fail_after(timeout):
+            frame = await framed.receive()
+            if not isinstance(frame, Control):
+                raise ProtocolError("the provider sent no challenge", reason="malformed")
+            _check_reply(frame.message, "challenge")
+            reply = _check_reply(await framed.request(request), expected)
+            await framed.send(Close(0, "bye"))
+    except TimeoutError:
+        raise TransportError(f"provider {provider_address} did not answer within {timeout:g} s",
+                             address=provider_address) from None
+    except (LinkError, WireError) as exc:
+        raise TransportError(f"the connection to {provider_address} broke: {type(exc).__name__}",
+                             address=provider_address) from None
+    finally:
+        await _close_quietly(framed)
+    return reply
+
 
 async def lookup_keys(
     router: Router, provider_address: str, user: Address, *, timeout: float = REQUEST_TIMEOUT
@@ -323,23 +355,7 @@ async def lookup_keys(
     the provider cannot be asked. Certificates that are malformed or not the user's are dropped
     (callers pick one with :func:`anonmail.core.keys.newest_valid`).
     """
-    framed = await _open(router, provider_address, timeout, isolated=True)
-    try:
-        with anyio.fail_after(timeout):
-            frame = await framed.receive()
-            if not isinstance(frame, Control):
-                raise ProtocolError("the provider sent no challenge", reason="malformed")
-            _check_reply(frame.message, "challenge")
-            reply = _check_reply(await framed.request({"type": "keys", "address": str(user)}), "keys")
-            await framed.send(Close(0, "bye"))
-    except TimeoutError:
-        raise TransportError(f"provider {provider_address} did not answer within {timeout:g} s",
-                             address=provider_address) from None
-    except (LinkError, WireError) as exc:
-        raise TransportError(f"the connection to {provider_address} broke: {type(exc).__name__}",
-                             address=provider_address) from None
-    finally:
-        await _close_quietly(framed)
+    reply = await _ask(router, provider_address, {"type": "keys", "address": str(user)}, "keys", timeout)
     require_fields(reply, ["identity", "certs"])
     if reply["identity"] is None:
         raise ProtocolError(f"provider {user.provider!r} has no user {user}", reason="unknown_user")
@@ -358,3 +374,28 @@ async def lookup_keys(
             certs.append(cert)
     return identity, certs
 
+
+async def lookup_bundle(
+    router: Router, provider_address: str, user: Address, *, timeout: float = REQUEST_TIMEOUT
+) -> PrekeyBundle:
+    """Ask a user's provider for a prekey bundle (it hands out one one-time prekey per ask).
+
+    The bundle's identity is checked against the address (AddressError from a lying provider);
+    its signatures and lifetimes are the caller's to check (:meth:`PrekeyBundle.verify`).
+    ProtocolError(reason="no_prekeys") if the user has none published (or does not exist),
+    ProtocolError(malformed) for a bundle that does not parse, TransportError if the provider
+    cannot be asked.
+    """
+    reply = await _ask(router, provider_address, {"type": "bundle", "address": str(user)}, "bundle", timeout)
+    require_fields(reply, ["identity", "bundle"])
+    if reply["identity"] is None or reply["bundle"] is None:
+        raise ProtocolError(f"provider {user.provider!r} has no prekeys for {user}", reason="no_prekeys")
+    identity = b64d(reply["identity"], "identity", 32)
+    user.verify_key(identity)
+    try:
+        bundle = PrekeyBundle.from_bytes(b64d(reply["bundle"], "bundle"))
+    except SessionError as exc:
+        raise ProtocolError(f"the provider's bundle is malformed: {exc}", reason="malformed") from None
+    if bundle.identity != identity:
+        raise ProtocolError("the provider's bundle belongs to another identity", reason="malformed")
+    return bundle

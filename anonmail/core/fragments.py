@@ -1,11 +1,11 @@
-"""Messages <-> fragments, end-to-end encryption of each fragment, and packet payload kinds.
+"""Messages <-> fragments, end-to-end sealing of each fragment, and packet payload kinds.
 
-A message of up to :data:`MAX_MESSAGE_BYTES` is split into fragments of
-:data:`FRAGMENT_DATA_BYTES`; each fragment is signed by the sender's identity key (binding
-the recipient's address, so a recipient cannot re-address it to someone else) and sealed to
-the recipient's current X25519 encryption key (libsodium sealed box: ephemeral key, so the
-egress provider learns nothing about the sender). The recipient reassembles in any order;
-duplicates are ignored.
+A message of up to :data:`MAX_MESSAGE_BYTES` (an end-to-end session message,
+:mod:`anonmail.core.sessions`, already encrypted as a whole) is split into fragments of
+:data:`FRAGMENT_DATA_BYTES`; each fragment is authenticated for its recipient and sealed to the
+recipient's current X25519 encryption key (libsodium sealed box: ephemeral key, so the egress
+provider learns nothing about the sender). The recipient reassembles in any order; duplicates
+are ignored.
 
 Every Sphinx payload is exactly :data:`~anonmail.core.sphinx.PAYLOAD_BYTES` long::
 
@@ -18,11 +18,17 @@ A drop's ACK SURB is what makes cover cost the same as mail to the sender's prov
 payload slot, real or drop, returns exactly one ACK to the sender's mailbox
 (docs/design.md, "Cover traffic and ACKs").
 
-Sealed fragment plaintext (signed, then sealed; fixed size whatever the data length)::
+Sealed fragment plaintext (fixed size whatever the data length)::
 
-    version 1 | sender identity key 32 | sender address length 1 | sender address 120 (padded)
+    version 2 | sender identity key 32 | sender address length 1 | sender address 120 (padded)
     | message id 16 | index u16 | count u16 | message length u32 | data length u16
-    | data FRAGMENT_DATA_BYTES (padded) | Ed25519 signature 64
+    | data FRAGMENT_DATA_BYTES (padded) | MAC 16
+
+The MAC is keyed BLAKE2b over the recipient's address and everything before it, under a key only
+the two ends can compute: the X25519 agreement of their identity keys (the Ed25519 keys' X25519
+forms). It tells the recipient that the sender (or the recipient itself) wrote the fragment, so a
+stranger cannot pass fragments off under a contact's name, yet proves nothing to anyone else:
+nothing here is signed (deniability; docs/design.md, "End-to-end sessions").
 
 What each party learns: the egress provider sees the mailbox id and the ACK SURB (never the
 sender, never the content); the recipient learns the sender's address, authenticated.
@@ -30,24 +36,30 @@ sender, never the content); the recipient learns the sender's address, authentic
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import os
 import struct
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import nacl.bindings
+import nacl.exceptions
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from anonmail.core.address import MAX_ADDRESS_LENGTH, Address, parse_address
-from anonmail.core.keys import IdentityKey, fingerprint, verify_signature
+from anonmail.core.keys import IdentityKey, fingerprint
+from anonmail.core.prekeys import identity_dh_public, identity_dh_secret
 from anonmail.core.sphinx import PAYLOAD_BYTES, SURB_BYTES, RandomBytes, Surb
 from anonmail.errors import (
     AddressError,
     FragmentError,
     MessageTooLargeError,
     ReassemblyError,
-    SignatureError,
+    SessionError,
 )
 
 __all__ = [
@@ -77,11 +89,11 @@ __all__ = [
 #: Largest message anonmail carries (documented in the README).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MESSAGE_ID_BYTES = 16
-_VERSION = 1
-_SIG_BYTES = 64
+_VERSION = 2
+_MAC_BYTES = 16
 _SEAL_OVERHEAD = 32 + 16  # ephemeral X25519 key + Poly1305 tag
 _HEAD = struct.Struct(f">B32sB{MAX_ADDRESS_LENGTH}s{MESSAGE_ID_BYTES}sHHIH")
-_SIG_CONTEXT = b"anonmail-fragment-v1"
+_MAC_PERSON = b"anonmail-frag-v2"
 
 KIND_FRAGMENT = 0x01
 KIND_ACK = 0x02
@@ -92,7 +104,7 @@ KIND_LOOP = 0x04
 SEALED_FRAGMENT_BYTES = PAYLOAD_BYTES - 1 - SURB_BYTES
 _PLAINTEXT_BYTES = SEALED_FRAGMENT_BYTES - _SEAL_OVERHEAD
 #: Message bytes carried per fragment (one packet each).
-FRAGMENT_DATA_BYTES = _PLAINTEXT_BYTES - _HEAD.size - _SIG_BYTES
+FRAGMENT_DATA_BYTES = _PLAINTEXT_BYTES - _HEAD.size - _MAC_BYTES
 #: The message a recipient's provider sends back through a fragment's ACK SURB.
 ACK_MESSAGE = bytes([KIND_ACK])
 
@@ -110,7 +122,7 @@ class Fragment:
 
 @dataclass(frozen=True, slots=True)
 class OpenedFragment:
-    """A decrypted, signature-checked fragment and who sent it."""
+    """A decrypted, authenticated fragment and who sent it."""
 
     sender: Address
     sender_identity: bytes
@@ -189,9 +201,20 @@ def _signed_part(frag: Fragment, sender_identity: bytes, sender: Address) -> byt
     return head + frag.data.ljust(FRAGMENT_DATA_BYTES, b"\x00")
 
 
-def _signature_input(recipient: Address, signed_part: bytes) -> bytes:
+@functools.lru_cache(maxsize=256)
+def _pair_key(own_dh_secret: bytes, their_identity: bytes) -> bytes:
+    """The fragment MAC key of two identities (cached: one X25519 per correspondent)."""
+    try:
+        shared = nacl.bindings.crypto_scalarmult(own_dh_secret, identity_dh_public(their_identity))
+    except (nacl.exceptions.RuntimeError, SessionError):
+        raise FragmentError("the sender identity key is not a usable point") from None
+    return hashlib.blake2b(shared, digest_size=32, person=_MAC_PERSON).digest()
+
+
+def _mac(key: bytes, recipient: Address, signed_part: bytes) -> bytes:
     recipient_text = str(recipient).encode("ascii")
-    return bytes([len(recipient_text)]) + recipient_text + signed_part
+    return hashlib.blake2b(bytes([len(recipient_text)]) + recipient_text + signed_part, key=key,
+                           digest_size=_MAC_BYTES, person=_MAC_PERSON).digest()
 
 
 def seal_fragment(
@@ -200,26 +223,29 @@ def seal_fragment(
     sender: IdentityKey,
     sender_address: Address,
     recipient_address: Address,
+    recipient_identity: bytes,
     recipient_key: bytes,
 ) -> bytes:
-    """Sign ``frag`` as ``sender`` for ``recipient_address`` and seal it to ``recipient_key``."""
+    """Authenticate ``frag`` from ``sender`` for ``recipient_address`` and seal it to ``recipient_key``."""
     _check_fragment(frag)
     if sender_address.fingerprint != sender.fingerprint:
         raise ValueError("sender address does not belong to the sender's identity key")
+    if fingerprint(recipient_identity) != recipient_address.fingerprint:
+        raise ValueError("recipient identity key does not belong to the recipient address")
     signed = _signed_part(frag, sender.public, sender_address)
-    signature = sender.sign(_signature_input(recipient_address, signed), context=_SIG_CONTEXT)
-    sealed = SealedBox(PublicKey(recipient_key)).encrypt(signed + signature)
+    tag = _mac(_pair_key(identity_dh_secret(sender), recipient_identity), recipient_address, signed)
+    sealed = SealedBox(PublicKey(recipient_key)).encrypt(signed + tag)
     assert len(sealed) == SEALED_FRAGMENT_BYTES
     return bytes(sealed)
 
 
 def open_fragment(
-    sealed: bytes, *, recipient_keys: Sequence[bytes], recipient_address: Address
+    sealed: bytes, *, recipient_keys: Sequence[bytes], recipient_address: Address, recipient: IdentityKey
 ) -> OpenedFragment:
-    """Decrypt with any of ``recipient_keys`` (X25519 secrets), verify, and parse a fragment.
+    """Decrypt with any of ``recipient_keys`` (X25519 secrets), authenticate, and parse a fragment.
 
-    Raises FragmentError when no key opens it, the signature or sender address does not
-    verify, or the fields are inconsistent.
+    Raises FragmentError when no key opens it, the MAC or sender address does not verify, or
+    the fields are inconsistent.
     """
     if len(sealed) != SEALED_FRAGMENT_BYTES:
         raise FragmentError(f"sealed fragment must be {SEALED_FRAGMENT_BYTES} bytes, got {len(sealed)}")
@@ -232,7 +258,7 @@ def open_fragment(
             continue
     if plain is None:
         raise FragmentError("fragment does not decrypt with any of our encryption keys")
-    signed, signature = plain[:-_SIG_BYTES], plain[-_SIG_BYTES:]
+    signed, tag = plain[:-_MAC_BYTES], plain[-_MAC_BYTES:]
     (version, sender_identity, addr_len, addr_field, message_id, index, count, total, data_len) = (
         _HEAD.unpack_from(signed)
     )
@@ -246,12 +272,9 @@ def open_fragment(
         raise FragmentError(f"sender address is malformed: {exc}") from exc
     if fingerprint(sender_identity) != sender.fingerprint:
         raise FragmentError("sender identity key does not match the sender address")
-    try:
-        verify_signature(
-            sender_identity, _signature_input(recipient_address, signed), signature, context=_SIG_CONTEXT
-        )
-    except SignatureError as exc:
-        raise FragmentError("fragment signature does not verify (forged, or not meant for us)") from exc
+    expected = _mac(_pair_key(identity_dh_secret(recipient), sender_identity), recipient_address, signed)
+    if not hmac.compare_digest(expected, tag):
+        raise FragmentError("fragment MAC does not verify (forged, or not meant for us)")
     data_field = signed[_HEAD.size :]
     if data_len > FRAGMENT_DATA_BYTES or any(data_field[data_len:]):
         raise FragmentError("fragment data length is malformed")

@@ -16,6 +16,11 @@ A client (a user's agent) talks to its provider over one stream of wire frames
       CONTROL {"type": "confirm", "ids": [N ids]}
                                   ◀──  CONTROL {"type": "confirmed", "deleted": k}
       CONTROL {"type": "publish_keys", "certs"}  ◀── {"type": "ok"}
+      CONTROL {"type": "publish_prekeys", "upload"}  ◀── {"type": "prekeys_ok", "one_time": held}
+
+Anyone may also ask ``{"type": "bundle", "address"}`` and gets ``{"type": "bundle", "identity",
+"bundle"}``: the user's prekey bundle (:mod:`anonmail.core.prekeys`) with one one-time prekey,
+which the provider deletes as it hands it out (:mod:`anonmail.provider.prekeys`).
 
 Anyone (no authentication) may ask ``{"type": "keys", "address"}`` and gets the identity key and
 encryption-key certificates of that user, so a new contact can write to them; the answer is
@@ -47,9 +52,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from anonmail.core.address import Address, parse_address
 from anonmail.core.keys import IdentityKey, verify_signature
 from anonmail.core.sizes import BODY_BYTES, K, PACKET_BYTES
-from anonmail.errors import ProtocolError, SignatureError
+from anonmail.errors import AddressError, ProtocolError, SignatureError
 
 __all__ = [
     "NONCE_BYTES",
@@ -61,6 +67,7 @@ __all__ = [
     "ENTRY_DATA_BYTES",
     "Entry",
     "auth_payload",
+    "lookup_address",
     "sign_auth",
     "verify_auth",
     "encode_entry",
@@ -177,3 +184,18 @@ def require_fields(message: Mapping[str, Any], fields: Sequence[str]) -> None:
             f"{message.get('type')!r} message fields wrong: missing {missing}, unexpected {extra}",
             reason="malformed",
         )
+
+
+def lookup_address(message: Mapping[str, Any], provider: str) -> Address:
+    """The user a lookup (``keys``, ``bundle``) asks about, at this provider; ProtocolError otherwise."""
+    require_fields(message, ["address"])
+    text = message["address"]
+    if not isinstance(text, str):
+        raise ProtocolError("address must be text", reason="malformed")
+    try:
+        address = parse_address(text)
+    except AddressError as exc:
+        raise ProtocolError(f"not an address: {exc}", reason="malformed") from None
+    if address.provider != provider:
+        raise ProtocolError(f"this provider is {provider!r}, not {address.provider!r}", reason="wrong_provider")
+    return address

@@ -63,6 +63,7 @@ __all__ = [
     "Agreement",
     "identity_dh_public",
     "identity_dh_secret",
+    "sign_prekey",
     "make_signed_prekey",
     "make_pq_prekey",
     "make_one_time_prekey",
@@ -263,12 +264,18 @@ class PrekeyUpload:
         return PrekeyBundle(self.identity, self.signed, self.pq, one_time)
 
 
+def sign_prekey(identity: IdentityKey, key_id: int, public: bytes, *, not_after: int) -> SignedPrekey:
+    """Sign a prekey's public half (X25519 or ML-KEM-768, by its size); Ed25519 gives the same signature again."""
+    kind = _KIND_KEM if len(public) == KEM_PUBLIC_BYTES else _KIND_X25519
+    return SignedPrekey(key_id, not_after, public, identity.sign(_signed_body(kind, key_id, not_after, public),
+                                                                 context=_CONTEXT))
+
+
 def make_signed_prekey(identity: IdentityKey, key_id: int, *, not_after: int,
                        randbytes: RandomBytes = os.urandom) -> tuple[bytes, SignedPrekey]:
     """A new signed X25519 prekey: (secret, public part)."""
     secret, public = x25519_keypair(randbytes)
-    sig = identity.sign(_signed_body(_KIND_X25519, key_id, not_after, public), context=_CONTEXT)
-    return secret, SignedPrekey(key_id, not_after, public, sig)
+    return secret, sign_prekey(identity, key_id, public, not_after=not_after)
 
 
 def make_pq_prekey(identity: IdentityKey, key_id: int, *, not_after: int,
@@ -276,8 +283,7 @@ def make_pq_prekey(identity: IdentityKey, key_id: int, *, not_after: int,
     """A new signed ML-KEM-768 prekey: (64-byte secret seed, public part); ``seed`` only for fixed test keys."""
     secret = mlkem.MLKEM768PrivateKey.generate() if seed is None else kem_secret_from_bytes(seed)
     public = secret.public_key().public_bytes_raw()
-    sig = identity.sign(_signed_body(_KIND_KEM, key_id, not_after, public), context=_CONTEXT)
-    return secret.private_bytes_raw(), SignedPrekey(key_id, not_after, public, sig)
+    return secret.private_bytes_raw(), sign_prekey(identity, key_id, public, not_after=not_after)
 
 
 def make_one_time_prekey(key_id: int, randbytes: RandomBytes = os.urandom) -> tuple[bytes, OneTimePrekey]:

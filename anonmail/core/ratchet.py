@@ -154,12 +154,16 @@ class Header:
         return _HEADER.pack(self.public, self.pn, self.n)
 
 
-def parse_header(data: bytes) -> Header:
-    """Read the header at the start of a ratchet message; SessionError(malformed) if it is not one."""
+def parse_header(data: bytes, *, known: bytes | None = None) -> Header:
+    """Read the header at the start of a ratchet message; SessionError(malformed) if it is not one.
+
+    The ratchet key is checked (canonical, not of small order) unless it equals ``known``, a key already checked.
+    """
     if len(data) < HEADER_BYTES + TAG_BYTES:
         raise SessionError(f"a ratchet message needs at least {HEADER_BYTES + TAG_BYTES} bytes, got {len(data)}")
     public, pn, n = _HEADER.unpack_from(data)
-    check_x25519_public(public, "ratchet public key", SessionError)
+    if public != known:
+        check_x25519_public(public, "ratchet public key", SessionError)
     return Header(public, pn, n)
 
 
@@ -219,7 +223,7 @@ class Ratchet:
 
     def decrypt(self, message: bytes, ad: bytes = b"", *, now: int, randbytes: RandomBytes = os.urandom) -> bytes:
         """Decrypt one message; the state changes only if it opens (SessionError otherwise)."""
-        header = parse_header(message)
+        header = parse_header(message, known=self.their_public)
         raw_header, body = message[:HEADER_BYTES], message[HEADER_BYTES:]
         work = self.copy()
         work.expire(now)

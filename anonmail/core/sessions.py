@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from anonmail.core.fragments import MAX_MESSAGE_BYTES
 from anonmail.core.keys import IdentityKey
 from anonmail.core.prekeys import INITIAL_HEADER_BYTES, InitialHeader, PrekeyBundle, initiate, respond
 from anonmail.core.ratchet import HEADER_BYTES, TAG_BYTES, Ratchet
@@ -44,6 +45,7 @@ __all__ = [
     "KIND_SESSION",
     "SESSION_OVERHEAD",
     "MAX_OVERHEAD",
+    "MAX_ENVELOPE_BYTES",
     "PrekeySecrets",
     "Session",
     "Opened",
@@ -65,6 +67,8 @@ _SID_BYTES = 16
 SESSION_OVERHEAD = _FRAME.size + HEADER_BYTES + TAG_BYTES
 #: Bytes the largest (prekey) message adds to its plaintext.
 MAX_OVERHEAD = SESSION_OVERHEAD + INITIAL_HEADER_BYTES
+#: Largest message (envelope) a session encrypts: its encrypted form still fits MAX_MESSAGE_BYTES.
+MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES - MAX_OVERHEAD
 _MAGIC = b"AMSES1"
 _STATE = struct.Struct(">6s32s32sB")
 _ENTRY = struct.Struct(">16s32sIH")

@@ -5,7 +5,7 @@ replay store, delay heap, links, descriptor publishing, loop cover, status file)
 services of :class:`mixnode.interfaces.NodeServices` it implements::
 
     user agents ──CLIENT session──▶ auth, rate limit ──▶ engine.submit (first hop is us)
-                                    fetch / confirm / publish_keys / keys
+                                    fetch / confirm / publish_keys / keys / publish_prekeys / bundle
     engine worker (thread): replay tags persisted ─▶ Provider.deliver: Deliver / SurbDelivery
         ─▶ quota check ─▶ ONE durable transaction per batch ─▶ Stored(size, ACK)   (delivery.py)
     engine event loop: Provider.stored counts; the ACK (its first hop is us) re-enters our inbound
@@ -43,7 +43,7 @@ import anyio
 import anyio.abc
 
 from anonmail.clients.directory import DirectoryClient
-from anonmail.core.address import Address, parse_address
+from anonmail.core.address import Address
 from anonmail.core.keys import EncryptionKeyCert, IdentityKey
 from anonmail.core.mailproto import (
     AUTH_OPS,
@@ -53,13 +53,13 @@ from anonmail.core.mailproto import (
     dummy_entry,
     encode_entry,
     error_message,
+    lookup_address,
     require_fields,
     verify_auth,
 )
 from anonmail.core.wire import Close, Control, Packet, Role, encode_frame
 from anonmail.daemon.containment import FaultCounter
 from anonmail.errors import (
-    AddressError,
     KeyExpiredError,
     LinkError,
     ProtocolError,
@@ -69,6 +69,7 @@ from anonmail.errors import (
 )
 from anonmail.net.base import Transport
 from anonmail.net.framed import FramedStream
+from anonmail.provider import prekeys
 from anonmail.provider.config import ProviderConfig
 from anonmail.core.rendezvous import REQUEST_TYPES, parse_request
 from anonmail.provider.delivery import Candidate, admit, classify, settle
@@ -349,7 +350,11 @@ class Provider:
                 return [encode_frame(Control(await self._keys(message)))], True
             if kind in REQUEST_TYPES:
                 return [encode_frame(Control(self._rendezvous(session, message)))], True
-            if kind not in ("fetch", "confirm", "publish_keys"):
+            if kind == "bundle":
+                self.mail["bundle_lookups"] += 1
+                answer = await self.node.blocking(prekeys.bundle_answer, self.store, self.config.name, message)
+                return [encode_frame(Control(answer))], True
+            if kind not in ("fetch", "confirm", "publish_keys", "publish_prekeys"):
                 raise ProtocolError(f"unknown request type {kind!r}", reason="unknown_request")
             if session.mailbox is None:
                 raise ProtocolError(f"{kind!r} needs authentication first", reason="not_authenticated")
@@ -357,6 +362,8 @@ class Provider:
                 return await self._fetch(session, message), True
             if kind == "confirm":
                 return [encode_frame(Control(await self._confirm(session, message)))], True
+            if kind == "publish_prekeys":
+                return [encode_frame(Control(await self._publish_prekeys(session, message)))], True
             require_fields(message, ["certs"])  # publish_keys
             await self._store_certs(session, message["certs"])
             return [encode_frame(Control({"type": "ok"}))], True
@@ -448,19 +455,17 @@ class Provider:
             return None
         return cert
 
+    async def _publish_prekeys(self, session: _Session, message: dict) -> dict:
+        assert self.store is not None and session.mailbox is not None and session.identity is not None
+        upload = prekeys.verified_upload(session.identity, message, now=int(self.wall_clock()))
+        signed, one_time = prekeys.stored_parts(upload)
+        held = await self.node.blocking(self.store.publish_prekeys, session.mailbox, signed, one_time,
+                                        prekeys.MAX_ONE_TIME_HELD)
+        return {"type": "prekeys_ok", "one_time": held}
+
     async def _keys(self, message: dict) -> dict:
         """Anyone may ask for a user's identity key and certificates (self-certifying)."""
-        require_fields(message, ["address"])
-        text = message["address"]
-        if not isinstance(text, str):
-            raise ProtocolError("address must be text", reason="malformed")
-        try:
-            address = parse_address(text)
-        except AddressError as exc:
-            raise ProtocolError(f"not an address: {exc}", reason="malformed") from None
-        if address.provider != self.config.name:
-            raise ProtocolError(f"this provider is {self.config.name!r}, not {address.provider!r}",
-                                reason="wrong_provider")
+        address = lookup_address(message, self.config.name)
         self.mail["key_lookups"] += 1
         assert self.store is not None
         account = await self.node.blocking(self.store.account, address.mailbox_id)

@@ -10,6 +10,8 @@ Tables::
     accounts(mailbox_id BLOB PK, identity BLOB, created REAL, certs BLOB)
     entries(id INTEGER PK AUTOINCREMENT, mailbox_id BLOB, kind INTEGER, data BLOB, stored_at REAL,
             entry_id INTEGER UNIQUE)
+    prekeys(mailbox_id BLOB PK, signed BLOB)                the user's latest upload, one-time prekeys removed
+    one_time(mailbox_id BLOB, key_id INTEGER, key BLOB)     one-time prekeys, each handed out once, then deleted
 
 ``certs`` is the concatenation of the encryption-key certificates the user published (each
 :attr:`EncryptionKeyCert.CERT_BYTES` long), verified by the caller.
@@ -96,6 +98,9 @@ class MailboxStore:
                 "entry_id INTEGER)"
             )
             self.db["entries"].create_index(["mailbox_id", "id"], if_not_exists=True)
+            self._conn.execute("CREATE TABLE IF NOT EXISTS prekeys (mailbox_id BLOB PRIMARY KEY, signed BLOB NOT NULL)")
+            self._conn.execute("CREATE TABLE IF NOT EXISTS one_time (mailbox_id BLOB NOT NULL, key_id INTEGER NOT NULL,"
+                               " key BLOB NOT NULL, PRIMARY KEY (mailbox_id, key_id))")
         self._migrate()
 
     def _migrate(self) -> None:
@@ -184,6 +189,35 @@ class MailboxStore:
             raise ValueError(f"a certificate is {_CERT_BYTES} bytes")
         with self._lock, self._write("store certificates"):
             self._conn.execute("UPDATE accounts SET certs = ? WHERE mailbox_id = ?", [b"".join(certs), mailbox_id])
+
+    # ------------------------------------------------------------------ prekeys
+
+    def publish_prekeys(self, mailbox_id: bytes, signed: bytes, one_time: Sequence[tuple[int, bytes]],
+                        max_held: int) -> int:
+        """Replace the signed prekeys, add one-time prekeys (ids already held are ignored) up to ``max_held``;
+        returns how many one-time prekeys are held now."""
+        with self._lock, self._write("store prekeys"):
+            self._conn.execute("INSERT OR REPLACE INTO prekeys (mailbox_id, signed) VALUES (?, ?)", [mailbox_id, signed])
+            (held,) = self._conn.execute("SELECT count(*) FROM one_time WHERE mailbox_id = ?", [mailbox_id]).fetchone()
+            for key_id, key in one_time:
+                if held >= max_held:
+                    break
+                held += self._conn.execute("INSERT OR IGNORE INTO one_time (mailbox_id, key_id, key) VALUES (?, ?, ?)",
+                                           [mailbox_id, key_id, key]).rowcount
+            return int(held)
+
+    def take_prekeys(self, mailbox_id: bytes) -> tuple[bytes, bytes | None] | None:
+        """(signed part, one one-time prekey or None) of a user, the one-time prekey deleted in the same
+        transaction (secure_delete), so it is handed out once; None if the user published none."""
+        with self._lock, self._write("hand out prekeys"):
+            row = self._conn.execute("SELECT signed FROM prekeys WHERE mailbox_id = ?", [mailbox_id]).fetchone()
+            if row is None:
+                return None
+            one = self._conn.execute("SELECT key_id, key FROM one_time WHERE mailbox_id = ? ORDER BY key_id LIMIT 1",
+                                     [mailbox_id]).fetchone()
+            if one is not None:
+                self._conn.execute("DELETE FROM one_time WHERE mailbox_id = ? AND key_id = ?", [mailbox_id, one[0]])
+            return bytes(row[0]), (bytes(one[1]) if one is not None else None)
 
     # ------------------------------------------------------------------ entries
 

@@ -126,7 +126,8 @@ def sphinx_surb_reply(data: bytes) -> None:
 def _seal(message: bytes, index: int = 0) -> bytes:
     frag = F.split_message(message, bytes(16))[index]
     return F.seal_fragment(frag, sender=_SENDER, sender_address=_SENDER_ADDRESS,
-                           recipient_key=_RECIPIENT_PUBLIC, recipient_address=_RECIPIENT_ADDRESS)
+                           recipient_key=_RECIPIENT_PUBLIC, recipient_address=_RECIPIENT_ADDRESS,
+                           recipient_identity=_RECIPIENT.public)
 
 
 def _payload_seeds():
@@ -153,7 +154,8 @@ def fragment_open(data: bytes) -> None:
     sealed = _RECIPIENT_BOX.encrypt(data)
     if len(sealed) != F.SEALED_FRAGMENT_BYTES:
         return  # only one size is ever sealed; other sizes are rejected before decryption
-    opened = F.open_fragment(sealed, recipient_keys=[_RECIPIENT_SECRET], recipient_address=_RECIPIENT_ADDRESS)
+    opened = F.open_fragment(sealed, recipient_keys=[_RECIPIENT_SECRET], recipient_address=_RECIPIENT_ADDRESS,
+                             recipient=_RECIPIENT)
     frag = opened.fragment
     assert 0 <= frag.index < frag.count == F.fragment_count(frag.total_length)
     assert opened.sender.fingerprint == _SENDER_ADDRESS.fingerprint

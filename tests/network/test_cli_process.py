@@ -40,6 +40,7 @@ def test_bench_json_is_one_object_with_the_contract_keys():
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert BENCH_KEYS <= result.keys()
+    assert result["e2e_encrypt_us"] > 0 and result["e2e_session_overhead_bytes"] < result["e2e_prekey_overhead_bytes"]
     assert result["packet_bytes"] == 4096
     # a real mixnode process forwarded every packet of the (small) run
     assert result["mix_pps"] > 0

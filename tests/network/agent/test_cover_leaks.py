@@ -226,7 +226,8 @@ async def test_attack_the_egress_provider_does_not_time_acks(tmp_path):
                 fragment = F.split_message(b"hello", bytes([i]) * 16)[0]
                 packet = build_fragment_packet(rng, consensus, home=home, recipient_provider=beta, sender=alice,
                                                sender_address=alice_address, recipient=bob_address,
-                                               recipient_key=bob_key, fragment=fragment, delay_mean=mean).packet
+                                               recipient_identity=bob_identity.public, recipient_key=bob_key,
+                                               fragment=fragment, delay_mean=mean).packet
             else:
                 built = build_drop_packet(rng, consensus, home=home, ack_mailbox=alice_address.mailbox_id, delay_mean=mean)
                 while built.route[-1] != "beta":  # drop cover goes to a random provider: watch beta's

@@ -84,7 +84,8 @@ def mail_packet(consensus, sender: User, recipient: User, text: bytes = b"hello 
     keys, surb = sphinx.build_surb(back, sender.address.mailbox_id)
     frag = split_message(text, os.urandom(16))[0]
     sealed = seal_fragment(frag, sender=sender.identity, sender_address=sender.address,
-                           recipient_address=recipient.address, recipient_key=recipient.enc.public)
+                           recipient_address=recipient.address, recipient_identity=recipient.identity.public,
+                           recipient_key=recipient.enc.public)
     route = hops(consensus, [ingress, "mix-1-0", "mix-2-0", "mix-3-0", egress])
     packet = sphinx.build_forward(route, mailbox or recipient.address.mailbox_id, encode_fragment_payload(surb, sealed))
     return packet, keys
@@ -112,7 +113,8 @@ async def test_mail_is_stored_at_the_egress_and_its_ack_returns_to_the_sender(tm
         fetched = await b.fetch()
         assert [e.kind for e in fetched.entries] == [ENTRY_FRAGMENT] and fetched.remaining == 0
         sealed = fetched.entries[0].data
-        opened = open_fragment(sealed, recipient_keys=[bob.enc.secret], recipient_address=bob.address)
+        opened = open_fragment(sealed, recipient_keys=[bob.enc.secret], recipient_address=bob.address,
+                               recipient=bob.identity)
         assert opened.sender == alice.address and opened.fragment.data == b"hello bob"
         # The egress provider holds nothing that names the sender in clear.
         for secret in (str(alice.address).encode(), alice.identity.public, alice.address.fingerprint):
@@ -234,7 +236,8 @@ async def test_stored_mail_survives_a_provider_crash_and_restart(tmp_path):
         b = await bob.connect(net, op="login")
         fetched = await b.fetch()
         assert len(fetched.entries) == 1
-        opened = open_fragment(fetched.entries[0].data, recipient_keys=[bob.enc.secret], recipient_address=bob.address)
+        opened = open_fragment(fetched.entries[0].data, recipient_keys=[bob.enc.secret],
+                               recipient_address=bob.address, recipient=bob.identity)
         assert opened.fragment.data == b"durable"
         await a.aclose()
         await b.aclose()

@@ -51,7 +51,8 @@ def test_fragment_goes_through_every_layer_and_its_ack_comes_home():
     fragment = F.split_message(b"hello bob", b"i" * 16)[0]
     built = build_fragment_packet(rng, CONSENSUS, home=CONSENSUS.by_name("alpha"),
                                   recipient_provider=CONSENSUS.by_name("beta"), sender=alice,
-                                  sender_address=alice_addr, recipient=bob_addr, recipient_key=bob_key.public,
+                                  sender_address=alice_addr, recipient=bob_addr, recipient_identity=bob.public,
+                                  recipient_key=bob_key.public,
                                   fragment=fragment, delay_mean=0.5)
     assert len(built.packet) == PACKET_BYTES
     visited, final = deliver(built.packet, CONSENSUS.by_name("alpha"), SECRETS)
@@ -59,7 +60,8 @@ def test_fragment_goes_through_every_layer_and_its_ack_comes_home():
     assert [int(n.split("-")[1]) for n in visited[1:-1]] == [1, 2, 3]
     assert isinstance(final, sphinx.Deliver) and final.mailbox_id == bob_addr.mailbox_id
     payload = F.decode_payload(final.payload)
-    opened = F.open_fragment(payload.sealed, recipient_keys=[bob_key.secret], recipient_address=bob_addr)
+    opened = F.open_fragment(payload.sealed, recipient_keys=[bob_key.secret], recipient_address=bob_addr,
+                             recipient=bob)
     assert opened.sender == alice_addr and opened.fragment.data == b"hello bob"
     # beta answers on the SURB: beta itself holds it first (the delay Alice chose), then three mixes to
     # alpha, which files it for Alice.

@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.public import PrivateKey, SealedBox
 
 from anonmail.core import fragments as F
 from anonmail.core import sphinx as S
@@ -41,6 +42,7 @@ def _seal_all(message: bytes, alice: Party, bob: Party, message_id: bytes = b"i"
             sender=alice.identity,
             sender_address=alice.address,
             recipient_address=bob.address,
+            recipient_identity=bob.identity.public,
             recipient_key=bob.enc.public,
         )
         for f in F.split_message(message, message_id)
@@ -48,7 +50,8 @@ def _seal_all(message: bytes, alice: Party, bob: Party, message_id: bytes = b"i"
 
 
 def _open(sealed: bytes, bob: Party) -> F.OpenedFragment:
-    return F.open_fragment(sealed, recipient_keys=[bob.enc.secret], recipient_address=bob.address)
+    return F.open_fragment(sealed, recipient_keys=[bob.enc.secret], recipient_address=bob.address,
+                           recipient=bob.identity)
 
 
 def test_sizes_fit_one_packet():
@@ -86,18 +89,37 @@ def test_sender_is_authenticated_inside_the_encryption(alice, bob):
 def test_only_the_recipient_can_open_and_it_is_bound_to_the_recipient(alice, bob):
     sealed = _seal_all(b"for bob only", alice, bob)[0]
     with pytest.raises(FragmentError, match="decrypt"):
-        F.open_fragment(sealed, recipient_keys=[alice.enc.secret], recipient_address=alice.address)
-    # bob re-seals alice's signed plaintext to carol: carol's check fails (recipient binding)
+        F.open_fragment(sealed, recipient_keys=[alice.enc.secret], recipient_address=alice.address,
+                        recipient=alice.identity)
+    # bob re-seals alice's authenticated plaintext to carol: carol's check fails (recipient binding)
     carol = Party("provider-c")
-    forwarded = F.seal_fragment(
-        F.Fragment(b"i" * 16, 0, 1, 12, b"for bob only"),
-        sender=alice.identity,
-        sender_address=alice.address,
-        recipient_address=bob.address,
-        recipient_key=carol.enc.public,
-    )
-    with pytest.raises(FragmentError, match="signature"):
-        F.open_fragment(forwarded, recipient_keys=[carol.enc.secret], recipient_address=carol.address)
+    plain = SealedBox(PrivateKey(bob.enc.secret)).decrypt(sealed)
+    forwarded = SealedBox(PrivateKey(carol.enc.secret).public_key).encrypt(plain)
+    with pytest.raises(FragmentError, match="MAC"):
+        F.open_fragment(forwarded, recipient_keys=[carol.enc.secret], recipient_address=carol.address,
+                        recipient=carol.identity)
+
+
+def test_attack_a_stranger_cannot_write_under_a_contacts_name(alice, bob):
+    """Mallory knows both addresses and bob's encryption key, and claims alice's identity: refused."""
+    mallory = Party("provider-m")
+    frag = F.split_message(b"from alice, honest", b"q" * 16)[0]
+    signed = F._signed_part(frag, alice.identity.public, alice.address)
+    guessed_key = F._pair_key(F.identity_dh_secret(mallory.identity), bob.identity.public)
+    forged = SealedBox(PrivateKey(bob.enc.secret).public_key).encrypt(
+        signed + F._mac(guessed_key, bob.address, signed))
+    with pytest.raises(FragmentError, match="MAC"):
+        _open(forged, bob)
+
+
+def test_deniability_bob_can_write_a_fragment_that_verifies_as_alices(alice, bob):
+    """The fragment MAC is symmetric: bob alone (his identity, alice's public key) makes one that opens."""
+    frag = F.split_message(b"alice never wrote this", b"d" * 16)[0]
+    signed = F._signed_part(frag, alice.identity.public, alice.address)
+    key = F._pair_key(F.identity_dh_secret(bob.identity), alice.identity.public)
+    forged = SealedBox(PrivateKey(bob.enc.secret).public_key).encrypt(signed + F._mac(key, bob.address, signed))
+    opened = _open(forged, bob)
+    assert opened.sender == alice.address and opened.fragment.data == b"alice never wrote this"
 
 
 def test_rotated_keys_any_listed_key_opens(alice, bob):
@@ -107,9 +129,11 @@ def test_rotated_keys_any_listed_key_opens(alice, bob):
         sender=alice.identity,
         sender_address=alice.address,
         recipient_address=bob.address,
+        recipient_identity=bob.identity.public,
         recipient_key=old.public,
     )
-    opened = F.open_fragment(sealed, recipient_keys=[bob.enc.secret, old.secret], recipient_address=bob.address)
+    opened = F.open_fragment(sealed, recipient_keys=[bob.enc.secret, old.secret], recipient_address=bob.address,
+                             recipient=bob.identity)
     assert opened.fragment.data == b"x"
 
 
@@ -120,6 +144,7 @@ def test_sender_address_must_match_sender_key(alice, bob):
             sender=alice.identity,
             sender_address=bob.address,
             recipient_address=bob.address,
+            recipient_identity=bob.identity.public,
             recipient_key=bob.enc.public,
         )
 

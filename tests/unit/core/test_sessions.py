@@ -21,7 +21,14 @@ from anonmail.core.prekeys import (
     make_signed_prekey,
     respond,
 )
-from anonmail.core.sessions import KIND_PREKEY, KIND_SESSION, MAX_OVERHEAD, PeerSessions, message_kind
+from anonmail.core.sessions import (
+    KIND_PREKEY,
+    KIND_SESSION,
+    MAX_OVERHEAD,
+    SESSION_OVERHEAD,
+    PeerSessions,
+    message_kind,
+)
 from anonmail.errors import SessionError
 
 pytestmark = pytest.mark.unit
@@ -84,7 +91,7 @@ def test_first_message_starts_session_and_answers_confirm(pair) -> None:
     assert opened.started and opened.plaintext == b"two" and opened.used_one_time == 100
     assert _open(bob, b, m1, b"id1").plaintext == b"one"  # the first finds it, without the one-time key
     reply = b.encrypt(b"three")
-    assert message_kind(reply) == KIND_SESSION
+    assert message_kind(reply) == KIND_SESSION and len(reply) == len(b"three") + SESSION_OVERHEAD
     _open(alice, a, reply)
     assert message_kind(a.encrypt(b"four")) == KIND_SESSION  # answered: no more prekey header
 
@@ -216,3 +223,15 @@ def test_message_kind_refuses_garbage() -> None:
     for n in (0, 10, 73, 200):
         with pytest.raises(SessionError):
             message_kind(bytes(rng.randrange(256) for _ in range(n)) if n else b"")
+
+
+def test_largest_message_still_fits_the_4_mib_limit(pair) -> None:
+    from anonmail.core.fragments import MAX_MESSAGE_BYTES, split_message
+    from anonmail.core.sessions import MAX_ENVELOPE_BYTES
+
+    alice, bob, a, b = pair
+    a.start(alice.identity, bob.bundle())
+    wire = a.encrypt(bytes(MAX_ENVELOPE_BYTES), b"id")  # a prekey message: the largest overhead
+    assert len(wire) == MAX_MESSAGE_BYTES == 4 * 1024 * 1024
+    assert len(split_message(wire, b"m" * 16)) == 1284
+    assert _open(bob, b, wire, b"id").plaintext == bytes(MAX_ENVELOPE_BYTES)

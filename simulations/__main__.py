@@ -46,6 +46,8 @@ _HELP = {
     "acks": "acknowledge every stored fragment through a SURB; resend those whose ACK is overdue",
     "ack_timeout": "seconds before an unacknowledged fragment is resent (0: the agent's automatic timeout)",
     "loss": "probability that a packet is lost on each link",
+    "cover_acks": "every client packet returns an ACK as the agent's do: real and drop to the sender's mailbox, "
+                  "a loop's to a random one, each held Exp(delay-mean) at the answering provider",
 }
 
 

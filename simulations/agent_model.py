@@ -145,7 +145,8 @@ class AckModel:
     """
 
     def __init__(self, config: Any, link) -> None:
-        self.timeout = config.ack_timeout or (3 * 6 * config.delay_mean + 2 * config.fetch_interval
+        holds = 7 if config.cover_acks else 6  # the answering provider holds the ACK too (issue 15)
+        self.timeout = config.ack_timeout or (3 * holds * config.delay_mean + 2 * config.fetch_interval
                                               + TRANSPORT_SLACK_S)
         self.interval = config.fetch_interval
         self.phase = fetch_phases(config.clients, config.fetch_interval, config.seed) if self.interval > 0 else None

@@ -16,7 +16,9 @@ frozen pre-speed-up engine, which calls them, and compares the JSON):
   moment it is written. Paths are uniform per mix layer (``choose_path`` with equal weights),
   per-hop delays whole milliseconds of Exp(``delay_mean``);
 * providers forward without delay (``provider_delay`` > 0 adds Exp delay); egress providers
-  store real fragments and loops and discard drop cover;
+  store real fragments and loops and discard drop cover; with ``cover_acks`` (the agent since
+  issue 15) they answer every client packet's SURB: the ACK is held Exp(``delay_mean``) there,
+  crosses the mix layers and ends in the sender's mailbox (a loop's: at a random provider);
 * each mix emits loop cover at ``lambda_mix`` along ``loop_route``, with the mix node's own
   rule for delays (every mix hop but the last).
 
@@ -144,7 +146,7 @@ class Simulation:
             self.crypto, self.crypto_hop = sphinx_layer.wrap, sphinx_layer.hop
         # Counters.
         self.messages: list[Message] = []
-        kinds = 5 if config.acks else 4
+        kinds = 5 if config.acks or config.cover_acks else 4
         self.sent = [0] * kinds  # packets emitted per kind
         self.delivered_packets = [0] * kinds
         self.retransmissions = 0
@@ -165,6 +167,7 @@ class Simulation:
         self._acks = AckModel(config, self._link_draw) if config.acks else None
         poll_rng = random.Random(f"{seed}:poll")  # each agent polls at its own phase
         self._poll_phase = [poll_rng.random() * config.poll_interval for _ in range(config.clients)]
+        self._cover_acks = config.cover_acks
         self._loss = config.loss
         self._loss_rng = random.Random(f"{seed}:loss").random
         self._hop_lambd = 1.0 / config.delay_mean if config.delay_mean > 0 else 0.0
@@ -270,6 +273,8 @@ class Simulation:
                 if self._acks is not None and msg is not None:
                     self._stored_with_acks(pkt, msg, node, t)
                     return
+                if self._cover_acks and pkt.kind in (REAL, LOOP, DROP):
+                    self._answer(pkt, node, t)
                 if msg is not None:
                     msg.left -= 1
                     if msg.left == 0:
@@ -314,12 +319,27 @@ class Simulation:
             msg.left -= 1
             if msg.left == 0:
                 msg.delivered = t
-        # the provider sends the fragment's SURB back at once: 3 mixes to the sender's provider
+        # the provider answers the fragment's SURB: held there (at once, or the sender's Exp hold
+        # with --cover-acks), then 3 mixes to the sender's provider
         mixes = [nodes[int(self.rng.random() * len(nodes))] for nodes in self.layer_nodes]
-        delays = [self._delay(self._prov_lambd)] + [self._delay(self._hop_lambd) for _ in mixes] + [0.0]
+        hold = self._hop_lambd if self._cover_acks else self._prov_lambd
+        delays = [self._delay(hold)] + [self._delay(self._hop_lambd) for _ in mixes] + [0.0]
         ack = Packet([node, *mixes, self.provider_nodes[self.client_provider[msg.sender]]], delays, ACK, msg.recipient,
                      msg.sender, msg)
         ack.frag = pkt.frag
+        self.sent[ACK] += 1
+        self._travel(ack, t, False)
+
+    def _answer(self, pkt: Packet, node: int, t: float) -> None:
+        """--cover-acks: the provider that got a client's packet answers its SURB (held, 3 mixes, home)."""
+        rng = self.rng
+        mixes = [nodes[int(rng.random() * len(nodes))] for nodes in self.layer_nodes]
+        delays = [self._delay(self._hop_lambd)] + [self._delay(self._hop_lambd) for _ in mixes] + [0.0]
+        if pkt.kind == LOOP:  # its ACK goes to a random mailbox at a random provider
+            home, dest = self.provider_nodes[rng.randrange(self.n_providers)], -1
+        else:
+            home, dest = self.provider_nodes[self.client_provider[pkt.origin]], pkt.origin
+        ack = Packet([node, *mixes, home], delays, ACK, pkt.origin, dest, None)
         self.sent[ACK] += 1
         self._travel(ack, t, False)
 

@@ -53,12 +53,13 @@ class SimConfig:
     acks: bool = False  # each stored fragment is acknowledged through a SURB; overdue ones are resent
     ack_timeout: float = 0.0  # seconds before a fragment is resent (0: the agent's automatic timeout)
     loss: float = 0.0  # probability that a packet is lost on each link
+    cover_acks: bool = False  # every client packet's provider answers its SURB (the agent since issue 15)
 
     @property
     def uses_agent_model(self) -> bool:
         """True if links, fetches, polls or a burst are modelled (the pure-Python loop runs these)."""
         return (self.link_model != "none" or self.fetch_interval > 0 or self.burst_messages > 0 or self.acks
-                or self.loss > 0 or self.poll_interval > 0)
+                or self.loss > 0 or self.poll_interval > 0 or self.cover_acks)
 
     def checked(self) -> SimConfig:
         """This config (numbers normalised) if every value is possible, else ConfigError naming the option."""

@@ -522,8 +522,8 @@ def _code_from(proc: subprocess.Popen, timeout: float) -> str:
     while (found := re.search(r"your invitation code: (\S+)", seen)) is None or "waiting" not in seen:
         if time.monotonic() > deadline or proc.poll() is not None:
             pytest.fail(f"no code from `anonmail invite` in {timeout:.0f} s: {seen!r} {proc.stderr.read() if proc.poll() is not None else ''}")
-        if selector.select(1.0):
-            seen += proc.stdout.readline()
+        if selector.select(1.0):  # raw reads: a buffered readline would hide lines that came in one chunk
+            seen += os.read(proc.stdout.fileno(), 65536).decode()
     return found.group(1)
 
 
@@ -545,6 +545,7 @@ def test_invite_and_accept_over_tor_verify_the_contacts_and_mail_flows_both_ways
     finally:
         if inviter.poll() is None:
             inviter.kill()
+            inviter.communicate()  # reap it and close its pipes
     assert inviter.returncode == 0, err
     assert f"bob is now your contact (verified): {net.address('bob')}" in out
     assert f"alice is now your contact (verified): {net.address('alice')}" in accepted

@@ -152,11 +152,13 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
 
 
 def run_sweep(path: str | os.PathLike[str], out: str | os.PathLike[str], *, scheduler: str | None = None,
-              workers: int | None = None, plots: bool = True, progress: bool = True) -> list[dict]:
+              workers: int | None = None, plots: bool = True, progress: bool = True,
+              scheduler_timeout: float = 30.0) -> list[dict]:
     """Run every point of the sweep file on a Dask cluster, write results and plots into ``out``; return the rows.
 
     ``scheduler``: address of a running ``dask scheduler`` (its workers must have this package
-    installed); None starts a local cluster of ``workers`` processes for the sweep.
+    installed); None starts a local cluster of ``workers`` processes for the sweep. A scheduler
+    that does not answer within ``scheduler_timeout`` seconds is a ConfigError.
     """
     spec = load_sweep(path)
     tasks = spec.tasks()
@@ -169,7 +171,7 @@ def run_sweep(path: str | os.PathLike[str], out: str | os.PathLike[str], *, sche
         workers = min(2, os.cpu_count() or 1)
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {workers}")
-    summaries = _run_on_dask([config for _, _, config in tasks], scheduler, workers, progress)
+    summaries = _run_on_dask([config for _, _, config in tasks], scheduler, workers, progress, scheduler_timeout)
     rows = []
     for (name, point, config), summary in zip(tasks, summaries):
         row = {"sweep": name, "seed": config.seed, **{f"param_{k}": v for k, v in point.items()}}
@@ -189,7 +191,8 @@ def run_sweep(path: str | os.PathLike[str], out: str | os.PathLike[str], *, sche
     return rows
 
 
-def _run_on_dask(configs: list[SimConfig], scheduler: str | None, workers: int, progress: bool) -> list[dict]:
+def _run_on_dask(configs: list[SimConfig], scheduler: str | None, workers: int, progress: bool,
+                 scheduler_timeout: float = 30.0) -> list[dict]:
     """Every config's summary, in order, computed on the cluster (or a local one)."""
     import logging
 
@@ -205,7 +208,7 @@ def _run_on_dask(configs: list[SimConfig], scheduler: str | None, workers: int, 
             client = stack.enter_context(Client(cluster))
         else:
             try:
-                client = stack.enter_context(Client(scheduler, timeout=30))
+                client = stack.enter_context(Client(scheduler, timeout=scheduler_timeout))
             except (OSError, TimeoutError, ValueError) as exc:
                 raise ConfigError(f"--scheduler {scheduler}: cannot reach the Dask scheduler: {exc}") from None
         futures = client.map(run_config, configs, pure=False)

@@ -87,4 +87,5 @@ def test_unreachable_scheduler_is_a_config_error(tmp_path):
     config = tmp_path / "s.toml"
     config.write_text(SWEEP)
     with pytest.raises(ConfigError, match="--scheduler tcp://127.0.0.1:9: cannot reach"):
-        run_sweep(config, tmp_path / "o", scheduler="tcp://127.0.0.1:9", plots=False, progress=False)
+        run_sweep(config, tmp_path / "o", scheduler="tcp://127.0.0.1:9", plots=False, progress=False,
+                  scheduler_timeout=3.0)

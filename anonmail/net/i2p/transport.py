@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -28,22 +28,27 @@ log = logging.getLogger("anonmail.net.i2p")
 
 #: Longest wait between two attempts to re-create a lost session.
 MAX_RECREATE_DELAY = 30.0
+#: Seconds a transient session outlives its stream before it is closed. i2pd (2.56 here) has
+#: crashed with SIGSEGV when a destination was torn down right after its stream's close, while
+#: the streaming close or a lease-set publish was still in flight; a short linger avoids that.
+TRANSIENT_LINGER = 15.0
 
 
 class _SessionLink(LinkStream):
     """A stream that owns the transient session it was opened from: closing it ends the session."""
 
-    def __init__(self, stream: anyio.abc.ByteStream, address: str, end_session: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, address: str, end_session: Callable[[], None]) -> None:
         super().__init__(stream, address)
-        self._end_session = end_session
+        self._end_session: Callable[[], None] | None = end_session
 
     async def aclose(self) -> None:
-        """Close the stream, then the session (shielded: a cancelled close still frees the session)."""
+        """Close the stream, then schedule the session's end (once, also when the close is cancelled)."""
         try:
             await super().aclose()
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._end_session()
+            end, self._end_session = self._end_session, None
+            if end is not None:
+                end()
 
 
 class I2PTransport(Transport):
@@ -292,10 +297,23 @@ class I2PTransport(Transport):
         try:
             stream = await self._connect_on(session, parsed)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._discard(session)
+            self._discard_later(session)
             raise
-        return _SessionLink(stream.wrapped, str(parsed), functools.partial(self._discard, session))
+        return _SessionLink(stream.wrapped, str(parsed), functools.partial(self._discard_later, session))
+
+    def _discard_later(self, session: SamSession) -> None:
+        """End a transient session after TRANSIENT_LINGER seconds, or when the transport closes."""
+
+        async def linger() -> None:
+            try:
+                await anyio.sleep(TRANSIENT_LINGER)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._discard(session)
+
+        if self._tg is None:
+            return  # the transport has closed, and with it every session (_stop)
+        self._tg.start_soon(linger)
 
     @staticmethod
     def _parse(address: str):

@@ -17,7 +17,7 @@ from libc.string cimport memcpy, memset
 from simulations.adversary import DONE, EPSILON, conclude
 
 cdef int _DEPART = 0, _ARRIVE = 1, _WRITE = 2, _PAYLOAD = 3, _LOOP = 4, _DROP = 5, _MIX_LOOP = 6
-cdef int REAL = 0, LOOP = 1, DROP = 2, MIX_LOOP = 3
+cdef int REAL = 0, LOOP = 1, DROP = 2, MIX_LOOP = 3, ACK = 4
 cdef double MAX_DELAY_MS = 4294967295.0
 
 
@@ -54,6 +54,7 @@ cdef class Loop:
     cdef int* ppos
     cdef int* pkind
     cdef int* pdest
+    cdef int* porigin  # client index (mix index for MIX_LOOP)
     cdef long long* pmsg
     cdef int* ptid
     cdef int* mass_n  # -1: no mass
@@ -98,8 +99,10 @@ cdef class Loop:
     cdef list by_dest
     cdef list results
     cdef object rng_random, rng_randrange
-    cdef long long sent[4]
-    cdef long long delivered[4]
+    cdef long long sent[5]
+    cdef long long delivered[5]
+    cdef int kinds  # 5 with ACKs (cover_scheme "acks"), else 4
+    cdef bint cover_acks
 
 
     def __dealloc__(self):
@@ -116,6 +119,7 @@ cdef class Loop:
         free(self.ppos)
         free(self.pkind)
         free(self.pdest)
+        free(self.porigin)
         free(self.pmsg)
         free(self.ptid)
         free(self.mass_n)
@@ -162,6 +166,8 @@ cdef class Loop:
         self.hop_lambd = 1.0 / cfg.delay_mean if cfg.delay_mean > 0 else 0.0
         self.prov_lambd = 1.0 / cfg.provider_delay if cfg.provider_delay > 0 else 0.0
         self.link = cfg.link_latency
+        self.cover_acks = cfg.cover_acks
+        self.kinds = 5 if cfg.cover_acks else 4
         self.rng_random = sim.rng.random
         self.rng_randrange = sim.rng.randrange
         n = sum(len(g) for g in sim.layer_nodes)
@@ -219,7 +225,7 @@ cdef class Loop:
         self.msgs_cap = 0
         self.n_msgs = 0
         self._grow_msgs(1024)
-        for i in range(4):
+        for i in range(5):
             self.sent[i] = 0
             self.delivered[i] = 0
 
@@ -233,6 +239,7 @@ cdef class Loop:
         self.ppos = <int*>_grow(self.ppos, cap, sizeof(int))
         self.pkind = <int*>_grow(self.pkind, cap, sizeof(int))
         self.pdest = <int*>_grow(self.pdest, cap, sizeof(int))
+        self.porigin = <int*>_grow(self.porigin, cap, sizeof(int))
         self.pmsg = <long long*>_grow(self.pmsg, cap, sizeof(long long))
         self.ptid = <int*>_grow(self.ptid, cap, sizeof(int))
         self.mass_n = <int*>_grow(self.mass_n, cap, sizeof(int))
@@ -362,6 +369,7 @@ cdef class Loop:
         self.ppos[slot] = 0
         self.pkind[slot] = kind
         self.pdest[slot] = dest
+        self.porigin[slot] = client
         self.pmsg[slot] = msg
         self.ptid[slot] = -1
         return slot
@@ -390,6 +398,7 @@ cdef class Loop:
         self.ppos[slot] = 0
         self.pkind[slot] = MIX_LOOP
         self.pdest[slot] = -1
+        self.porigin[slot] = mix
         self.pmsg[slot] = -1
         self.ptid[slot] = -1
         return slot
@@ -522,10 +531,42 @@ cdef class Loop:
 
     # ------------------------------------------------------------------ moving packets
 
+    cdef int _answer(self, int kind, int origin, int node, double t) except -1:
+        """Cover scheme "acks": the provider ``node`` that got a client's packet answers its SURB.
+
+        The ACK is held there Exp(delay_mean) (the sender's choice), crosses the mix layers and
+        ends in the sender's mailbox; a loop's ends at a random provider. Draws as ``Simulation._answer``.
+        """
+        cdef int slot = self._new_slot()
+        cdef int* route = self.route + <Py_ssize_t>slot * self.R
+        cdef double* delays = self.delays + <Py_ssize_t>slot * self.R
+        cdef int i
+        route[0] = node
+        for i in range(self.L):
+            route[i + 1] = self._pick(i)
+        for i in range(self.L + 1):
+            delays[i] = self._delay(self.hop_lambd)
+        delays[self.L + 1] = 0.0
+        if kind == LOOP:  # to a random mailbox at a random provider, where it is discarded
+            route[self.L + 1] = self.provider_nodes[<int>self.rng_randrange(self.n_providers)]
+            self.pdest[slot] = -1
+        else:
+            route[self.L + 1] = self.provider_nodes[origin % self.n_providers]
+            self.pdest[slot] = origin
+        self.plen[slot] = self.L + 2
+        self.ppos[slot] = 0
+        self.pkind[slot] = ACK
+        self.porigin[slot] = origin
+        self.pmsg[slot] = -1
+        self.ptid[slot] = -1
+        self.sent[ACK] += 1
+        self._travel(slot, t, False)
+        return 0
+
     cdef int _travel(self, int slot, double t, bint leaving) except -1:
         cdef int* route = self.route + <Py_ssize_t>slot * self.R
         cdef int last = self.plen[slot] - 1
-        cdef int node, pos, k
+        cdef int node, pos, k, kind
         cdef long long msg
         cdef double d
         while True:
@@ -546,7 +587,8 @@ cdef class Loop:
             pos = self.ppos[slot]
             node = route[pos]
             if pos == last:
-                self.delivered[self.pkind[slot]] += 1
+                kind = self.pkind[slot]
+                self.delivered[kind] += 1
                 if self.mass_n[slot] >= 0:
                     self._consumed(slot)
                 msg = self.pmsg[slot]
@@ -554,7 +596,9 @@ cdef class Loop:
                     self.m_left[msg] -= 1
                     if self.m_left[msg] == 0:
                         self.m_delivered[msg] = t
-                self._free_slot(slot)
+                self._free_slot(slot)  # before the ACK takes a slot: growing the arrays moves ``route``
+                if self.cover_acks and kind != ACK and kind != MIX_LOOP:
+                    self._answer(kind, self.porigin[slot], node, t)
                 return 0
             if self.tracked[node]:
                 self.count[node] += 1
@@ -687,8 +731,8 @@ cdef class Loop:
         self.results.sort(key=_sent_at)
         sim.events = events
         sim.end_time = end_time
-        sim.sent = [self.sent[i] for i in range(4)]
-        sim.delivered_packets = [self.delivered[i] for i in range(4)]
+        sim.sent = [self.sent[i] for i in range(self.kinds)]
+        sim.delivered_packets = [self.delivered[i] for i in range(self.kinds)]
         sim.adversary.results = self.results
         sim.latencies_s = [self.m_delivered[i] - self.m_written[i] for i in range(self.n_msgs)
                            if self.m_delivered[i] >= 0]

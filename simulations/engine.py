@@ -16,9 +16,11 @@ frozen pre-speed-up engine, which calls them, and compares the JSON):
   moment it is written. Paths are uniform per mix layer (``choose_path`` with equal weights),
   per-hop delays whole milliseconds of Exp(``delay_mean``);
 * providers forward without delay (``provider_delay`` > 0 adds Exp delay); egress providers
-  store real fragments and loops and discard drop cover; with ``cover_acks`` (the agent since
-  issue 15) they answer every client packet's SURB: the ACK is held Exp(``delay_mean``) there,
-  crosses the mix layers and ends in the sender's mailbox (a loop's: at a random provider);
+  store real fragments and loops and discard drop cover. With ``cover_scheme="acks"`` (the
+  default: what the agent does since issue 15) they answer every client packet's SURB, drop
+  cover's included: the ACK is held Exp(``delay_mean``) there, crosses the mix layers and ends
+  in the sender's mailbox (a loop's: in a random mailbox at a random provider, discarded).
+  ``cover_scheme="legacy"`` is the model before it (no ACK unless ``acks``, then at once);
 * each mix emits loop cover at ``lambda_mix`` along ``loop_route``, with the mix node's own
   rule for delays (every mix hop but the last).
 
@@ -46,7 +48,7 @@ from simulations.model import SimConfig
 
 __all__ = ["Simulation", "Packet", "Message", "REAL", "LOOP", "DROP", "MIX_LOOP", "ACK", "KIND_NAMES"]
 
-# Packet kinds (ACK only in runs with --acks).
+# Packet kinds (ACK only with cover_scheme "acks" or --acks).
 REAL, LOOP, DROP, MIX_LOOP, ACK = 0, 1, 2, 3, 4
 KIND_NAMES = ("real", "loop", "drop", "mix_loop", "ack")
 
@@ -319,8 +321,8 @@ class Simulation:
             msg.left -= 1
             if msg.left == 0:
                 msg.delivered = t
-        # the provider answers the fragment's SURB: held there (at once, or the sender's Exp hold
-        # with --cover-acks), then 3 mixes to the sender's provider
+        # the provider answers the fragment's SURB: held there (the sender's Exp hold with cover
+        # scheme "acks"; at once, or --provider-delay, in the legacy one), then 3 mixes home
         mixes = [nodes[int(self.rng.random() * len(nodes))] for nodes in self.layer_nodes]
         hold = self._hop_lambd if self._cover_acks else self._prov_lambd
         delays = [self._delay(hold)] + [self._delay(self._hop_lambd) for _ in mixes] + [0.0]
@@ -331,7 +333,7 @@ class Simulation:
         self._travel(ack, t, False)
 
     def _answer(self, pkt: Packet, node: int, t: float) -> None:
-        """--cover-acks: the provider that got a client's packet answers its SURB (held, 3 mixes, home)."""
+        """Cover scheme "acks": the provider that got a client's packet answers its SURB (held, 3 mixes, home)."""
         rng = self.rng
         mixes = [nodes[int(rng.random() * len(nodes))] for nodes in self.layer_nodes]
         delays = [self._delay(self._hop_lambd)] + [self._delay(self._hop_lambd) for _ in mixes] + [0.0]

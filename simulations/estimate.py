@@ -19,9 +19,9 @@ __all__ = ["Estimate", "estimate", "BYTES_PER_CLIENT", "BYTES_PER_PACKET", "BYTE
 #: A client's stream deadlines (4 doubles), its queue slot and, once it writes, a deque.
 BYTES_PER_CLIENT = 4 * 8 + 8 + 632
 #: An in-flight packet in the compiled loop: route and delays (12 bytes per hop of the longest
-#: route, layers + 2), seven per-packet fields, mass pointers, free-list slot, its heap event;
+#: route, layers + 2), eight per-packet fields, mass pointers, free-list slot, its heap event;
 #: arrays grow by doubling, hence the factor 2.
-BYTES_PER_PACKET_BASE = 2 * (4 + 4 + 4 + 4 + 8 + 4 + 4 + 16 + 4 + 24)
+BYTES_PER_PACKET_BASE = 2 * (4 + 4 + 4 + 4 + 4 + 8 + 4 + 4 + 16 + 4 + 24)
 BYTES_PER_HOP = 2 * 12
 #: A real message: six fields in the loop, then its latency (a Python float in a list).
 BYTES_PER_MESSAGE = 32 + 8 + 24
@@ -68,12 +68,17 @@ def estimate(config: SimConfig) -> Estimate:
     hops = cfg.layers + (1 if cfg.provider_delay > 0 else 0) + links
     streams = cfg.lambda_payload + cfg.lambda_loop + cfg.lambda_drop
     packets = streams + (cfg.real_rate * cfg.fragments if cfg.lambda_payload == 0 else 0.0)
-    per_client = end * (streams + packets * hops) + cfg.duration * cfg.real_rate
+    # cover scheme "acks": every client packet comes back as an ACK, held at the answering provider
+    # and each mix, over layers + 1 links (it starts at that provider)
+    ack_links = cfg.layers + 1 if link > 0 else 0
+    ack_hops = cfg.layers + 1 + ack_links if cfg.cover_acks else 0
+    per_client = end * (streams + packets * (hops + ack_hops)) + cfg.duration * cfg.real_rate
     n_mixes = cfg.layers * cfg.mixes_per_layer
     per_mix = end * cfg.lambda_mix * (1 + cfg.layers + links)
     events = cfg.clients * per_client + n_mixes * per_mix
     transit = cfg.layers * cfg.delay_mean + cfg.provider_delay + (cfg.layers + 2) * link
-    in_flight = (cfg.clients * packets + n_mixes * cfg.lambda_mix) * transit
+    ack_transit = (cfg.layers + 1) * (cfg.delay_mean + link) if cfg.cover_acks else 0.0
+    in_flight = cfg.clients * packets * (transit + ack_transit) + n_mixes * cfg.lambda_mix * transit
     messages = cfg.clients * cfg.real_rate * cfg.duration + cfg.burst_messages
     traced = min(cfg.entropy_samples, messages) * min(cfg.clients, 100_000) * BYTES_PER_TRACED_MAILBOX
     peak = (BASE_BYTES + cfg.clients * BYTES_PER_CLIENT + in_flight * bytes_per_packet(cfg.layers)

@@ -14,7 +14,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from anonmail.core.sizes import MAX_HOPS
 from anonmail.errors import ConfigError
 
-__all__ = ["SimConfig", "DEFAULTS"]
+__all__ = ["SimConfig", "DEFAULTS", "CHOICES", "COVER_SCHEMES"]
+
+#: The cover schemes: the agent's since issue 15 (the default) and the one before it.
+COVER_SCHEMES = ("acks", "legacy")
+#: The values a string option may take.
+CHOICES = {"link_model": ("tor", "i2p", "none"), "cover_scheme": COVER_SCHEMES}
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,20 @@ class SimConfig:
     acks: bool = False  # each stored fragment is acknowledged through a SURB; overdue ones are resent
     ack_timeout: float = 0.0  # seconds before a fragment is resent (0: the agent's automatic timeout)
     loss: float = 0.0  # probability that a packet is lost on each link
-    cover_acks: bool = False  # every client packet's provider answers its SURB (the agent since issue 15)
+    #: How cover is answered: "acks" (the agent since issue 15: every client packet's SURB is answered,
+    #: held Exp(delay_mean) at the answering provider) or "legacy" (drop cover discarded unanswered).
+    cover_scheme: str = "acks"
 
     @property
     def uses_agent_model(self) -> bool:
         """True if links, fetches, polls or a burst are modelled (the pure-Python loop runs these)."""
         return (self.link_model != "none" or self.fetch_interval > 0 or self.burst_messages > 0 or self.acks
-                or self.loss > 0 or self.poll_interval > 0 or self.cover_acks)
+                or self.loss > 0 or self.poll_interval > 0)
+
+    @property
+    def cover_acks(self) -> bool:
+        """True if every client packet is answered with an ACK (the agent's scheme since issue 15)."""
+        return self.cover_scheme == "acks"
 
     def checked(self) -> SimConfig:
         """This config (numbers normalised) if every value is possible, else ConfigError naming the option."""
@@ -103,8 +115,9 @@ class SimConfig:
             raise ConfigError(f"--loss: must be a probability in [0, 1), got {self.loss}")
         if not 0.0 <= self.compromised <= 1.0:
             raise ConfigError(f"--compromised: must be a fraction in [0, 1], got {self.compromised}")
-        if self.link_model not in ("none", "tor", "i2p"):
-            raise ConfigError(f"--link-model: must be tor, i2p or none, got {self.link_model!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--{_opt(name)}: must be {' or '.join(allowed)}, got {getattr(self, name)!r}")
         if self.clients < 2:
             raise ConfigError(f"--clients: needs at least 2 (a sender and a recipient), got {self.clients}")
         if self.crypto and self.layers + 2 > MAX_HOPS:

@@ -129,7 +129,7 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
         fixed = tuple((key, _value(set_table, key)) for key in _FIELDS if key != "seed" and set_table.has(key))
         grid_table = table.table("grid", required=True)
         grid = [(key, _numbers(grid_table, key, None)) for key in _FIELDS
-                if key not in ("seed", "crypto", "link_model", "burst_big_last", "acks") and grid_table.has(key)]
+                if _FIELDS[key] not in ("str", "bool") and key != "seed" and grid_table.has(key)]
         if not grid:
             raise table.error("grid", "must vary at least one simulation parameter")
         x = table.str("x", default=grid[0][0])

@@ -490,7 +490,7 @@ cdef class Loop:
         cdef int n = self.mass_n[slot]
         cdef int* tids = self.mass_tid[slot]
         cdef double* vs = self.mass_v[slot]
-        cdef int dest = self.pdest[slot]
+        cdef int dest = self.pdest[slot] if self.pkind[slot] != ACK else -1  # an ACK: known as a reply
         cdef int own = self.ptid[slot]
         cdef int i, tid
         cdef double v

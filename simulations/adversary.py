@@ -28,8 +28,8 @@ Per target this yields:
   over the mass that did leave it (the Loopix measure);
 * ``recipient_entropy`` and the linking guess — the adversary also sees which mailbox the
   egress provider stores each packet in (as a compromised provider would), groups the exit
-  mass by that mailbox (drop cover and mix loops, stored nowhere, fall out) and names the most
-  likely recipient. With ties it picks one of them at random: scored as 1/#ties if right.
+  mass by that mailbox (drop cover and mix loops, stored nowhere, fall out; so do ACKs, which
+  the storing provider knows to be SURB replies, not mail) and names the most likely recipient. With ties it picks one of them at random: scored as 1/#ties if right.
 """
 
 from __future__ import annotations
@@ -138,11 +138,14 @@ class Adversary:
         if out:
             pkt.mass = out
 
-    def exit(self, pkt: Any, t: float) -> None:
-        """A packet leaves the last layer: its mass is final for every target it carries."""
+    def exit(self, pkt: Any, t: float, dest: int) -> None:
+        """A packet leaves the last layer: its mass is final for every target it carries.
+
+        ``dest``: the mailbox the egress provider stores it in, -1 if none or if the provider
+        sees it is no mail (an ACK: a SURB reply, which the provider handles as one).
+        """
         targets = self.targets
         done = self.done
-        dest = pkt.dest
         own = pkt.tid
         log2 = math.log2
         for tid, v in pkt.mass.items():

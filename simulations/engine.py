@@ -256,7 +256,7 @@ class Simulation:
                         if adv.pools[node]:
                             adv.leave_pool(node, k, pkt)
                     if pkt.mass is not None and adv.last_layer[node]:
-                        adv.exit(pkt, t)
+                        adv.exit(pkt, t, pkt.dest if pkt.kind != ACK else -1)
                 pkt.pos += 1
                 if self._loss and self._lose(pkt):
                     return

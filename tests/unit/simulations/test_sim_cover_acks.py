@@ -133,3 +133,13 @@ def test_acks_in_the_pools_raise_entropy_and_leave_latency_alone():
     latency = [statistics.fmean(r["latency_mean_s"] for r in runs) for runs in (before, after)]
     assert entropy[1] > entropy[0] + 0.3, entropy
     assert latency[1] == pytest.approx(latency[0], rel=0.15), latency
+
+
+def test_acks_are_no_candidates_for_a_messages_recipient():
+    # The provider that stores an ACK handles it as a SURB reply, so the mailbox-level adversary
+    # knows it is not mail: ACK cover adds exit packets (entropy) but no candidate recipients.
+    for seed in (1, 2, 3):
+        before = summarize(Simulation(LEGACY.with_(seed=seed)).run())
+        after = summarize(Simulation(SMALL.with_(seed=seed)).run())
+        assert after["entropy_exit_packets_mean"] > 1.5 * before["entropy_exit_packets_mean"]
+        assert after["recipient_entropy_bits_mean"] == pytest.approx(before["recipient_entropy_bits_mean"], abs=0.25)

@@ -111,7 +111,7 @@ def _human(summary: dict) -> str:
     lines = [
         f"network: {cfg['clients']} clients, {cfg['providers']} providers, "
         f"{cfg['layers']} x {cfg['mixes_per_layer']} mixes ({summary['compromised_mixes']} compromised), "
-        f"mean delay {cfg['delay_mean']} s per hop, {summary['mode']} packets",
+        f"mean delay {cfg['delay_mean']} s per hop, {summary['mode']} packets, cover scheme {cfg['cover_scheme']}",
         f"messages: {summary['messages_delivered']} of {summary['messages_sent']} delivered; "
         f"cover/real {f(summary['cover_ratio'], digits=2)}",
         f"latency: mean {f(summary['latency_mean_s'], ' s')}, p50 {f(summary['latency_p50_s'], ' s')}, "

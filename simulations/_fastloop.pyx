@@ -16,6 +16,10 @@ from libc.string cimport memcpy, memset
 
 from simulations.adversary import DONE, EPSILON, conclude
 
+#: Which model this build implements; the engine runs a build only if it expects the same one
+#: (2: issue 15's cover scheme, ACKs out of the recipient view). Raise it with every model change.
+MODEL = 2
+
 cdef int _DEPART = 0, _ARRIVE = 1, _WRITE = 2, _PAYLOAD = 3, _LOOP = 4, _DROP = 5, _MIX_LOOP = 6
 cdef int REAL = 0, LOOP = 1, DROP = 2, MIX_LOOP = 3, ACK = 4
 cdef double MAX_DELAY_MS = 4294967295.0

@@ -532,13 +532,20 @@ class Simulation:
         self._push(deadlines[who], kind, who)
 
 
+#: The model the compiled loop must implement (``_fastloop.MODEL``): a build left over from an
+#: older checkout would give other results, so it is not used (the pure loop runs instead).
+FASTLOOP_MODEL = 2
+
+
 def compiled_loop() -> Any:
-    """The compiled loop module, or None when it is not built or ANONMAIL_SIM_PURE=1 is set."""
+    """The compiled loop module, or None when it is not built, is stale, or ANONMAIL_SIM_PURE=1 is set."""
     if os.environ.get("ANONMAIL_SIM_PURE", "") not in ("", "0"):
         return None
     try:
         from simulations import _fastloop
     except ImportError:
+        return None
+    if getattr(_fastloop, "MODEL", None) != FASTLOOP_MODEL:
         return None
     return _fastloop
 

@@ -82,5 +82,18 @@ def test_other_seed_other_json(loop):
 def test_compiled_loop_is_built_by_the_install():
     # pip install -e . compiles it (setup.py); without a C compiler the pure loop runs instead.
     module = compiled_loop()
-    assert module is not None, "simulations._fastloop missing: re-run scripts/bootstrap.sh"
+    assert module is not None, "simulations._fastloop missing or stale (an older model): re-run scripts/bootstrap.sh"
     assert module.__file__.endswith((".so", ".pyd"))
+
+
+def test_a_stale_compiled_loop_is_not_used(monkeypatch):
+    # A build left over from an older checkout (pip install -e . not re-run) would silently give
+    # the old model's results: the engine falls back to the pure loop instead.
+    monkeypatch.delenv("ANONMAIL_SIM_PURE", raising=False)
+    module = compiled_loop()
+    if module is None:
+        pytest.skip("compiled loop not built (no C compiler at install time)")
+    monkeypatch.setattr(module, "MODEL", module.MODEL - 1)
+    assert compiled_loop() is None
+    monkeypatch.delattr(module, "MODEL")
+    assert compiled_loop() is None

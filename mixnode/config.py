@@ -58,6 +58,7 @@ def render_mix_config(
     tor: bool = False,
     i2p: bool = False,
     lambda_loop: float = DEFAULTS["lambda_loop"],
+    peer_rate: float = DEFAULTS["peer_rate"],
 ) -> str:
     """The text of a new, commented config file (what ``mixnode init`` writes)."""
     lines = [
@@ -73,5 +74,5 @@ def render_mix_config(
     ]
     lines += render_transport_sections(tcp_listen=tcp_listen, tor=tor, i2p=i2p)
     lines += render_directory_section(authorities, threshold, epoch_seconds)
-    lines += [""] + render_forwarding_sections("mixing", lambda_loop=lambda_loop)
+    lines += [""] + render_forwarding_sections("mixing", lambda_loop=lambda_loop, peer_rate=peer_rate)
     return "\n".join(lines)

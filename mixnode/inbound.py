@@ -7,7 +7,7 @@ Every connection is in one class at a time, each with its own budget and its own
        ├─ HELLO as a node ─▶ Noise XX handshake ─▶ topology.authorize_peer (previous layer only)
        │      └─▶ node link (MAX_NODE_LINKS in all, MAX_LINKS_PER_PEER per peer: a new one closes
        │          that peer's oldest; closed after LINK_IDLE_TIMEOUT without a frame; packets
-       │          within the peer's token bucket, PEER_RATE per second, else dropped)
+       │          within the peer's token bucket, ``peer_rate`` per second, else dropped)
        └─ HELLO as a client (providers only) ─▶ the provider's client session; it calls
               ``promote()`` once the user authenticated: from then on it counts as a user
               (MAX_USERS) and can no longer be pushed out by newcomers.
@@ -51,8 +51,8 @@ MAX_LINKS_PER_PEER = 4
 LINK_IDLE_TIMEOUT = 180.0
 #: Logged-in user sessions (providers).
 MAX_USERS = 10_000
-#: Packets per second (and burst) one neighbour node may send.
-PEER_RATE, PEER_BURST = 5000.0, 10_000
+#: Packets per second one neighbour node may send by default (``peer_rate``); its bucket holds twice that.
+PEER_RATE = 5000.0
 
 
 class TokenBucket:
@@ -114,6 +114,7 @@ class Inbound:
         submit: Callable[[bytes, float], object],
         dropped: Counter,
         serve_client: Callable[[FramedStream, ClientSlot], object] | None = None,
+        peer_rate: float = PEER_RATE,
     ) -> None:
         self.link_secret = link_secret
         self.me = me
@@ -121,6 +122,7 @@ class Inbound:
         self.submit = submit
         self.dropped = dropped
         self.serve_client = serve_client
+        self.peer_rate = peer_rate
         #: Connections closed unserved (or cut short), by reason.
         self.refused: Counter = Counter()
         self.users = 0
@@ -208,7 +210,7 @@ class Inbound:
             scopes.popleft().cancel()  # the peer reconnected: its oldest link is stale
         bucket = self._buckets.get(name)
         if bucket is None:
-            bucket = self._buckets[name] = TokenBucket(PEER_RATE, PEER_BURST, anyio.current_time())
+            bucket = self._buckets[name] = TokenBucket(self.peer_rate, int(2 * self.peer_rate), anyio.current_time())
         scope = anyio.CancelScope()
         scopes.append(scope)
         try:

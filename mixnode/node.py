@@ -209,6 +209,7 @@ class MixNode:
                     link_secret=self.link_secret, me=lambda: self.node_id, consensuses=self._consensuses,
                     submit=self.submit, dropped=self.stats.dropped,
                     serve_client=self.services.serve_client if self.services is not None else None,
+                    peer_rate=config.peer_rate,
                 )
                 async with anyio.create_task_group() as tg:
                     await tg.start(self.links.run)

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "loop_delay_mean": 0.2,  # mean per-hop delay of our own loops, seconds
     "loop_timeout": 120.0,  # a loop not back after this is counted lost, seconds
     "replay_capacity": 2_000_000,  # replay tags per epoch the filter is sized for (1e-6 false positives)
+    "peer_rate": 5000.0,  # packets per second one neighbour node may send (burst: twice that)
     "epoch_seconds": 3600,  # must match the authorities
 }
 
@@ -93,6 +94,8 @@ class NodeConfig:
     loop_timeout: float
     #: Replay tags per epoch the node's filter is sized for.
     replay_capacity: int = DEFAULTS["replay_capacity"]
+    #: Packets per second one neighbour node may send (its token bucket holds twice that).
+    peer_rate: float = DEFAULTS["peer_rate"]
 
     @property
     def production(self) -> bool:
@@ -184,6 +187,7 @@ def parse_node_config(
         workers=forwarding.int("workers", default=DEFAULTS["workers"], minimum=0, maximum=64),
         batch=forwarding.int("batch", default=DEFAULTS["batch"], minimum=1, maximum=4096),
         replay_capacity=forwarding.int("replay_capacity", default=DEFAULTS["replay_capacity"], minimum=1000),
+        peer_rate=forwarding.float("peer_rate", default=DEFAULTS["peer_rate"], minimum=1),
         lambda_loop=cover.float("lambda_loop", default=lambda_loop, minimum=0),
         loop_delay_mean=cover.float("loop_delay_mean", default=DEFAULTS["loop_delay_mean"], minimum=0),
         loop_timeout=cover.float("loop_timeout", default=DEFAULTS["loop_timeout"], minimum=1),
@@ -232,7 +236,8 @@ def render_directory_section(authorities: list[tuple[str, str]], threshold: int,
     return lines
 
 
-def render_forwarding_sections(forwarding_table: str, *, lambda_loop: float) -> list[str]:
+def render_forwarding_sections(forwarding_table: str, *, lambda_loop: float,
+                               peer_rate: float = DEFAULTS["peer_rate"]) -> list[str]:
     """The commented forwarding-limits table (``[mixing]``/``[forwarding]``) and ``[cover]``."""
     d = DEFAULTS
     return [
@@ -243,6 +248,7 @@ def render_forwarding_sections(forwarding_table: str, *, lambda_loop: float) -> 
         f"workers = {d['workers']}              # unwrap threads",
         f"batch = {d['batch']}               # packets per unwrap batch and store commit",
         f"replay_capacity = {d['replay_capacity']}  # replay tags per epoch (fixed memory: 29 bits each)",
+        f"peer_rate = {peer_rate}        # packets/s one neighbour node may send; beyond: peer_rate_limited",
         "",
         "[cover]",
         f"lambda_loop = {lambda_loop}        # loop cover packets per second (lambda_M)",

@@ -5,7 +5,7 @@ here, without I/O, so it can be tested with recorded inputs and outputs::
 
     packets ──unwrap_batch──▶ Unwrapped ──(node persists fresh tags)──▶ decide ──▶ Decision
                   │                                                        │
-      sphinx.process per key of the epoch window,          Forward(next_node, packet, delay_ms)
+      sphinxbatch.process_batch over the epoch window's keys,          Forward(next_node, packet, delay_ms)
       replay check (a callback over an in-memory set)      LoopReturned(mailbox_id)
                                                            Stored(size, ack)   (providers)
                                                            Answered(ack)       (providers)
@@ -26,7 +26,8 @@ from enum import StrEnum
 from typing import TypeAlias
 
 from anonmail.core import sphinx
-from anonmail.errors import HeaderMacError, PacketError
+from anonmail.core.sphinxbatch import process_batch
+from anonmail.errors import PacketError
 
 __all__ = [
     "DropReason",
@@ -204,24 +205,18 @@ def unwrap_batch(
     results: list[Unwrapped] = []
     epochs: list[int | None] = []
     fresh: dict[int, list[bytes]] = {}
-    for packet in packets:
-        outcome: Unwrapped = Drop(DropReason.BAD_MAC)
+    outcomes = process_batch(packets, [secret for _, secret in keys], lambda i, tag: is_replay(keys[i][0], tag))
+    for index, outcome in outcomes:
         opened: int | None = None
-        for epoch, secret in keys:
-            try:
-                unwrapped = sphinx.process(packet, secret, is_replay=lambda tag, e=epoch: is_replay(e, tag))
-            except HeaderMacError:
-                continue
-            except PacketError as exc:
-                outcome = Drop(DropReason(exc.reason))
-            except Exception as exc:  # containment: one packet never stops the node
-                if on_fault is not None:
-                    on_fault(exc)
-                outcome = Drop(DropReason.UNEXPECTED_ERROR)
-            else:
-                fresh.setdefault(epoch, []).append(unwrapped.tag)
-                outcome, opened = unwrapped, epoch
-            break
+        if isinstance(outcome, PacketError):
+            outcome = Drop(DropReason(outcome.reason))
+        elif isinstance(outcome, Exception):  # containment: one packet never stops the node
+            if on_fault is not None:
+                on_fault(outcome)
+            outcome = Drop(DropReason.UNEXPECTED_ERROR)
+        elif index is not None:
+            opened = keys[index][0]
+            fresh.setdefault(opened, []).append(outcome.tag)
         results.append(outcome)
         epochs.append(opened)
     return UnwrapResult(results, fresh, epochs)

@@ -51,9 +51,11 @@ def _sphinxmix_process_us(route, secret: bytes, number: int) -> float | None:
     """Time unmodified sphinxmix on the same packet, for comparison (None if unavailable)."""
     try:
         from sphinxmix.SphinxNode import sphinx_process
+
+        from anonmail.core.petlib_compat import reference_params
     except ImportError:
         return None
-    params = sphinx.reference_params()
+    params = reference_params()
     packet = sphinx.build_forward(route, bytes(16), b"bench")
     header = (packet[:32], packet[32 : HEADER_BYTES - 16], packet[HEADER_BYTES - 16 : HEADER_BYTES])
     delta = packet[HEADER_BYTES:]

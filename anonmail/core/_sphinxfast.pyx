@@ -10,7 +10,7 @@ computes (same bytes; ``tests/unit/core/test_sphinx_fast.py`` compares them), an
 when this module could not be built.
 """
 
-__all__ = ["header_keys", "unwrap"]
+__all__ = ["header_keys", "unwrap", "open_headers", "unwrap_hops", "bloom_add"]
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy, memset
@@ -187,3 +187,216 @@ def unwrap(bytes hrho, bytes beta, bytes hpi, bytes delta):
     if rc:
         raise MemoryError("libcrypto: AES-128-CTR failed")
     return b, body
+
+
+# --------------------------------------------------------------------------- whole hops, in batches
+#
+# Why: a mix spends most of its time in the two X25519 multiplications of each hop. Called
+# through PyNaCl they release the GIL, but every call, every slice and every key object around
+# them holds it, and a mix's other work (reading, writing, the replay filter) needs it too: with
+# that work per packet the GIL, not the two cores, bounds the throughput. Here a whole batch of
+# hops runs with the GIL released once, on libsodium's own crypto_scalarmult (the function PyNaCl
+# calls, taken from its cffi module; without it these functions are absent and sphinx.py calls
+# PyNaCl per hop as before).
+
+from libc.stdlib cimport free, malloc
+
+ctypedef int (*scalarmult_t)(unsigned char* q, const unsigned char* n, const unsigned char* p) noexcept nogil
+
+cdef enum:
+    ALPHA = 32
+    GAMMA_AT = 32 + BETA
+    HEADER = 32 + BETA + K
+    PACKET = HEADER + BODY
+    KEYS = 4 * K  # hb | hrho | htau | hpi
+    B = BETA + BETA_PAD
+
+cdef enum:  # status codes of open_headers and unwrap_hops
+    C_BAD_SIZE = 1
+    C_NOT_CANONICAL = 2
+    C_LOW_ORDER = 3
+    C_BAD_MAC = 4
+
+#: Status codes of :func:`open_headers` and :func:`unwrap_hops` (anything else in a result is the hop's).
+BAD_SIZE, NOT_CANONICAL, LOW_ORDER, BAD_MAC = C_BAD_SIZE, C_NOT_CANONICAL, C_LOW_ORDER, C_BAD_MAC
+
+cdef scalarmult_t _scalarmult = NULL
+
+
+def _bind_scalarmult():
+    global _scalarmult
+    try:
+        import nacl.bindings  # noqa: F401 - runs sodium_init, which picks the fastest X25519 code
+        from nacl._sodium import ffi, lib
+        address = int(ffi.cast("uintptr_t", ffi.addressof(lib, "crypto_scalarmult")))
+    except (ImportError, AttributeError, TypeError):
+        return False
+    _scalarmult = <scalarmult_t><size_t>address
+    return True
+
+
+cdef bint _canonical(const unsigned char* a) noexcept nogil:
+    """Whether the little-endian ``a`` is below 2**255 - 19 (as sphinx._unwrap's check)."""
+    cdef int i
+    if a[31] != 0x7F:
+        return a[31] < 0x7F
+    for i in range(30, 0, -1):
+        if a[i] != 0xFF:
+            return 1
+    return a[0] < 0xED
+
+
+cdef int _open_header(EVP_CIPHER_CTX* ctx, const unsigned char* secret, const unsigned char* pkt,
+                      unsigned char* out) noexcept nogil:
+    cdef unsigned char s[32]
+    cdef unsigned char digest[32]
+    cdef unsigned char m[80]
+    cdef unsigned char mac[32]
+    cdef SHA256_CTX c
+    if pkt == NULL:
+        return C_BAD_SIZE
+    if not _canonical(pkt):
+        return C_NOT_CANONICAL
+    if _scalarmult(s, secret, pkt) != 0:
+        return C_LOW_ORDER
+    SHA256_Init(&c)
+    SHA256_Update(&c, _AES_KEY_LABEL, 8)
+    SHA256_Update(&c, s, 32)
+    SHA256_Final(digest, &c)
+    if _aes(ctx, _ECB, digest, NULL, <const unsigned char*>_FLAVOURS, m, 80):
+        return -1
+    _hmac16(m + 32, pkt + ALPHA, BETA, mac)
+    if CRYPTO_memcmp(mac, pkt + GAMMA_AT, K) != 0:
+        return C_BAD_MAC
+    memcpy(out, m, K)  # hb
+    memcpy(out + K, m + 16, K)  # hrho
+    memcpy(out + 2 * K, m + 48, K)  # htau
+    memcpy(out + 3 * K, m + 64, K)  # hpi
+    return 0
+
+
+def open_headers(bytes secret, list packets):
+    """Per packet: its keys ``hb|hrho|htau|hpi`` (64 bytes) if ``secret`` opens its header, else a status code.
+
+    Codes: BAD_SIZE, NOT_CANONICAL (alpha), LOW_ORDER (alpha), BAD_MAC (not for this key).
+    The caller keeps ``packets`` unchanged until this returns.
+    """
+    _need(secret, 32, "secret")
+    cdef Py_ssize_t n = len(packets), i
+    cdef const unsigned char* sp = <const unsigned char*>PyBytes_AS_STRING(secret)
+    cdef const unsigned char** ptrs = <const unsigned char**>malloc(max(n, 1) * sizeof(void*))
+    cdef int* status = <int*>malloc(max(n, 1) * sizeof(int))
+    cdef unsigned char* out = <unsigned char*>malloc(max(n, 1) * KEYS)
+    cdef EVP_CIPHER_CTX* ctx
+    cdef int failed = 0
+    if ptrs == NULL or status == NULL or out == NULL:
+        free(ptrs); free(status); free(out)
+        raise MemoryError()
+    try:
+        for i in range(n):
+            p = packets[i]
+            ptrs[i] = <const unsigned char*>PyBytes_AS_STRING(p) if type(p) is bytes and PyBytes_GET_SIZE(p) == PACKET else NULL
+        with nogil:
+            ctx = EVP_CIPHER_CTX_new()
+            if ctx == NULL:
+                failed = 1
+            else:
+                for i in range(n):
+                    status[i] = _open_header(ctx, sp, ptrs[i], out + i * KEYS)
+                    if status[i] < 0:
+                        failed = 1
+                EVP_CIPHER_CTX_free(ctx)
+        if failed:
+            raise MemoryError("libcrypto: AES-128-ECB failed")
+        return [PyBytes_FromStringAndSize(<char*>out + i * KEYS, KEYS) if status[i] == 0 else status[i]
+                for i in range(n)]
+    finally:
+        free(ptrs); free(status); free(out)
+
+
+cdef int _unwrap_hop(EVP_CIPHER_CTX* ctx, const unsigned char* pkt, const unsigned char* keys, unsigned char* b,
+                     unsigned char* out) noexcept nogil:
+    """Decrypt beta into ``b`` (B bytes) and write the packet for the next hop into ``out``."""
+    cdef unsigned char blind[32]
+    cdef const unsigned char* rest
+    memcpy(b, pkt + ALPHA, BETA)
+    memset(b + BETA, 0, BETA_PAD)
+    if _aes(ctx, _CTR, keys + K, _ZEROS, b, b, B):  # sphinx._aes_ctr(hrho, beta + pad)
+        return -1
+    if _lioness_dec(ctx, keys + 3 * K, pkt + HEADER, out + HEADER):
+        return -1
+    memcpy(blind, keys, K)  # sphinx._blinding(hb)
+    memset(blind + K, 0, 32 - K)
+    if _scalarmult(out, blind, pkt) != 0:
+        return C_LOW_ORDER
+    rest = b + 1 + b[0]
+    memcpy(out + ALPHA, rest + K, BETA)
+    memcpy(out + GAMMA_AT, rest, K)
+    return 0
+
+
+def unwrap_hops(list packets, list keys):
+    """Per packet (with its keys from :func:`open_headers`): ``(routing, packet for the next hop)``, or LOW_ORDER."""
+    cdef Py_ssize_t n = len(packets), i
+    if len(keys) != n:
+        raise ValueError("one set of keys per packet")
+    cdef const unsigned char** ptrs = <const unsigned char**>malloc(max(n, 1) * 2 * sizeof(void*))
+    cdef unsigned char** outs = <unsigned char**>malloc(max(n, 1) * sizeof(void*))
+    cdef int* status = <int*>malloc(max(n, 1) * sizeof(int))
+    cdef unsigned char* bs = <unsigned char*>malloc(max(n, 1) * B)
+    cdef EVP_CIPHER_CTX* ctx
+    cdef int failed = 0
+    if ptrs == NULL or outs == NULL or status == NULL or bs == NULL:
+        free(ptrs); free(outs); free(status); free(bs)
+        raise MemoryError()
+    try:
+        results = []
+        for i in range(n):
+            p, k = packets[i], keys[i]
+            _need(p, PACKET, "packet")
+            _need(k, KEYS, "keys")
+            ptrs[2 * i] = <const unsigned char*>PyBytes_AS_STRING(p)
+            ptrs[2 * i + 1] = <const unsigned char*>PyBytes_AS_STRING(k)
+            o = PyBytes_FromStringAndSize(NULL, PACKET)
+            outs[i] = <unsigned char*>PyBytes_AS_STRING(o)
+            results.append(o)
+        with nogil:
+            ctx = EVP_CIPHER_CTX_new()
+            if ctx == NULL:
+                failed = 1
+            else:
+                for i in range(n):
+                    status[i] = _unwrap_hop(ctx, ptrs[2 * i], ptrs[2 * i + 1], bs + i * B, outs[i])
+                    if status[i] < 0:
+                        failed = 1
+                EVP_CIPHER_CTX_free(ctx)
+        if failed:
+            raise MemoryError("libcrypto: AES-128-CTR failed")
+        return [(PyBytes_FromStringAndSize(<char*>bs + i * B + 1, bs[i * B]), results[i]) if status[i] == 0
+                else status[i] for i in range(n)]
+    finally:
+        free(ptrs); free(outs); free(status); free(bs)
+
+
+def bloom_add(unsigned char[::1] array, bytes digest, unsigned long long bits):
+    """Set the bits of one tag (16 little-endian 32-bit words of ``digest``, each mod ``bits``); True if all were set."""
+    _need(digest, 64, "digest")
+    if <unsigned long long>array.shape[0] * 8 < bits:
+        raise ValueError("the filter is smaller than its bit count")
+    cdef const unsigned char* d = <const unsigned char*>PyBytes_AS_STRING(digest)
+    cdef unsigned long long index
+    cdef unsigned char bit
+    cdef bint seen = 1
+    cdef int i
+    for i in range(16):
+        index = (<unsigned long long>d[4 * i] | (<unsigned long long>d[4 * i + 1] << 8)
+                 | (<unsigned long long>d[4 * i + 2] << 16) | (<unsigned long long>d[4 * i + 3] << 24)) % bits
+        bit = 1 << (index & 7)
+        if not array[index >> 3] & bit:
+            seen = 0
+            array[index >> 3] |= bit
+    return seen
+
+
+if not _bind_scalarmult():  # no libsodium pointer: sphinx.py unwraps hop by hop through PyNaCl
+    del open_headers, unwrap_hops

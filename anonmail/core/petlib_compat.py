@@ -2,14 +2,18 @@
 
 petlib calls ``msgpack.unpackb(..., encoding="utf-8")``, an argument msgpack 1.0 removed when it
 made UTF-8 decoding of strings the default: :func:`petlib_msgpack_compat` gives petlib a msgpack
-that accepts and drops it. Only the sphinxmix reference (compatibility tests, bench) needs this.
+that accepts and drops it. Only the sphinxmix reference (compatibility tests, bench) needs this;
+:func:`reference_params` gives that reference the parameters of :mod:`anonmail.core.sphinx`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["petlib_msgpack_compat"]
+from anonmail.core import sphinx
+from anonmail.core.sizes import BODY_BYTES, SPHINX_MAX_LEN
+
+__all__ = ["petlib_msgpack_compat", "reference_params"]
 
 
 def petlib_msgpack_compat() -> None:
@@ -35,3 +39,22 @@ class _MsgpackCompat:
         if encoding not in (None, "utf-8"):
             raise ValueError(f"msgpack >= 1 decodes strings as UTF-8 only, not {encoding}")
         return self._module.unpackb(packed, raw=False, **kwargs)
+
+
+def reference_params() -> Any:
+    """Return sphinxmix ``SphinxParams`` matching anonmail.core.sphinx (for compatibility tests and bench).
+
+    Imports sphinxmix (and petlib) lazily: the hot path never needs them.
+    """
+    petlib_msgpack_compat()
+    from sphinxmix.SphinxParams import SphinxParams
+    from sphinxmix.SphinxParamsC25519 import Group_C25519
+
+    class Group(Group_C25519):
+        """sphinxmix's Curve25519 group with a well-defined 32-byte blinding scalar."""
+
+        def makeexp(self, data: bytes) -> bytes:
+            return sphinx._blinding(bytes(data[:16]))
+
+    return SphinxParams(group=Group(), header_len=SPHINX_MAX_LEN, body_len=BODY_BYTES)
+

@@ -86,7 +86,7 @@ __all__ = [
     "package_surb",
     "open_surb_reply",
     "process",
-    "reference_params",
+    "hop_result",
 ]
 
 RandomBytes = Callable[[int], bytes]
@@ -565,11 +565,17 @@ def process(
         packet[HEADER_BYTES:],
         is_replay,
     )
+    return hop_result(tag, routing, alpha + beta + gamma + delta, mac_key)
+
+
+def hop_result(tag: bytes, routing: bytes, forwarded: bytes, mac_key: bytes) -> Forward | Deliver | SurbDelivery:
+    """What an unwrapped hop asks for, from its routing command and the packet it leaves (shared by the batch path)."""
     if len(routing) == RELAY_BYTES and routing[0] == _RELAY_KIND:
         _, flags, delay_ms, next_node = _RELAY.unpack(routing)
         if flags & ~KNOWN_FLAGS:
             raise RoutingError(f"relay command has unknown flags 0x{flags:02x}")
-        return Forward(next_node, delay_ms, flags, alpha + beta + gamma + delta, tag)
+        return Forward(next_node, delay_ms, flags, forwarded, tag)
+    delta = forwarded[HEADER_BYTES:]
     if routing == _DEST_FINAL:
         if not hmac.compare_digest(delta[:K], _mu(mac_key, delta[K:])):
             raise BodyTamperedError("body MAC mismatch at the final hop")
@@ -585,24 +591,3 @@ def process(
     ):
         return SurbDelivery(routing[6:22], routing[24:40], delta, tag)
     raise RoutingError("unknown routing command")
-
-
-def reference_params():
-    """Return sphinxmix ``SphinxParams`` matching this module (for compatibility tests and bench).
-
-    Imports sphinxmix (and petlib) lazily: the hot path never needs them.
-    """
-    from anonmail.core.petlib_compat import petlib_msgpack_compat
-
-    petlib_msgpack_compat()
-    from sphinxmix.SphinxParams import SphinxParams
-    from sphinxmix.SphinxParamsC25519 import Group_C25519
-
-    class Group(Group_C25519):
-        """sphinxmix's Curve25519 group with a well-defined 32-byte blinding scalar."""
-
-        def makeexp(self, data: bytes) -> bytes:
-            return _blinding(bytes(data[:16]))
-
-    return SphinxParams(group=Group(), header_len=SPHINX_MAX_LEN, body_len=BODY_BYTES)
-

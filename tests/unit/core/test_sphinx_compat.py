@@ -7,6 +7,7 @@ import random
 import pytest
 
 from anonmail.core import sphinx as S
+from anonmail.core.petlib_compat import reference_params
 from anonmail.core.sizes import ALPHA_BYTES, BETA_BYTES, HEADER_BYTES
 
 sphinxmix_client = pytest.importorskip("sphinxmix.SphinxClient")
@@ -76,7 +77,7 @@ def _final_decision(packet: bytes, secrets):
 @pytest.mark.parametrize("seed", range(3))
 def test_our_forward_packets_are_processed_identically_by_sphinxmix(hops, seed):
     rng = random.Random(seed)
-    params = S.reference_params()
+    params = reference_params()
     secrets, route = _network(rng, hops)
     payload = rng.randbytes(rng.randrange(0, S.PAYLOAD_BYTES + 1))
     mailbox = rng.randbytes(16)
@@ -101,7 +102,7 @@ def test_our_forward_packets_are_processed_identically_by_sphinxmix(hops, seed):
 @pytest.mark.parametrize("hops", [1, 3, 5])
 def test_sphinxmix_forward_packets_are_processed_identically_by_us(hops):
     rng = random.Random(hops)
-    params = S.reference_params()
+    params = reference_params()
     secrets, route = _network(rng, hops)
     nodelist = S._nodelist(route)
     mailbox, payload = rng.randbytes(16), rng.randbytes(1000)
@@ -123,7 +124,7 @@ def _deterministic_sphinxmix(monkeypatch, stream: random.Random):
 def test_same_randomness_gives_identical_forward_packets(monkeypatch):
     rng = random.Random(7)
     secrets, route = _network(rng, 5)
-    params = S.reference_params()
+    params = reference_params()
     mailbox, payload = rng.randbytes(16), rng.randbytes(3000)
     _deterministic_sphinxmix(monkeypatch, random.Random(99))
     header, delta = sphinxmix_client.create_forward_message(
@@ -136,7 +137,7 @@ def test_same_randomness_gives_identical_forward_packets(monkeypatch):
 def test_same_randomness_gives_identical_surbs(monkeypatch):
     rng = random.Random(8)
     secrets, route = _network(rng, 4)
-    params = S.reference_params()
+    params = reference_params()
     mailbox = rng.randbytes(16)
     _deterministic_sphinxmix(monkeypatch, random.Random(5))
     xid, keytuple, (n0, header, ktilde) = sphinxmix_client.create_surb(
@@ -150,7 +151,7 @@ def test_same_randomness_gives_identical_surbs(monkeypatch):
 def test_surb_replies_interoperate_both_ways():
     rng = random.Random(11)
     secrets, route = _network(rng, 4)
-    params = S.reference_params()
+    params = reference_params()
     mailbox = rng.randbytes(16)
     # a SURB made by sphinxmix, used and opened by us
     xid, keytuple, (n0, header, ktilde) = sphinxmix_client.create_surb(

@@ -38,3 +38,14 @@ def test_filters_with_other_keys_set_other_bits():
     a, b = BloomFilter(1000, 1e-6, key=b"a" * 32), BloomFilter(1000, 1e-6, key=b"b" * 32)
     assert a._indices(tag) != b._indices(tag)
     assert BloomFilter(1000, 1e-6, key=b"a" * 32)._indices(tag) == a._indices(tag)
+
+
+def test_the_compiled_bit_loop_sets_the_bits_the_python_loop_sets():
+    from mixnode import bloom
+
+    if bloom._bloom_add is None:
+        pytest.skip("anonmail.core._sphinxfast not built")
+    fast, pure = BloomFilter(5000, 1e-6, key=b"k" * 32), BloomFilter(5000, 1e-6, key=b"k" * 32)
+    tags = [os.urandom(16) for _ in range(3000)] * 2
+    assert [fast.add(t) for t in tags] == [pure._add_pure(t) for t in tags]
+    assert fast._array[:] == pure._array[:] and fast.count == pure.count == 3000

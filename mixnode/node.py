@@ -331,8 +331,7 @@ class MixNode:
                                  on_fault=lambda exc: self.faults.record(exc, "packet"))
         results: list[Unwrapped | Decision]
         try:
-            for epoch, tags in unwrapped.fresh_tags.items():
-                replay.persist(epoch, tags)
+            replay.persist_many(unwrapped.fresh_tags)
         except StoreError as exc:
             # Without a durable tag the packet could be replayed after a restart: drop the batch.
             log.error("%s", exc)

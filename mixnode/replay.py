@@ -3,7 +3,8 @@
 A mix drops any packet whose tag it has already processed in the same epoch. Tags are checked
 against one :class:`~mixnode.bloom.BloomFilter` per epoch (fixed memory, sized for
 ``capacity`` tags at ``fp_rate``; thread-safe with a lock) and written to SQLite
-(:func:`anonmail.daemon.sqlite.connect`: WAL, ``synchronous=FULL``) in batches **before** the packets of that batch are forwarded, so a crash
+(:func:`anonmail.daemon.sqlite.connect`: WAL, ``synchronous=FULL``) in batches **before** the packets of that batch are forwarded
+(worker threads persisting at once share one commit, :meth:`ReplayStore.persist_many`), so a crash
 or restart never reopens the window: on start, the current and previous epochs' tags are loaded
 back into fresh filters. Epochs older than the previous one are purged (their keys are gone, so
 their packets cannot be processed anyway), which keeps memory and disk bounded.
@@ -20,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from anonmail.daemon.sqlite import PerThread, transaction, translated
+from anonmail.errors import StoreError
 from mixnode.bloom import BloomFilter
 
 __all__ = ["ReplayStore", "DEFAULT_CAPACITY", "FP_RATE"]
@@ -41,6 +43,11 @@ class ReplayStore:
         self.fp_rate = fp_rate
         self._lock = threading.Lock()
         self._tags: dict[int, BloomFilter] = {}
+        # Group commit (persist_many): rows queued for generation _next; _done: last committed.
+        self._group = threading.Condition()
+        self._queued: list[tuple[int, bytes]] = []
+        self._next, self._done, self._committing = 1, 0, False
+        self._failed: dict[int, StoreError] = {}
         # secure_delete: a purged tag is overwritten, so a seized disk cannot show which packets passed.
         self._conns = PerThread(self.path, store=_STORE)
         with translated(_STORE, self.path, "create the table"):
@@ -74,11 +81,50 @@ class ReplayStore:
             return self._filter(epoch).add(tag)
 
     def persist(self, epoch: int, tags: list[bytes]) -> None:
-        """Durably record tags (one transaction, fsynced) before their packets move on."""
-        if not tags:
+        """Durably record tags (fsynced) before their packets move on; StoreError if they are not."""
+        self.persist_many({epoch: tags})
+
+    def persist_many(self, tags: dict[int, list[bytes]]) -> None:
+        """Durably record tags of several epochs; returns once they are committed (group commit).
+
+        Threads that persist at the same time share one transaction: the first to find no commit
+        running commits every row queued so far, the others wait for the commit that holds
+        theirs. Each caller still returns only after its own tags are on disk.
+        """
+        rows = [(epoch, tag) for epoch, batch in tags.items() for tag in batch]
+        if not rows:
             return
-        with transaction(self._conns.get(), store=_STORE, path=self.path, action="record tags") as conn:
-            conn.executemany("INSERT OR IGNORE INTO tags (epoch, tag) VALUES (?, ?)", [(epoch, t) for t in tags])
+        with self._group:
+            self._queued.extend(rows)
+            mine = self._next
+            while self._done < mine:
+                if not self._committing:
+                    self._committing = True
+                    batch, self._queued = self._queued, []
+                    self._next += 1
+                    break
+                self._group.wait()
+            else:
+                error = self._failed.get(mine)
+                if error is not None:
+                    raise error
+                return
+        error = None
+        try:
+            with transaction(self._conns.get(), store=_STORE, path=self.path, action="record tags") as conn:
+                conn.executemany("INSERT OR IGNORE INTO tags (epoch, tag) VALUES (?, ?)", batch)
+        except StoreError as exc:
+            error = exc
+        with self._group:
+            self._committing = False
+            self._done = mine
+            if error is not None:
+                self._failed[mine] = error
+            for old in [g for g in self._failed if g < mine - 1000]:
+                del self._failed[old]
+            self._group.notify_all()
+        if error is not None:
+            raise error
 
     def purge_before(self, epoch: int) -> None:
         """Forget epochs older than ``epoch`` (memory and disk)."""

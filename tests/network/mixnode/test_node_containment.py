@@ -34,13 +34,14 @@ def anyio_backend():
 
 @pytest.mark.anyio
 async def test_mixes_and_providers_survive_exploding_parsers(tmp_path, monkeypatch, caplog):
-    real_process, real_decode = sphinx.process, provider_delivery.decode_payload
+    # hop_result reads every unwrapped hop's routing command, in the batch path and in process().
+    real_hop_result, real_decode = sphinx.hop_result, provider_delivery.decode_payload
     calls = itertools.count()
 
-    def process(packet, secret, *, is_replay=None):
+    def hop_result(tag, routing, forwarded, mac_key):
         if next(calls) % 7 == 0:
             raise RuntimeError("a parser bug some packet can reach")
-        return real_process(packet, secret, is_replay=is_replay)
+        return real_hop_result(tag, routing, forwarded, mac_key)
 
     decodes = itertools.count()
 
@@ -55,7 +56,7 @@ async def test_mixes_and_providers_survive_exploding_parsers(tmp_path, monkeypat
         alice = await start_user(stack, net, tg, "alice", "alpha", 1, ack_timeout=5.0)
         bob = await start_user(stack, net, tg, "bob", "beta", 2, ack_timeout=5.0)
         alice.store.add_contact("bob", str(bob.address), now=wall_clock())
-        monkeypatch.setattr(sphinx, "process", process)
+        monkeypatch.setattr(sphinx, "hop_result", hop_result)
         monkeypatch.setattr(provider_delivery, "decode_payload", decode_payload)
         for i in range(2):
             queue_mail(alice.store, to="bob", subject=f"through the bugs {i}", body=b"x", now=wall_clock())

@@ -3,8 +3,9 @@
 Pipeline (every queue bounded; overload drops and counts, it never grows or blocks a reader)::
 
     connections ──PACKET──▶ inbound queue ──▶ unwrap workers (threads, batches) ──▶ replay store
-    (Inbound: handshake,     (inbound_limit)    decisions.unwrap_batch,             (fsynced before
-     previous layer only,                        results back on the event loop      forwarding)
+    (Inbound: handshake,     (inbound_limit)    decisions.unwrap_batch, the GIL     (group commit,
+     previous layer only,                        released per batch                  fsynced before
+                                                                                     forwarding)
      budgets, never blocks)
                                   │
                                   ▼  decisions.decide: Forward | LoopReturned | Stored | Answered | Drop(reason)
@@ -73,6 +74,7 @@ from mixnode.decisions import (
     Rules,
     Stored,
     Unwrapped,
+    UnwrapResult,
     decide,
     fail_batch,
     unwrap_batch,
@@ -187,6 +189,9 @@ class MixNode:
         inbound_send, inbound_receive = anyio.create_memory_object_stream[tuple[float, bytes]](config.inbound_limit)
         self._inbound_send = inbound_send
         limiter = anyio.CapacityLimiter(max(1, config.workers))
+        # Commits run on as many threads as batches are in flight: those that overlap share one
+        # transaction (ReplayStore.persist_many), so a slow fsync gathers the next batches' tags.
+        store_limiter = anyio.CapacityLimiter(2 * max(1, config.workers))
         try:
             async with AsyncExitStack() as stack:
                 if self.services is not None:
@@ -216,8 +221,10 @@ class MixNode:
                     self.addresses = await self.router.listen(self.inbound.serve)
                     log.info("%s %s (layer %d) listening on %d address(es); %d replay tags loaded",
                              self.role, config.name, config.layer, len(self.addresses), loaded)
-                    for _ in range(max(1, config.workers)):
-                        tg.start_soon(self._unwrap_worker, inbound_receive.clone(), limiter)
+                    # Twice as many batches in flight as unwrap threads: one batch's tags are
+                    # committed while the next batch is unwrapped.
+                    for _ in range(2 * max(1, config.workers)):
+                        tg.start_soon(self._unwrap_worker, inbound_receive.clone(), limiter, store_limiter)
                     tg.start_soon(self._scheduler)
                     tg.start_soon(self._publisher)
                     await tg.start(self.directory.run)
@@ -288,9 +295,10 @@ class MixNode:
         return None
 
     async def _unwrap_worker(
-        self, receive: anyio.abc.ObjectReceiveStream, limiter: anyio.CapacityLimiter
+        self, receive: anyio.abc.ObjectReceiveStream, limiter: anyio.CapacityLimiter,
+        store_limiter: anyio.CapacityLimiter,
     ) -> None:
-        """Take batches off the inbound queue, unwrap them in a thread, act on the decisions."""
+        """Take batches off the inbound queue, unwrap them in a thread, commit their tags, act on the decisions."""
         batch_size = self.config.batch
         async with receive:
             async for first in receive:
@@ -302,13 +310,14 @@ class MixNode:
                         break
                 packets = [p for _, p in batch]
                 try:
+                    now = self.wall_clock()
                     if self.config.workers == 0:  # inline: deterministic under a virtual clock
                         await anyio.lowlevel.checkpoint()
-                        results = self._process_batch(packets, self.wall_clock())
-                    else:
-                        results = await anyio.to_thread.run_sync(
-                            self._process_batch, packets, self.wall_clock(), limiter=limiter
-                        )
+                        results = self._commit_batch(self._unwrap_batch(packets, now), now)
+                    else:  # unwrap on the worker threads; commits that overlap are one
+                        unwrapped = await anyio.to_thread.run_sync(self._unwrap_batch, packets, now, limiter=limiter)
+                        results = await anyio.to_thread.run_sync(self._commit_batch, unwrapped, now,
+                                                                 limiter=store_limiter)
                 except Exception as exc:  # containment: a batch never stops the node
                     self.faults.record(exc, "packet batch")
                     results = [(Drop(DropReason.UNEXPECTED_ERROR), None)] * len(packets)
@@ -320,15 +329,20 @@ class MixNode:
                         self.faults.record(exc, "packet")
                         self.stats.dropped[DropReason.UNEXPECTED_ERROR] += 1
 
-    def _process_batch(self, packets: list[bytes], now: float) -> list[tuple[Unwrapped | Decision, int | None]]:
-        """(Worker thread.) Unwrap; record new tags durably; let the services store deliveries.
+    def _unwrap_batch(self, packets: list[bytes], now: float) -> UnwrapResult:
+        """(Worker thread.) Unwrap with the keys of the epoch window; new tags enter the replay filter."""
+        assert self.replay is not None
+        return unwrap_batch(packets, self.keys.candidates(now), self.replay.check_and_add,
+                            on_fault=lambda exc: self.faults.record(exc, "packet"))
 
-        Returns each packet's result with the epoch whose key opened it.
+    def _commit_batch(self, unwrapped: UnwrapResult, now: float) -> list[tuple[Unwrapped | Decision, int | None]]:
+        """(Store thread.) Record the new tags durably, then let the services store deliveries.
+
+        Returns each packet's result with the epoch whose key opened it; nothing of a batch moves
+        on before its tags are on disk.
         """
         replay = self.replay
         assert replay is not None
-        unwrapped = unwrap_batch(packets, self.keys.candidates(now), replay.check_and_add,
-                                 on_fault=lambda exc: self.faults.record(exc, "packet"))
         results: list[Unwrapped | Decision]
         try:
             replay.persist_many(unwrapped.fresh_tags)

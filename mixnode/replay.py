@@ -3,8 +3,9 @@
 A mix drops any packet whose tag it has already processed in the same epoch. Tags are checked
 against one :class:`~mixnode.bloom.BloomFilter` per epoch (fixed memory, sized for
 ``capacity`` tags at ``fp_rate``; thread-safe with a lock) and written to SQLite
-(:func:`anonmail.daemon.sqlite.connect`: WAL, ``synchronous=FULL``) in batches **before** the packets of that batch are forwarded
-(worker threads persisting at once share one commit, :meth:`ReplayStore.persist_many`), so a crash
+(:func:`anonmail.daemon.sqlite.connect`: WAL, ``synchronous=FULL``) in batches **before** the
+packets of that batch are forwarded (threads persisting at once share one commit,
+:meth:`ReplayStore.persist_many`), so a crash
 or restart never reopens the window: on start, the current and previous epochs' tags are loaded
 back into fresh filters. Epochs older than the previous one are purged (their keys are gone, so
 their packets cannot be processed anyway), which keeps memory and disk bounded.
@@ -53,6 +54,7 @@ class ReplayStore:
         with translated(_STORE, self.path, "create the table"):
             self._conns.get().execute(
                 "CREATE TABLE IF NOT EXISTS [tags] ([epoch] INTEGER, [tag] BLOB, PRIMARY KEY ([epoch], [tag]))"
+                " WITHOUT ROWID"  # one b-tree per insert, not a table and an index (older files keep theirs)
             )
 
     def load(self, epochs: Iterable[int]) -> int:

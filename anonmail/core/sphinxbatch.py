@@ -104,7 +104,8 @@ def _result(index: int, keys: bytes, hop: tuple[bytes, bytes] | int) -> tuple[in
         return None, exc
 
 
-def _one(packet: bytes, secrets: Sequence[bytes], is_replay: Callable[[int, bytes], bool]) -> tuple[int | None, Outcome]:
+def _one(packet: bytes, secrets: Sequence[bytes],
+         is_replay: Callable[[int, bytes], bool]) -> tuple[int | None, Outcome]:
     for index, secret in enumerate(secrets):
         try:
             return index, sphinx.process(packet, secret, is_replay=lambda tag, i=index: is_replay(i, tag))

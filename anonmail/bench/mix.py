@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -175,6 +176,7 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
                     handshake_start = time.perf_counter()
                     await initiate(FramedStream(stream), source_secret, mix_d.link_key)
                     handshake_s = time.perf_counter() - handshake_start
+                    cpu_start = (_cpu_seconds(process.pid), time.process_time())
                     start = time.perf_counter()
                     sent = 0
                     with anyio.fail_after(120):
@@ -189,6 +191,7 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
                         with anyio.move_on_after(30):
                             await done.wait()
                 elapsed = (last_arrival or time.perf_counter()) - start
+                cpu = (_cpu_seconds(process.pid), time.process_time())
             finally:
                 if process.poll() is None:
                     process.terminate()
@@ -196,7 +199,14 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
                 tg.cancel_scope.cancel()
     status = _mix_status(tmp / "mix")
     shutil.rmtree(tmp, ignore_errors=True)
+    mix_cpu = cpu[0] - cpu_start[0] if cpu[0] is not None and cpu_start[0] is not None else None
     return {
+        # CPU of the mix process while it carried the packets: per packet, and in cores (2.0 on two
+        # busy cores); on a loaded machine mix_pps falls while the CPU per packet stays put.
+        "mix_cpu_us_per_packet": round(mix_cpu / arrived * 1e6, 1) if mix_cpu is not None and arrived else None,
+        "mix_cores": round(mix_cpu / elapsed, 2) if mix_cpu is not None and elapsed > 0 else None,
+        # CPU of this process (source and sink) meanwhile, in cores: is the bench the bottleneck?
+        "mix_bench_cores": round((cpu[1] - cpu_start[1]) / elapsed, 2) if elapsed > 0 else None,
         "mix_pps": round(arrived / elapsed, 1) if arrived and elapsed > 0 else 0.0,
         "mix_packets": packets,
         "mix_delivered": arrived,
@@ -205,6 +215,15 @@ async def _run(packets: int, window: int, say: Callable[[str], None]) -> dict:
         "mix_exit_code": process.returncode if process is not None else None,
         "link_handshake_ms": round(handshake_s * 1000, 2),
     }
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _mix_status(mix_dir: Path) -> dict:

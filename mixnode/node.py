@@ -222,8 +222,8 @@ class MixNode:
                     log.info("%s %s (layer %d) listening on %d address(es); %d replay tags loaded",
                              self.role, config.name, config.layer, len(self.addresses), loaded)
                     # Twice as many batches in flight as unwrap threads: one batch's tags are
-                    # committed while the next batch is unwrapped.
-                    for _ in range(2 * max(1, config.workers)):
+                    # committed while the next batch is unwrapped (inline, one after the other).
+                    for _ in range(2 * config.workers or 1):
                         tg.start_soon(self._unwrap_worker, inbound_receive.clone(), limiter, store_limiter)
                     tg.start_soon(self._scheduler)
                     tg.start_soon(self._publisher)

@@ -275,6 +275,25 @@ cdef int _open_header(EVP_CIPHER_CTX* ctx, const unsigned char* secret, const un
     return 0
 
 
+cdef int _each(int unwrap, Py_ssize_t n, const unsigned char* secret, const unsigned char** ptrs, unsigned char* keys,
+               unsigned char* bs, unsigned char** outs, int* status) noexcept nogil:
+    """Open every header (``unwrap`` 0) or unwrap every hop (1) on one cipher context; -1 if libcrypto failed."""
+    cdef EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new()
+    cdef int failed = 0
+    cdef Py_ssize_t i
+    if ctx == NULL:
+        return -1
+    for i in range(n):
+        if unwrap:
+            status[i] = _unwrap_hop(ctx, ptrs[2 * i], ptrs[2 * i + 1], bs + i * B, outs[i])
+        else:
+            status[i] = _open_header(ctx, secret, ptrs[i], keys + i * KEYS)
+        if status[i] < 0:
+            failed = -1
+    EVP_CIPHER_CTX_free(ctx)
+    return failed
+
+
 def open_headers(bytes secret, list packets):
     """Per packet: its keys ``hb|hrho|htau|hpi`` (64 bytes) if ``secret`` opens its header, else a status code.
 
@@ -287,7 +306,6 @@ def open_headers(bytes secret, list packets):
     cdef const unsigned char** ptrs = <const unsigned char**>malloc(max(n, 1) * sizeof(void*))
     cdef int* status = <int*>malloc(max(n, 1) * sizeof(int))
     cdef unsigned char* out = <unsigned char*>malloc(max(n, 1) * KEYS)
-    cdef EVP_CIPHER_CTX* ctx
     cdef int failed = 0
     if ptrs == NULL or status == NULL or out == NULL:
         free(ptrs); free(status); free(out)
@@ -297,15 +315,7 @@ def open_headers(bytes secret, list packets):
             p = packets[i]
             ptrs[i] = <const unsigned char*>PyBytes_AS_STRING(p) if type(p) is bytes and PyBytes_GET_SIZE(p) == PACKET else NULL
         with nogil:
-            ctx = EVP_CIPHER_CTX_new()
-            if ctx == NULL:
-                failed = 1
-            else:
-                for i in range(n):
-                    status[i] = _open_header(ctx, sp, ptrs[i], out + i * KEYS)
-                    if status[i] < 0:
-                        failed = 1
-                EVP_CIPHER_CTX_free(ctx)
+            failed = _each(0, n, sp, ptrs, out, NULL, NULL, status)
         if failed:
             raise MemoryError("libcrypto: AES-128-ECB failed")
         return [PyBytes_FromStringAndSize(<char*>out + i * KEYS, KEYS) if status[i] == 0 else status[i]
@@ -344,7 +354,6 @@ def unwrap_hops(list packets, list keys):
     cdef unsigned char** outs = <unsigned char**>malloc(max(n, 1) * sizeof(void*))
     cdef int* status = <int*>malloc(max(n, 1) * sizeof(int))
     cdef unsigned char* bs = <unsigned char*>malloc(max(n, 1) * B)
-    cdef EVP_CIPHER_CTX* ctx
     cdef int failed = 0
     if ptrs == NULL or outs == NULL or status == NULL or bs == NULL:
         free(ptrs); free(outs); free(status); free(bs)
@@ -361,15 +370,7 @@ def unwrap_hops(list packets, list keys):
             outs[i] = <unsigned char*>PyBytes_AS_STRING(o)
             results.append(o)
         with nogil:
-            ctx = EVP_CIPHER_CTX_new()
-            if ctx == NULL:
-                failed = 1
-            else:
-                for i in range(n):
-                    status[i] = _unwrap_hop(ctx, ptrs[2 * i], ptrs[2 * i + 1], bs + i * B, outs[i])
-                    if status[i] < 0:
-                        failed = 1
-                EVP_CIPHER_CTX_free(ctx)
+            failed = _each(1, n, NULL, ptrs, NULL, bs, outs, status)
         if failed:
             raise MemoryError("libcrypto: AES-128-CTR failed")
         return [(PyBytes_FromStringAndSize(<char*>bs + i * B + 1, bs[i * B]), results[i]) if status[i] == 0

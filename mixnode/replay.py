@@ -5,7 +5,8 @@ against one :class:`~mixnode.bloom.BloomFilter` per epoch (fixed memory, sized f
 ``capacity`` tags at ``fp_rate``; thread-safe with a lock) and written to SQLite
 (:func:`anonmail.daemon.sqlite.connect`: WAL, ``synchronous=FULL``) in batches **before** the
 packets of that batch are forwarded (threads persisting at once share one commit,
-:meth:`ReplayStore.persist_many`), so a crash
+:meth:`ReplayStore.persist_many`; a commit is one row per epoch, its tags concatenated, which
+costs SQLite a twentieth of a row per tag), so a crash
 or restart never reopens the window: on start, the current and previous epochs' tags are loaded
 back into fresh filters. Epochs older than the previous one are purged (their keys are gone, so
 their packets cannot be processed anyway), which keeps memory and disk bounded.
@@ -51,11 +52,12 @@ class ReplayStore:
         self._failed: dict[int, StoreError] = {}
         # secure_delete: a purged tag is overwritten, so a seized disk cannot show which packets passed.
         self._conns = PerThread(self.path, store=_STORE)
-        with translated(_STORE, self.path, "create the table"):
-            self._conns.get().execute(
-                "CREATE TABLE IF NOT EXISTS [tags] ([epoch] INTEGER, [tag] BLOB, PRIMARY KEY ([epoch], [tag]))"
-                " WITHOUT ROWID"  # one b-tree per insert, not a table and an index (older files keep theirs)
-            )
+        with translated(_STORE, self.path, "create the tables"):
+            conn = self._conns.get()
+            # One row per commit and tag size, the tags concatenated: a row costs what a tag did.
+            conn.execute("CREATE TABLE IF NOT EXISTS [tag_batches] ([epoch] INTEGER, [size] INTEGER, [tags] BLOB)")
+            # One row per tag: what files written before tag_batches hold (still loaded and purged).
+            conn.execute("CREATE TABLE IF NOT EXISTS [tags] ([epoch] INTEGER, [tag] BLOB, PRIMARY KEY ([epoch], [tag]))")
 
     def load(self, epochs: Iterable[int]) -> int:
         """Load the tags of these epochs into memory (on start); returns how many."""
@@ -63,12 +65,15 @@ class ReplayStore:
         conn = self._conns.get()
         for epoch in epochs:
             with translated(_STORE, self.path, "load tags"):
-                rows = conn.execute("SELECT tag FROM tags WHERE epoch = ?", [epoch]).fetchall()
+                tags = [bytes(row[0]) for row in conn.execute("SELECT tag FROM tags WHERE epoch = ?", [epoch])]
+                for size, blob in conn.execute("SELECT size, tags FROM tag_batches WHERE epoch = ? AND size > 0",
+                                               [epoch]):
+                    tags += [bytes(blob[i : i + size]) for i in range(0, len(blob), size)]
             with self._lock:
                 bucket = self._filter(epoch)
-                for row in rows:
-                    bucket.add(bytes(row[0]))
-                    count += 1
+                for tag in tags:
+                    if not bucket.add(tag):
+                        count += 1
         return count
 
     def _filter(self, epoch: int) -> BloomFilter:
@@ -113,8 +118,12 @@ class ReplayStore:
                 return
         error = None
         try:
+            groups: dict[tuple[int, int], list[bytes]] = {}
+            for epoch, tag in batch:
+                groups.setdefault((epoch, len(tag)), []).append(tag)
             with transaction(self._conns.get(), store=_STORE, path=self.path, action="record tags") as conn:
-                conn.executemany("INSERT OR IGNORE INTO tags (epoch, tag) VALUES (?, ?)", batch)
+                conn.executemany("INSERT INTO tag_batches (epoch, size, tags) VALUES (?, ?, ?)",
+                                 [(epoch, size, b"".join(group)) for (epoch, size), group in groups.items()])
         except StoreError as exc:
             error = exc
         with self._group:
@@ -135,6 +144,7 @@ class ReplayStore:
                 del self._tags[old]
         with transaction(self._conns.get(), store=_STORE, path=self.path, action="purge") as conn:
             conn.execute("DELETE FROM tags WHERE epoch < ?", [epoch])
+            conn.execute("DELETE FROM tag_batches WHERE epoch < ?", [epoch])
 
     def count(self, epoch: int) -> int:
         """Distinct tags added to an epoch's filter."""

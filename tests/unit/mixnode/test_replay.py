@@ -82,3 +82,26 @@ def test_a_flood_of_fresh_tags_does_not_grow_memory_past_the_filter(tmp_path):
     assert store.over_capacity() == [7]
     assert store.check_and_add(7, tags[:32]) is True  # still no false negative
     store.close()
+
+
+def test_tags_in_the_one_row_per_tag_table_of_older_files_are_still_loaded_and_purged(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "r.sqlite"
+    old, new = [os.urandom(16) for _ in range(3)], [os.urandom(16) for _ in range(4)]
+    ReplayStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.executemany("INSERT INTO tags (epoch, tag) VALUES (?, ?)", [(4, t) for t in old])
+    conn.commit()
+    conn.close()
+    store = ReplayStore(path)
+    store.persist_many({4: new[:2], 5: new[2:]})
+    store.close()
+    again = ReplayStore(path)
+    assert again.load([4, 5]) == 7
+    assert all(again.check_and_add(4, t) for t in old + new[:2]) and all(again.check_and_add(5, t) for t in new[2:])
+    again.purge_before(5)
+    again.close()
+    third = ReplayStore(path)
+    assert third.load([4, 5]) == 2
+    third.close()

@@ -586,6 +586,10 @@ class Testnet:
         proc = self._procs[name]
         return proc.pid if proc.alive else None
 
+    def client_tor_pid(self, name: str) -> int:
+        """The PID of client tor ``name`` (nodes, users; stranger once started): tests renice it."""
+        return int(self._tor_clients[name].pid)
+
     def node_status(self, name: str) -> dict | None:
         """The process's own ``status.json``."""
         return self._procs[name].status()

@@ -260,9 +260,14 @@ FLOOD_QUIET, FLOOD_MAX_DELAY, FLOOD_RANDOM = 2_000, 20_000, 100_000
 #: a loaded machine takes seconds per stream: only width makes the flood fast); fewer than 128 for
 #: the handshakes, so that they complete and their packets are sent.
 PER_STREAM, STREAMS, HANDSHAKE_STREAMS = 50, 400, 100
-#: Messages alice sends bob without the flood and (as long as it lasts) during it, one every
-#: MAIL_GAP seconds; their mean latencies are compared.
-MAIL_SAMPLES, MAIL_GAP = 8, 3.0
+#: Messages alice sends bob, one every MAIL_GAP seconds: MAIL_SAMPLES before the flood and as many
+#: after it (together the baseline: windows on both sides cancel a drift of the shared machine's
+#: load), and during the flood as long as it lasts (at least MAIL_SAMPLES). Latency runs from the
+#: message's entry in alice's outbox to bob's inbox: the start-up of the `anonmail send` process
+#: (a Python interpreter, seconds of CPU on a loaded machine) is the user's computer, not the network.
+MAIL_SAMPLES, MAIL_GAP = 12, 1.5
+#: The issue's bound: the mean latency during the flood within 25 % of the baseline's.
+LATENCY_BOUND = 1.25
 
 
 def _received_at(net: Testnet, user: str, subjects: list[str]) -> dict[str, float]:
@@ -271,16 +276,29 @@ def _received_at(net: Testnet, user: str, subjects: list[str]) -> dict[str, floa
 
 def _mail_latencies(net: Testnet, tag: str, more: Callable[[], bool] = lambda: False) -> list[float]:
     """Alice sends MAIL_SAMPLES messages (more while ``more()``) MAIL_GAP s apart; each one's
-    seconds from `send` to bob's inbox, each delivered exactly once."""
-    sent_at: dict[str, float] = {}
-    while len(sent_at) < MAIL_SAMPLES or (more() and len(sent_at) < 10 * MAIL_SAMPLES):
-        subject = f"{tag} {len(sent_at)}"
-        sent_at[subject] = time.time()
-        _send(net, "alice", "bob", subject)
-        time.sleep(max(0.0, sent_at[subject] + MAIL_GAP - time.time()))
-    _deliver_and_check(net, list(sent_at))
-    arrived = _received_at(net, "bob", list(sent_at))
-    return [arrived[s] - t for s, t in sent_at.items()]
+    seconds from alice's outbox to bob's inbox, each delivered exactly once."""
+    subjects: list[str] = []
+    while len(subjects) < MAIL_SAMPLES or (more() and len(subjects) < 10 * MAIL_SAMPLES):
+        started = time.monotonic()
+        subjects.append(f"{tag} {len(subjects)}")
+        _send(net, "alice", "bob", subjects[-1])
+        time.sleep(max(0.0, started + MAIL_GAP - time.monotonic()))
+    _deliver_and_check(net, subjects)
+    queued = {m["subject"]: float(m["queued_at"]) for m in _outbox(net, "alice") if m["subject"] in subjects}
+    arrived = _received_at(net, "bob", subjects)
+    return [arrived[s] - queued[s] for s in subjects]
+
+
+def _summary(latencies: list[float]) -> str:
+    error = statistics.stdev(latencies) / len(latencies) ** 0.5
+    return (f"mean {statistics.mean(latencies):.2f} ± {error:.2f} s, median {statistics.median(latencies):.2f} s, "
+            f"n={len(latencies)}")
+
+
+def _renice(pid: int) -> None:
+    """The lowest CPU priority for every thread of ``pid`` (Linux: niceness is per thread)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.setpriority(os.PRIO_PROCESS, int(tid), 19)
 
 
 async def _stranger_floods(injector: Injector, address: str, link_key: bytes, slow: list[bytes],
@@ -328,8 +346,10 @@ async def _stranger_floods(injector: Injector, address: str, link_key: bytes, sl
 @pytest.mark.timeout(900)
 def test_a_strangers_flood_is_refused_and_counted_while_mail_flows(net: Testnet, tmp_path: Path):
     targets = {"mix1b": net.pid("mix1b"), "alpha": net.pid("alpha")}
+    _send(net, "alice", "bob", "warm-up")  # the first message after start-up waits for circuits
+    _deliver_and_check(net, ["warm-up"])
     before_flood = _mail_latencies(net, "before the flood")
-    print(f"mail latency without the flood: {[round(x, 1) for x in before_flood]}", flush=True)
+    print(f"mail latency before the flood: {[round(x, 1) for x in before_flood]}", flush=True)
     rss_before = {name: _rss_kib(pid) for name, pid in targets.items()}
     refused_before = {name: Counter(_refused(net, name)) for name in targets}
     sent = {name: Counter() for name in targets}
@@ -338,6 +358,7 @@ def test_a_strangers_flood_is_refused_and_counted_while_mail_flows(net: Testnet,
 
     async def flood() -> None:
         async with Injector(net, tmp_path / "stranger", own_tor=True) as injector:
+            _renice(net.client_tor_pid("stranger"))
             slow = [encode_frame(Packet(injector.drop_packet("mix1b", sphinx.MAX_DELAY_MS))) for _ in range(20)]
             t0 = time.monotonic()
             async with anyio.create_task_group() as tg:
@@ -347,6 +368,11 @@ def test_a_strangers_flood_is_refused_and_counted_while_mail_flows(net: Testnet,
             timing["flood_s"] = time.monotonic() - t0
 
     def run_flood() -> None:
+        # The stranger has a machine of its own; here it shares 2 cores with every node and tor
+        # relay, so its flood generator (this thread and the threads it starts) and its own tor run
+        # at the lowest priority. What the flood costs the nodes (their tor's onion-service work,
+        # the handshakes, the refusals) runs at normal priority and is in the figures.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         try:
             anyio.run(flood)
         except BaseException as exc:  # reported by the test thread
@@ -362,8 +388,11 @@ def test_a_strangers_flood_is_refused_and_counted_while_mail_flows(net: Testnet,
         flooder.join(900)
     assert not failures, failures
     assert len(during_flood) > MAIL_SAMPLES, "the flood was over before alice had sent her messages"
-    mean_before, mean_during = statistics.mean(before_flood), statistics.mean(during_flood)
-    print(f"mail latency: {mean_before:.2f} s without the flood, {mean_during:.2f} s during it "
+    after_flood = _mail_latencies(net, "after the flood")
+    print(f"mail latency after the flood: {[round(x, 1) for x in after_flood]}", flush=True)
+    baseline = before_flood + after_flood
+    mean_before, mean_during = statistics.mean(baseline), statistics.mean(during_flood)
+    print(f"mail latency without the flood: {_summary(baseline)}; during it: {_summary(during_flood)} "
           f"({mean_during / mean_before - 1:+.0%}); flood took {timing['flood_s']:.0f} s", flush=True)
     for name, pid in targets.items():
         assert net.pid(name) == pid, f"the flooded {name} died"
@@ -387,11 +416,7 @@ def test_a_strangers_flood_is_refused_and_counted_while_mail_flows(net: Testnet,
         assert refused["too_many_unauthenticated"] + refused["handshake_timeout"] >= FLOOD_QUIET, (name, refused)
         assert refused["unknown_peer"] > 0 and refused["unexpected"] > 0, (name, refused)
         assert growth_mib < 64, f"{name} grew by {growth_mib:.1f} MiB"
-    # The issue asks for 25 %. On one shared 2-core machine, where every onion service of the
-    # testnet lives in one tor process that also carries the flood, four runs gave +2 %, +24 %,
-    # +52 % and +83 % (the mean without the flood moves with the machine's load); the bound here
-    # catches mail that stalls under the flood, and the figure is printed above.
-    assert mean_during <= 2.5 * mean_before, (before_flood, during_flood)
+    assert mean_during <= LATENCY_BOUND * mean_before, (baseline, during_flood)
 
 
 def _free_port() -> int:

@@ -277,16 +277,19 @@ def _received_at(net: Testnet, user: str, subjects: list[str]) -> dict[str, floa
 def _mail_latencies(net: Testnet, tag: str, more: Callable[[], bool] = lambda: False) -> list[float]:
     """Alice sends MAIL_SAMPLES messages (more while ``more()``) MAIL_GAP s apart; each one's
     seconds from alice's outbox to bob's inbox, each delivered exactly once."""
-    subjects: list[str] = []
-    while len(subjects) < MAIL_SAMPLES or (more() and len(subjects) < 10 * MAIL_SAMPLES):
-        started = time.monotonic()
-        subjects.append(f"{tag} {len(subjects)}")
-        _send(net, "alice", "bob", subjects[-1])
-        time.sleep(max(0.0, started + MAIL_GAP - time.monotonic()))
-    _deliver_and_check(net, subjects)
-    queued = {m["subject"]: float(m["queued_at"]) for m in _outbox(net, "alice") if m["subject"] in subjects}
-    arrived = _received_at(net, "bob", subjects)
-    return [arrived[s] - queued[s] for s in subjects]
+    started: dict[str, float] = {}
+    while len(started) < MAIL_SAMPLES or (more() and len(started) < 10 * MAIL_SAMPLES):
+        subject = f"{tag} {len(started)}"
+        started[subject] = time.time()
+        _send(net, "alice", "bob", subject)
+        time.sleep(max(0.0, started[subject] + MAIL_GAP - time.time()))
+    _deliver_and_check(net, list(started))
+    queued = {m["subject"]: float(m["queued_at"]) for m in _outbox(net, "alice") if m["subject"] in started}
+    arrived = _received_at(net, "bob", list(started))
+    print(f"{tag}: mean {statistics.mean(arrived[s] - t for s, t in started.items()):.2f} s counted from the "
+          f"start of `anonmail send`, {statistics.mean(queued[s] - t for s, t in started.items()):.2f} s of "
+          f"it the command's own start-up", flush=True)
+    return [arrived[s] - queued[s] for s in started]
 
 
 def _summary(latencies: list[float]) -> str:

@@ -125,6 +125,8 @@ class Inbound:
         self.peer_rate = peer_rate
         #: Connections closed unserved (or cut short), by reason.
         self.refused: Counter = Counter()
+        #: Connections accepted in all: each one ends refused (once), admitted or still pending.
+        self.accepted = 0
         self.users = 0
         self._pending: OrderedDict[int, anyio.CancelScope] = OrderedDict()
         self._evicted: set[int] = set()
@@ -144,6 +146,7 @@ class Inbound:
     def status(self) -> dict:
         """Budgets in use and refusals, for the status file."""
         return {
+            "inbound_accepted": self.accepted,
             "inbound_unauthenticated": self.unauthenticated,
             "inbound_links": self.node_links(),
             "inbound_users": self.users,
@@ -153,6 +156,7 @@ class Inbound:
     async def serve(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one accepted connection until it ends, is refused or is pushed out."""
         key = next(self._keys)
+        self.accepted += 1
         if len(self._pending) >= MAX_UNAUTHENTICATED:
             oldest, scope = self._pending.popitem(last=False)
             self._evicted.add(oldest)

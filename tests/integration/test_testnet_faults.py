@@ -355,6 +355,7 @@ def test_a_strangers_flood_is_refused_and_counted_while_mail_flows(net: Testnet,
     print(f"mail latency before the flood: {[round(x, 1) for x in before_flood]}", flush=True)
     rss_before = {name: _rss_kib(pid) for name, pid in targets.items()}
     refused_before = {name: Counter(_refused(net, name)) for name in targets}
+    accepted_before = {name: net.node_status(name)["inbound_accepted"] for name in targets}
     sent = {name: Counter() for name in targets}
     failures: list[BaseException] = []
     timing = {}
@@ -403,19 +404,23 @@ def test_a_strangers_flood_is_refused_and_counted_while_mail_flows(net: Testnet,
         assert status["queue_length"] < 100, (name, status["queue_length"])  # the flood queued nothing
         streams = sum(sent[name][f"{kind}_closed"] for kind in ("quiet", "max_delay", "random"))
         # A connection still waiting for its handshake is refused when its 10 s are up.
-        _wait(lambda: sum(_refused(net, name).values()) - sum(refused_before[name].values()) >= streams, 60,
+        _wait(lambda: sum(_refused(net, name).values()) - sum(refused_before[name].values()) >= streams
+              and net.node_status(name)["inbound_unauthenticated"] == 0, 60,
               lambda: f"{name} refused {_refused(net, name)}, before the flood {refused_before[name]}")
         refused = Counter(_refused(net, name))
         refused.subtract(refused_before[name])
+        accepted = net.node_status(name)["inbound_accepted"] - accepted_before[name]
         growth_mib = (_rss_kib(pid) - rss_before[name]) / 1024
-        print(f"{name}: stranger sent {dict(sent[name])}; refusals {dict(+refused)}; "
-              f"RSS grew by {growth_mib:.1f} MiB", flush=True)
+        print(f"{name}: stranger sent {dict(sent[name])}; {accepted} connections accepted, refusals "
+              f"{dict(+refused)}; RSS grew by {growth_mib:.1f} MiB", flush=True)
         assert sent[name]["quiet"] == FLOOD_QUIET and sent[name]["random_packets"] == FLOOD_RANDOM
         assert sent[name]["max_delay_packets"] == FLOOD_MAX_DELAY
         # Every stranger connection is refused once, under its reason: pushed out by newcomers or
         # timed out before a handshake, an unknown link key after one, a packet where a handshake
-        # message belongs (the rest of its stream is never read).
-        assert streams <= sum(refused.values()) <= streams + 50, (name, refused)
+        # message belongs (the rest of its stream is never read). The node may accept more streams
+        # than the stranger opened (its tor retries a stream attempt that is slow to connect), and
+        # the few others are the users' and neighbours' connections, admitted.
+        assert streams <= sum(refused.values()) <= accepted <= sum(refused.values()) + 20, (name, accepted, refused)
         assert refused["too_many_unauthenticated"] + refused["handshake_timeout"] >= FLOOD_QUIET, (name, refused)
         assert refused["unknown_peer"] > 0 and refused["unexpected"] > 0, (name, refused)
         assert growth_mib < 64, f"{name} grew by {growth_mib:.1f} MiB"

@@ -63,6 +63,8 @@ async def test_512_idle_connections_after_hello_cannot_lock_a_neighbour_out(tmp_
         assert refused.get("handshake_timeout", 0) + refused.get("too_many_unauthenticated", 0) == 512
         assert status["inbound_unauthenticated"] == 0
         assert "mix-1-0" in status["inbound_links"]
+        # Every connection is counted when accepted; none of them refused twice.
+        assert sum(refused.values()) + sum(status["inbound_links"].values()) <= status["inbound_accepted"]
         for stream in held:
             await stream.aclose()
 

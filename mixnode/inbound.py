@@ -167,9 +167,9 @@ class Inbound:
             async with stream:
                 await self._serve(key, framed)
         except WireError:
-            self.refused[Refusal.BAD_FRAME] += 1
+            self._refuse(key, Refusal.BAD_FRAME)
         except LinkAuthError as exc:
-            self.refused[Refusal(exc.reason)] += 1
+            self._refuse(key, Refusal(exc.reason))
             log.info("inbound link refused: %s", exc)
         except LinkError:
             pass  # the peer went away
@@ -179,6 +179,13 @@ class Inbound:
             self._pending.pop(key, None)
             self._evicted.discard(key)
 
+    def _refuse(self, key: int, reason: Refusal) -> None:
+        """Count a refusal, unless a newcomer already pushed this connection out (counted then)."""
+        # Cancellation reaches a task only at its next wait: one whose bytes had just arrived
+        # still runs its step after being pushed out, and may fail on those bytes.
+        if key not in self._evicted:
+            self.refused[reason] += 1
+
     async def _serve(self, key: int, framed: FramedStream) -> None:
         scope = anyio.CancelScope(deadline=anyio.current_time() + HANDSHAKE_TIMEOUT)
         self._pending[key] = scope
@@ -187,20 +194,21 @@ class Inbound:
             hello = await framed.expect_hello()
             if hello.role == Role.CLIENT:
                 if self.serve_client is None:
-                    self.refused[Refusal.CLIENT_AT_MIX] += 1
+                    self._refuse(key, Refusal.CLIENT_AT_MIX)
                     return
                 scope.deadline = float("inf")  # the session keeps its own (login) deadline
                 await self.serve_client(framed, ClientSlot(self, key))  # type: ignore[misc]
                 return
             if hello.role not in (Role.MIX, Role.PROVIDER):
-                self.refused[Refusal.BAD_ROLE] += 1
+                self._refuse(key, Refusal.BAD_ROLE)
                 return
             peer_key = await respond(framed, self.link_secret)
             peer = authorize_peer(self.consensuses(), self.me(), peer_key)
         if scope.cancelled_caught:
-            if key not in self._evicted:
-                self.refused[Refusal.HANDSHAKE_TIMEOUT] += 1
+            self._refuse(key, Refusal.HANDSHAKE_TIMEOUT)
             return
+        if key in self._evicted:
+            return  # pushed out while its last handshake message was being read: refused already
         self._pending.pop(key, None)
         if peer is not None:
             await self._serve_link(peer.name, framed)

@@ -154,9 +154,17 @@ async def test_attack_each_key_lookup_comes_from_an_i2p_destination_of_its_own(i
         with anyio.fail_after(600):
             session = await retried(lambda: router.connect(address))
             async with session:
-                for identity, who, _ in USERS:
-                    found, _certs = await retried(lambda who=who: lookup_keys(router, address, who, timeout=90.0))
-                    assert found == identity.public
+                found: dict[bytes, bytes] = {}
+
+                async def look_up(identity: IdentityKey, who: Address) -> None:
+                    found[identity.public], _certs = await retried(
+                        lambda: lookup_keys(router, address, who, timeout=90.0))
+
+                # At once, not one after the other: each waits for its new destination's tunnels.
+                async with anyio.create_task_group() as tg:
+                    for identity, who, _ in USERS:
+                        tg.start_soon(look_up, identity, who)
+                assert found == {identity.public: identity.public for identity, _, _ in USERS}
             # Each lookup's destination outlives its stream by TRANSIENT_LINGER (i2pd 2.56 crashes when
             # a destination goes while its stream still closes), then goes: only the session's stays.
             assert len(user_side._sessions) > 1

@@ -66,7 +66,7 @@ class TestOnionConformance(TransportConformance):
     async def transport_pair(self, tor_clients, tmp_path):
         server, client = tor_clients
         async with OnionTransport(server.settings(), data_dir=tmp_path / "listener") as listener, \
-                OnionTransport(client.settings(connect_timeout=30.0)) as connector:
+                OnionTransport(client.settings(connect_timeout=80.0)) as connector:
             yield listener, connector, unknown_onion_address()
 
 

@@ -21,7 +21,7 @@ import nacl.signing
 import pytest
 
 from anonmail.core.uri import onion_address_from_key
-from anonmail.errors import ConnectError
+from anonmail.errors import ConnectError, TorError
 from anonmail.net.tor import (
     ONION_KEY_FILE,
     OnionTransport,
@@ -247,3 +247,64 @@ async def test_launched_tor_that_dies_is_started_again(tor_network, tor_clients,
     for pid in (first_pid, second_pid):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.anyio
+async def test_a_publication_that_stalls_is_withdrawn_and_added_again(tor_clients, tmp_path, caplog):
+    """tor holding back the descriptor (``PublishHidServDescriptors 0``) stalls the first attempt.
+
+    The transport withdraws that attempt's service and adds the same key again; once tor
+    publishes, ``listen`` returns the one address, and a peer reaches it. When tor never
+    publishes, ``listen`` fails with a clear error after ``publish_timeout`` and leaves no
+    service behind.
+    """
+    import logging
+
+    import stem.control
+
+    server, client = tor_clients
+    controller = await anyio.to_thread.run_sync(lambda: stem.control.Controller.from_port(port=server.control_port))
+    await anyio.to_thread.run_sync(controller.authenticate)
+
+    async def services(transport: OnionTransport) -> list[str]:
+        """The onion services tor holds for this transport's control connection."""
+        return await anyio.to_thread.run_sync(transport._controller.list_ephemeral_hidden_services)
+
+    caplog.set_level(logging.INFO, logger="anonmail.net.tor")
+    try:
+        await anyio.to_thread.run_sync(controller.set_conf, "PublishHidServDescriptors", "0")
+        # tor never publishes: a typed error naming the bound and the attempts, no service left behind
+        async with OnionTransport(server.settings(publish_timeout=6.0), data_dir=tmp_path / "never") as never:
+            start = time.monotonic()
+            with pytest.raises(TorError) as info:
+                await never.listen(_echo_once)
+            assert time.monotonic() - start < 6.0 + 10
+            assert await services(never) == []  # both attempts withdrawn
+        assert "did not publish the onion service descriptor within 6 s (2 attempts)" in str(info.value)
+
+        # tor publishes again while the second attempt waits: listen returns, the address answers
+        caplog.clear()
+        async with OnionTransport(server.settings(publish_timeout=40.0), data_dir=tmp_path / "late") as late, \
+                OnionTransport(client.settings(connect_timeout=60.0)) as peer:
+            async with anyio.create_task_group() as tg:
+                addresses: list[str] = []
+
+                async def listen() -> None:
+                    addresses.extend(await late.listen(_echo_once))
+
+                tg.start_soon(listen)
+                with anyio.fail_after(45):
+                    while not any("adding it again" in r.getMessage() for r in caplog.records):
+                        await anyio.sleep(0.2)
+                await anyio.to_thread.run_sync(controller.set_conf, "PublishHidServDescriptors", "1")
+            assert any("published on attempt 2" in r.getMessage() for r in caplog.records)
+            (address,) = addresses
+            assert await services(late) == [address[len("onion://"):].split(".")[0]]  # the stalled one is gone
+            with anyio.fail_after(70):
+                stream = await peer.connect(address)
+                async with stream:
+                    await stream.send(b"ping")
+                    assert await read_exactly(stream, 4) == b"gnip"
+    finally:
+        await anyio.to_thread.run_sync(controller.reset_conf, "PublishHidServDescriptors")
+        await anyio.to_thread.run_sync(controller.close)

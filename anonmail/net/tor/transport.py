@@ -37,6 +37,8 @@ log = logging.getLogger("anonmail.net.tor")
 
 #: Longest pause between two attempts to get tor back after it went away.
 MAX_RECOVERY_DELAY = 30.0
+#: Publication attempts within ``publish_timeout``: a stalled one is withdrawn and added again.
+PUBLISH_ATTEMPTS = 2
 
 
 class _TorUnreachable(TorError):
@@ -294,28 +296,85 @@ class OnionTransport(Transport):
         return [f"onion://{service_id}.onion:{settings.virtual_port}"]
 
     async def _publish(self, key: tuple[str, str], local_port: int):  # -> stem AddOnionResponse
-        """ADD_ONION for ``127.0.0.1:local_port`` with ``key``; return once the descriptor is uploaded."""
+        """ADD_ONION for ``127.0.0.1:local_port`` with ``key``; return once the descriptor is uploaded.
+
+        One attempt waits up to ``publish_timeout / PUBLISH_ATTEMPTS`` for tor's first upload; an
+        attempt that stalls (tor sometimes never uploads, its introduction circuits stuck in a small
+        network) is withdrawn (DEL_ONION) and the same key added again, until ``publish_timeout``.
+        """
+        settings = self.settings
+        deadline = time.monotonic() + settings.publish_timeout
+        attempt_timeout = settings.publish_timeout / PUBLISH_ATTEMPTS
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = min(attempt_timeout, deadline - time.monotonic())
+            response, uploaded = await self._publish_once(key, local_port, wait)
+            if uploaded:
+                if attempt > 1:
+                    log.info("onion service published on attempt %d", attempt)
+                return response
+            key = (response.private_key_type, response.private_key) if key[0] == "NEW" else key
+            await self._withdraw(response.service_id)
+            if deadline - time.monotonic() < 1.0:
+                raise TorError(f"tor did not publish the onion service descriptor within "
+                               f"{settings.publish_timeout:.0f} s ({attempt} attempt{'s' if attempt > 1 else ''})")
+            log.warning("tor did not publish the onion service descriptor within %.0f s; adding it again", wait)
+
+    async def _publish_once(self, key: tuple[str, str], local_port: int, wait: float):
+        """One ADD_ONION; return (response, True) after tor's first descriptor upload, (response, False) after ``wait`` s."""
+        import queue
+
         import stem
+        from stem.control import EventType
 
         settings, controller = self.settings, self._controller
         key_type, key_content = key
+        events: queue.Queue = queue.Queue()
+        listener = events.put  # one bound method object: removed by identity below
 
         def publish():
+            controller.add_event_listener(listener, EventType.HS_DESC)
             try:
-                return controller.create_ephemeral_hidden_service(
-                    {settings.virtual_port: f"127.0.0.1:{local_port}"},
-                    key_type=key_type, key_content=key_content,
-                    await_publication=True, timeout=settings.publish_timeout,
-                )
-            except stem.Timeout as exc:
-                raise TorError(
-                    f"tor did not publish the onion service descriptor within {settings.publish_timeout:.0f} s"
-                ) from exc
-            except (stem.ControllerError, stem.SocketError) as exc:
-                raise TorError(f"tor refused to create the onion service: {exc}") from exc
+                try:
+                    response = controller.create_ephemeral_hidden_service(
+                        {settings.virtual_port: f"127.0.0.1:{local_port}"},
+                        key_type=key_type, key_content=key_content, await_publication=False,
+                    )
+                except (stem.ControllerError, stem.SocketError) as exc:
+                    raise TorError(f"tor refused to create the onion service: {exc}") from exc
+                directories: set[str] = set()
+                end = time.monotonic() + wait
+                while (left := end - time.monotonic()) > 0:
+                    try:
+                        event = events.get(timeout=min(left, 1.0))
+                    except queue.Empty:
+                        if not controller.is_alive():
+                            raise TorError("the connection to tor closed while publishing the onion service") from None
+                        continue
+                    if event.action == stem.HSDescAction.UPLOAD and event.address == response.service_id:
+                        directories.add(event.directory_fingerprint)
+                    elif event.action == stem.HSDescAction.UPLOADED and event.directory_fingerprint in directories:
+                        return response, True  # the first HSDir has it; the rest follow (RECIPES: retry 0xF0)
+                return response, False
+            finally:
+                controller.remove_event_listener(listener)
 
-        return await in_thread(publish, settings.publish_timeout + settings.control_timeout,
-                                "publishing the onion service")
+        return await in_thread(publish, wait + settings.control_timeout, "publishing the onion service")
+
+    async def _withdraw(self, service_id: str) -> None:
+        """DEL_ONION ``service_id`` (a publication attempt that stalled); a failure is only logged."""
+        import stem
+
+        controller = self._controller
+
+        def remove() -> None:
+            try:
+                controller.remove_ephemeral_hidden_service(service_id)
+            except (stem.ControllerError, stem.SocketError) as exc:
+                log.warning("could not withdraw a stalled onion service: %s", exc)
+
+        await in_thread(remove, self.settings.control_timeout, "withdrawing a stalled onion service")
 
     # -- when tor goes away
 

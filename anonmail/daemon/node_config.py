@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "inbound_limit": 4096,  # packets received but not yet unwrapped
     "link_queue_limit": 4096,  # packets waiting per outbound link
     "workers": 2,  # threads unwrapping packets (libsodium releases the GIL); 0 = inline
-    "batch": 64,  # packets per unwrap batch (and per replay-store commit)
+    "batch": 256,  # most packets per unwrap batch and store commit (only what is already queued)
     "loop_delay_mean": 0.2,  # mean per-hop delay of our own loops, seconds
     "loop_timeout": 120.0,  # a loop not back after this is counted lost, seconds
     "replay_capacity": 2_000_000,  # replay tags per epoch the filter is sized for (1e-6 false positives)

@@ -23,8 +23,12 @@ help:
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+# Temporary files of the tests on tmpfs when possible (scripts/test-tmpdir.sh says why);
+# `make test TEST_TMPDIR=/tmp` keeps them on disk.
+TEST_TMPDIR ?= $(shell bash scripts/test-tmpdir.sh)
+
 test: bootstrap
-	$(PYTHON) -m pytest -q --durations=15 $(PYTEST_ARGS)
+	TMPDIR=$(TEST_TMPDIR) $(PYTHON) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(VENV)/bin/anonmail demo --network tor

@@ -40,3 +40,15 @@ def test_torrc_example_binds_loopback_only() -> None:
     assert {words[0] for words in port_lines} == {"ControlPort", "SocksPort"}
     for words in port_lines:
         assert words[1].startswith("127.0.0.1:"), words
+
+
+def test_test_tmpdir_prefers_tmpfs_and_falls_back(tmp_path) -> None:
+    """``make test`` puts TMPDIR where the script says: a writable dir, /dev/shm only if usable."""
+    script = ROOT / "scripts" / "test-tmpdir.sh"
+    assert os.access(script, os.X_OK)
+    chosen = subprocess.run([str(script)], capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(chosen).is_dir() and os.access(chosen, os.W_OK)
+    if chosen != "/dev/shm":  # fell back: it says TMPDIR (or /tmp)
+        assert chosen == os.environ.get("TMPDIR", "/tmp")
+    assert not list(Path(chosen).glob("anonmail-probe.*"))  # its probe is gone
+    assert "TMPDIR=$(TEST_TMPDIR)" in (ROOT / "Makefile").read_text()

@@ -8,7 +8,9 @@ same keys with the same checks; an invalid value is a ConfigError naming the fil
 ``virtual_port``, ``bootstrap_timeout``, ``connect_timeout``, ``health_interval``.
 ``[i2p]`` keys: ``serve`` (false: connect only), ``sam_host``, ``sam_port``, ``inbound_length``, ``outbound_length``,
 ``inbound_quantity``, ``outbound_quantity``, ``session_timeout``, ``lookup_timeout``,
-``connect_timeout``, ``health_interval``.
+``connect_timeout``, ``health_interval``, ``private_network`` (true only on a private test
+network of routers: allows tunnels of fewer than :data:`MIN_TUNNEL_HOPS` hops). ``sam_host``
+must be this machine (SAM is plaintext and carries the destination's private key).
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ if TYPE_CHECKING:
     from anonmail.net.i2p import I2PSettings
     from anonmail.net.tor import TorSettings
 
-__all__ = ["tor_settings_from_table", "i2p_settings_from_table", "build_transports"]
+__all__ = ["tor_settings_from_table", "i2p_settings_from_table", "build_transports", "MIN_TUNNEL_HOPS"]
+
+#: Fewest hops per I2P tunnel outside a private test network: 0 or 1 hop gives a node no anonymity.
+MIN_TUNNEL_HOPS = 2
+#: SAM bridge hosts accepted: this machine only.
+_LOOPBACK_NAMES = ("localhost", "::1")
 
 _TOR_INTS = ("control_port", "socks_port", "virtual_port")
 _TOR_FLOATS = ("bootstrap_timeout", "connect_timeout", "health_interval")
@@ -71,11 +78,34 @@ def i2p_settings_from_table(table: Table) -> I2PSettings:
     values = _collect(table, _I2P_INTS, _I2P_FLOATS, ("sam_host",))
     if table.has("serve"):
         values["serve"] = table.bool("serve")
+    private_network = table.bool("private_network", default=False)
+    host = values.get("sam_host")
+    if host is not None and not _is_loopback(host):
+        raise table.error("sam_host", f"{host!r} is not this machine: SAM is plaintext and carries the "
+                                      "destination's private key, so run i2pd here (127.0.0.1, ::1 or localhost)")
+    for key in ("inbound_length", "outbound_length"):
+        hops = values.get(key)
+        if hops is not None and hops < MIN_TUNNEL_HOPS and not private_network:
+            raise table.error(key, f"{hops} hop{'' if hops == 1 else 's'} per tunnel gives no anonymity on the "
+                                   f"I2P network; use {MIN_TUNNEL_HOPS} or more (3 is I2P's default), or set "
+                                   "private_network = true on a private test network of routers")
     table.finish()
     try:
         return I2PSettings(**values)
     except ConfigError as exc:
         raise ConfigError(f"{table.path}: {exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: 127.0.0.0/8, ::1 or localhost."""
+    import ipaddress
+
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_transports(

@@ -279,7 +279,8 @@ class Testnet:
                 tables["tor"]["serve"] = "tor" in spec.serves
         if self.i2p:
             router = self._i2p_net.routers[self._i2p_router(spec, index)]
-            tables["i2p"] = {"sam_port": router.sam_port, "inbound_length": 1, "outbound_length": 1,
+            tables["i2p"] = {"sam_port": router.sam_port, "private_network": True,
+                             "inbound_length": 1, "outbound_length": 1,
                              "inbound_quantity": 2, "outbound_quantity": 2, "session_timeout": 120.0,
                              "lookup_timeout": 30.0, "connect_timeout": 60.0}
             if spec.role != "agent":

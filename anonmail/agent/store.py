@@ -11,8 +11,9 @@ a busy timeout), so either may run without the other and nothing is lost when on
 * every transmission's SURB keys are stored before the packet leaves, so an ACK that arrives
   after a restart still opens;
 * a received fragment is committed (``partials``) before the agent confirms it to the provider,
-  and a completed message moves to ``inbox`` and into ``received`` in one transaction, so a
-  retransmitted duplicate is merged, never shown twice (``received`` outlives ``delete``);
+  and a completed message moves to ``inbox`` and into ``received_digests`` in one transaction,
+  so a retransmitted duplicate is merged, never shown twice. That table outlives ``delete``, so
+  it holds only a hash of (sender, message id) and the day: no list of correspondents;
 * incomplete messages are bounded per sender and in total (oldest evicted first) and expire
   (:meth:`AgentStore.expire_partials`), so strangers cannot fill the disk with first fragments.
 
@@ -23,6 +24,7 @@ passphrase-sealed key file), so the database alone opens nothing.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -71,9 +73,8 @@ CREATE TABLE IF NOT EXISTS partials (
     sender_fpr BLOB NOT NULL, message_id BLOB NOT NULL, idx INTEGER NOT NULL, count INTEGER NOT NULL,
     total INTEGER NOT NULL, sender TEXT NOT NULL, data BLOB NOT NULL, first_seen REAL NOT NULL,
     PRIMARY KEY (sender_fpr, message_id, idx));
-CREATE TABLE IF NOT EXISTS received (
-    sender_fpr BLOB NOT NULL, message_id BLOB NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (sender_fpr, message_id));
+CREATE TABLE IF NOT EXISTS received_digests (
+    digest BLOB PRIMARY KEY, day INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, sender TEXT NOT NULL, message_id BLOB NOT NULL,
     subject TEXT NOT NULL, body BLOB NOT NULL, sent_at INTEGER NOT NULL, received_at REAL NOT NULL,
@@ -125,6 +126,27 @@ class InboxMessage:
     kind: str = "mail"
 
 
+def received_digest(sender_fpr: bytes, message_id: bytes) -> bytes:
+    """What the store keeps of a received message for good: enough to merge a duplicate, not who sent it.
+
+    The message id is 16 random bytes only its sender and recipient know, so the digest names
+    no correspondent to whoever reads the database; a duplicate still finds its row.
+    """
+    data = len(sender_fpr).to_bytes(2, "big") + sender_fpr + message_id
+    return hashlib.blake2b(data, digest_size=16, person=b"anonmail-recvd").digest()
+
+
+def _forget_correspondents(conn: sqlite3.Connection) -> None:
+    """Move an older store's ``received`` rows (sender, message id, time) to digests; drop the table."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'received'").fetchone():
+        return
+    with conn:  # one transaction; secure_delete zeroes the dropped pages
+        rows = conn.execute("SELECT sender_fpr, message_id, at FROM received").fetchall()
+        conn.executemany("INSERT OR IGNORE INTO received_digests VALUES (?, ?)",
+                         [(received_digest(bytes(f), bytes(m)), int(at // 86400)) for f, m, at in rows])
+        conn.execute("DROP TABLE received")
+
+
 class AgentStore(SessionTables):
     """One user's database; safe to use from several threads (one connection per thread)."""
 
@@ -142,6 +164,7 @@ class AgentStore(SessionTables):
             with conn:
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              [str(SCHEMA_VERSION)])
+            _forget_correspondents(conn)
         version = self.meta("schema_version")
         if version != str(SCHEMA_VERSION):
             raise StoreError(f"agent store {self.path} has schema version {version}; "
@@ -393,8 +416,8 @@ class AgentStore(SessionTables):
         :data:`MAX_PARTIAL_BYTES` (counted in :attr:`partials_evicted`).
         """
         with self._tx() as c:
-            if c.execute("SELECT 1 FROM received WHERE sender_fpr = ? AND message_id = ?",
-                         [sender_fpr, message_id]).fetchone():
+            if c.execute("SELECT 1 FROM received_digests WHERE digest = ?",
+                         [received_digest(sender_fpr, message_id)]).fetchone():
                 return "duplicate"
             earlier = c.execute("SELECT count, total FROM partials WHERE sender_fpr = ? AND message_id = ? LIMIT 1",
                                 [sender_fpr, message_id]).fetchone()
@@ -469,7 +492,8 @@ class AgentStore(SessionTables):
         ``session``: the sessions as opening the message moved them, kept in the same transaction.
         """
         with self._tx() as c:
-            cur = c.execute("INSERT OR IGNORE INTO received VALUES (?, ?, ?)", [sender_fpr, message_id, now])
+            cur = c.execute("INSERT OR IGNORE INTO received_digests VALUES (?, ?)",
+                            [received_digest(sender_fpr, message_id), int(now // 86400)])
             c.execute("DELETE FROM partials WHERE sender_fpr = ? AND message_id = ?", [sender_fpr, message_id])
             if cur.rowcount and session is not None:
                 self._put_sessions(c, session)

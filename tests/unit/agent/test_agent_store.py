@@ -77,6 +77,54 @@ def test_fragments_reassemble_once_even_after_delete(store, tmp_path):
     again.close()
 
 
+def _file_bytes(path) -> bytes:
+    """Every byte of the database and its WAL/SHM files, as someone who seizes the disk reads them."""
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+def test_attack_a_seized_store_does_not_list_past_correspondents(tmp_path):
+    """Deleted mail leaves no sender or message id behind, yet a late copy is still merged."""
+    path = tmp_path / "agent.sqlite"
+    store = AgentStore(path)
+    sender, mid = os.urandom(32), os.urandom(16)
+    args = dict(sender_fpr=sender, sender="s@alpha", message_id=mid, count=1, total=5, now=86400 * 3 + 5.0)
+    assert store.add_fragment(idx=0, data=b"hello", **args) == "complete"
+    ident = store.finish_message(sender_fpr=sender, sender="s@alpha", message_id=mid, subject="hi", body=b"hello",
+                                 sent_at=0, now=86400 * 3 + 6.0)
+    assert store.delete_inbox(ident)
+    store.close()
+    seized = _file_bytes(path)
+    assert sender not in seized and mid not in seized
+    assert b"s@alpha" not in seized
+    again = AgentStore(path)
+    assert again.add_fragment(idx=0, data=b"hello", **args) == "duplicate"
+    (day,) = again._conn().execute("SELECT day FROM received_digests").fetchone()
+    assert day == 3  # the day, not the second
+    again.close()
+
+
+def test_an_older_stores_received_table_becomes_digests(tmp_path):
+    """A store from before the digests: its (sender, message id, time) rows are hashed and dropped on open."""
+    import sqlite3
+
+    path = tmp_path / "agent.sqlite"
+    AgentStore(path).close()
+    sender, mid = os.urandom(32), os.urandom(16)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE received (sender_fpr BLOB NOT NULL, message_id BLOB NOT NULL, at REAL NOT NULL,"
+                   " PRIMARY KEY (sender_fpr, message_id))")
+        db.execute("INSERT INTO received VALUES (?, ?, ?)", [sender, mid, 86400 * 7 + 1.5])
+    db.close()
+    store = AgentStore(path)
+    conn = store._conn()
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'received'").fetchone() is None
+    assert store.add_fragment(sender_fpr=sender, sender="s@alpha", message_id=mid, idx=0, count=1, total=1,
+                              data=b"x", now=1e6) == "duplicate"
+    store.close()
+    seized = _file_bytes(path)
+    assert sender not in seized and mid not in seized
+
+
 def test_contacts_are_unique(store):
     store.add_contact("bob", "b@beta", now=0)
     with pytest.raises(StoreError, match="already exists"):

@@ -38,7 +38,7 @@ log = logging.getLogger("anonmail.net.tor")
 #: Longest pause between two attempts to get tor back after it went away.
 MAX_RECOVERY_DELAY = 30.0
 #: Publication attempts within ``publish_timeout``: a stalled one is withdrawn and added again.
-PUBLISH_ATTEMPTS = 2
+PUBLISH_ATTEMPTS = 3
 
 
 class _TorUnreachable(TorError):
@@ -272,17 +272,16 @@ class OnionTransport(Transport):
         listener = multi.listeners[0]  # one explicit loopback host: one socket
         local_port = listener.extra(anyio.abc.SocketAttribute.local_port)
         try:
-            response = await self._publish(saved or ("NEW", "ED25519-V3"), local_port)
+            service_id, onion_key = await self._publish(saved or ("NEW", "ED25519-V3"), local_port)
         except BaseException:
             await listener.aclose()
             raise
-        service_id = response.service_id
         self._service_ids.append(service_id)
-        self._onion_key = saved or (response.private_key_type, response.private_key)
+        self._onion_key = onion_key
         self._local_port = local_port
         if saved is None and self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            key = f"{response.private_key_type}:{response.private_key}\n".encode("ascii")
+            key = f"{onion_key[0]}:{onion_key[1]}\n".encode("ascii")
             write_key_file(self.data_dir / ONION_KEY_FILE, key)
 
         async def serve() -> None:
@@ -295,8 +294,11 @@ class OnionTransport(Transport):
         log.info("onion service published: %s.onion:%d", service_id, settings.virtual_port)
         return [f"onion://{service_id}.onion:{settings.virtual_port}"]
 
-    async def _publish(self, key: tuple[str, str], local_port: int):  # -> stem AddOnionResponse
-        """ADD_ONION for ``127.0.0.1:local_port`` with ``key``; return once the descriptor is uploaded.
+    async def _publish(self, key: tuple[str, str], local_port: int) -> tuple[str, tuple[str, str]]:
+        """ADD_ONION for ``127.0.0.1:local_port`` with ``key``; (service id, the key it runs under) once uploaded.
+
+        ``("NEW", "ED25519-V3")`` asks tor for a new key; tor returns it only then, so the key of
+        the first attempt is the one every later attempt adds again and the one returned.
 
         One attempt waits up to ``publish_timeout / PUBLISH_ATTEMPTS`` for tor's first upload; an
         attempt that stalls (tor sometimes never uploads, its introduction circuits stuck in a small
@@ -310,11 +312,12 @@ class OnionTransport(Transport):
             attempt += 1
             wait = min(attempt_timeout, deadline - time.monotonic())
             response, uploaded = await self._publish_once(key, local_port, wait)
+            if key[0] == "NEW":  # tor made the key: later attempts and the caller use it
+                key = (response.private_key_type, response.private_key)
             if uploaded:
                 if attempt > 1:
                     log.info("onion service published on attempt %d", attempt)
-                return response
-            key = (response.private_key_type, response.private_key) if key[0] == "NEW" else key
+                return response.service_id, key
             await self._withdraw(response.service_id)
             if deadline - time.monotonic() < 1.0:
                 raise TorError(f"tor did not publish the onion service descriptor within "
@@ -432,8 +435,8 @@ class OnionTransport(Transport):
             try:
                 await self._reconnect()
                 if self._onion_key is not None and self._local_port is not None:
-                    response = await self._publish(self._onion_key, self._local_port)
-                    if self._service_ids and response.service_id != self._service_ids[0]:
+                    service_id, _key = await self._publish(self._onion_key, self._local_port)
+                    if self._service_ids and service_id != self._service_ids[0]:
                         raise TorError("tor published the saved key under another address")  # cannot happen
                 break
             except (TorError, OSError) as exc:

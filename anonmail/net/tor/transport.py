@@ -39,6 +39,8 @@ log = logging.getLogger("anonmail.net.tor")
 MAX_RECOVERY_DELAY = 30.0
 #: Publication attempts within ``publish_timeout``: a stalled one is withdrawn and added again.
 PUBLISH_ATTEMPTS = 3
+#: Seconds ``listen`` waits, after the first HSDir has the descriptor, for the others tor uploads to.
+UPLOAD_SETTLE = 10.0
 
 
 class _TorUnreachable(TorError):
@@ -346,7 +348,9 @@ class OnionTransport(Transport):
                     )
                 except (stem.ControllerError, stem.SocketError) as exc:
                     raise TorError(f"tor refused to create the onion service: {exc}") from exc
-                directories: set[str] = set()
+                directories: set[str] = set()  # HSDirs tor is uploading to
+                answered: set[str] = set()  # ... that said UPLOADED or FAILED
+                uploaded = False
                 end = time.monotonic() + wait
                 while (left := end - time.monotonic()) > 0:
                     try:
@@ -357,9 +361,20 @@ class OnionTransport(Transport):
                         continue
                     if event.action == stem.HSDescAction.UPLOAD and event.address == response.service_id:
                         directories.add(event.directory_fingerprint)
-                    elif event.action == stem.HSDescAction.UPLOADED and event.directory_fingerprint in directories:
-                        return response, True  # the first HSDir has it; the rest follow (RECIPES: retry 0xF0)
-                return response, False
+                    elif event.action in (stem.HSDescAction.UPLOADED, stem.HSDescAction.FAILED) \
+                            and event.directory_fingerprint in directories \
+                            and event.address in (response.service_id, "UNKNOWN", None):  # not another service's
+                        answered.add(event.directory_fingerprint)
+                        if event.action == stem.HSDescAction.UPLOADED and not uploaded:
+                            uploaded = True
+                            end = min(end, time.monotonic() + UPLOAD_SETTLE)
+                    if uploaded and answered >= directories:
+                        break
+                # Returning after the first upload let a peer's first fetch reach HSDirs that did not
+                # have it yet; tor then stops asking them for a while ("No more HSDir available").
+                if uploaded:
+                    log.info("onion service descriptor answered by %d of %d HSDirs", len(answered), len(directories))
+                return response, uploaded
             finally:
                 controller.remove_event_listener(listener)
 

@@ -302,7 +302,7 @@ class OnionTransport(Transport):
         ``("NEW", "ED25519-V3")`` asks tor for a new key; tor returns it only then, so the key of
         the first attempt is the one every later attempt adds again and the one returned.
 
-        One attempt waits up to ``publish_timeout / PUBLISH_ATTEMPTS`` for tor's first upload; an
+        One attempt waits up to ``publish_timeout / PUBLISH_ATTEMPTS`` for a first upload; an
         attempt that stalls (tor sometimes never uploads, its introduction circuits stuck in a small
         network) is withdrawn (DEL_ONION) and the same key added again, until ``publish_timeout``.
         """
@@ -327,7 +327,8 @@ class OnionTransport(Transport):
             log.warning("tor did not publish the onion service descriptor within %.0f s; adding it again", wait)
 
     async def _publish_once(self, key: tuple[str, str], local_port: int, wait: float):
-        """One ADD_ONION; return (response, True) after tor's first descriptor upload, (response, False) after ``wait`` s."""
+        """One ADD_ONION; (response, True) once every HSDir answered (at most UPLOAD_SETTLE s after the first upload),
+        (response, False) if none had it after ``wait`` s."""
         import queue
 
         import stem

@@ -197,8 +197,13 @@ class ProviderClient:
 
     @classmethod
     async def anonymous(cls, router: Router, address: str, *, timeout: float = REQUEST_TIMEOUT) -> ProviderClient:
-        """A session that never authenticates (to join an invitation there): only :meth:`request` works."""
-        framed = await _open(router, address, timeout)
+        """A session that never authenticates (to join an invitation there), on a path of its own.
+
+        Isolated like a key lookup: had it shared the circuit (or I2P session) of the user's logged-in
+        session with the same provider, that provider would learn who accepted whose invitation.
+        Only :meth:`request` works.
+        """
+        framed = await _open(router, address, timeout, isolated=True)
         async with _translated(framed, address, timeout):
             await _challenge(framed)
         return cls(framed, address, b"", {"fetch_batch": 1}, timeout)

@@ -141,6 +141,30 @@ async def test_two_invitations_at_once(tmp_path):
 
 
 @pytest.mark.anyio
+async def test_attack_the_provider_cannot_tie_the_join_to_its_own_user(tmp_path, monkeypatch):
+    """Attack: alice's provider is also carol's. Had carol's join shared the Tor circuit (or I2P session) of her
+    logged-in session, the provider would learn that carol accepted alice's invitation, i.e. that they know each
+    other. The join must go on a connection of its own, like a key lookup."""
+    async with AsyncExitStack() as stack:
+        net, tg, alice, _bob = await three_users(stack, tmp_path)
+        carol = await start_user(stack, net, tg, "carol", "alpha", 3)
+        ident, code = await invite(alice, "carol")
+        calls: list[tuple[str, bool]] = []
+        connect = carol.router.connect
+
+        async def recording_connect(address, *, isolated=False):
+            calls.append((address, isolated))
+            return await connect(address, isolated=isolated)
+
+        monkeypatch.setattr(carol.router, "connect", recording_connect)
+        theirs = accept(carol, code, "alice")
+        assert (await finished(alice, ident))["state"] == "done"
+        assert (await finished(carol, theirs))["state"] == "done"
+        to_alpha = [isolated for address, isolated in calls if address == net.provider_address("alpha")]
+        assert to_alpha and all(to_alpha), calls
+
+
+@pytest.mark.anyio
 async def test_the_rendezvous_stores_no_address_key_or_code_in_clear(tmp_path, monkeypatch):
     """Attack: an operator who reads the rendezvous table after every request learns nothing of either user."""
     snapshots = []

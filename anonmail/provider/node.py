@@ -136,6 +136,7 @@ class Provider:
         self.mail: Counter = Counter()
         self._mailboxes: set[bytes] = set()
         self._buckets: dict[bytes, TokenBucket] = {}
+        self._one_time_budget = prekeys.OneTimeBudget()
         #: Entries evicted from a full mailbox since its owner last fetched (told at the next fetch).
         self._evicted: Counter[bytes] = Counter()
         #: (mailbox, Usage) evicted by the worker thread, counted on the event loop.
@@ -352,7 +353,11 @@ class Provider:
                 return [encode_frame(Control(self._rendezvous(session, message)))], True
             if kind == "bundle":
                 self.mail["bundle_lookups"] += 1
-                answer = await self.node.blocking(prekeys.bundle_answer, self.store, self.config.name, message)
+                answer, with_one_time = await self.node.blocking(
+                    prekeys.bundle_answer, self.store, self.config.name, message, self._one_time_budget,
+                    anyio.current_time())
+                if answer["bundle"] is not None and not with_one_time:
+                    self.mail["bundles_without_one_time"] += 1
                 return [encode_frame(Control(answer))], True
             if kind not in ("fetch", "confirm", "publish_keys", "publish_prekeys"):
                 raise ProtocolError(f"unknown request type {kind!r}", reason="unknown_request")

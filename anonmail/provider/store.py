@@ -206,13 +206,16 @@ class MailboxStore:
                                            [mailbox_id, key_id, key]).rowcount
             return int(held)
 
-    def take_prekeys(self, mailbox_id: bytes) -> tuple[bytes, bytes | None] | None:
+    def take_prekeys(self, mailbox_id: bytes, *, one_time: bool = True) -> tuple[bytes, bytes | None] | None:
         """(signed part, one one-time prekey or None) of a user, the one-time prekey deleted in the same
-        transaction (secure_delete), so it is handed out once; None if the user published none."""
+        transaction (secure_delete), so it is handed out once; None if the user published none.
+        ``one_time=False``: the signed part only, no one-time prekey used up."""
         with self._lock, self._write("hand out prekeys"):
             row = self._conn.execute("SELECT signed FROM prekeys WHERE mailbox_id = ?", [mailbox_id]).fetchone()
             if row is None:
                 return None
+            if not one_time:
+                return bytes(row[0]), None
             one = self._conn.execute("SELECT key_id, key FROM one_time WHERE mailbox_id = ? ORDER BY key_id LIMIT 1",
                                      [mailbox_id]).fetchone()
             if one is not None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from anonmail.clients.provider import lookup_bundle
 from anonmail.core.prekeys import PrekeyUpload, make_one_time_prekey, make_pq_prekey, make_signed_prekey
 from anonmail.errors import ProtocolError
-from anonmail.provider.prekeys import MAX_ONE_TIME_HELD
+from anonmail.provider.prekeys import MAX_ONE_TIME_HELD, ONE_TIME_BURST, ONE_TIME_PER_HOUR, OneTimeBudget
 from tests.network.provider.test_provider import T0, User, start
 
 pytestmark = [pytest.mark.network, pytest.mark.virtual_time]
@@ -71,3 +72,35 @@ async def test_one_time_prekeys_held_are_bounded(tmp_path):
             held = await b.publish_prekeys(upload_of(bob, range(batch * 200, batch * 200 + 200)))
         assert held == MAX_ONE_TIME_HELD
         await b.aclose()
+
+
+@pytest.mark.anyio
+async def test_attack_a_stranger_cannot_drain_a_users_one_time_prekeys(tmp_path):
+    """Attack: anonymous bundle requests in a loop would take every one-time prekey bob has (and make his
+    agent refill again and again). Past the burst, bundles still come, valid, but without one."""
+    async with start(tmp_path) as net:
+        bob = User("beta")
+        b = await bob.connect(net)
+        upload = upload_of(bob, range(1000, 1000 + ONE_TIME_BURST + 50))
+        assert await b.publish_prekeys(upload) == ONE_TIME_BURST + 50
+        router, where = net.client_router("mallory"), net.provider_address("beta")
+        got = [await lookup_bundle(router, where, bob.address) for _ in range(ONE_TIME_BURST + 20)]
+        with_one = [g for g in got if g.one_time is not None]
+        assert len(with_one) == ONE_TIME_BURST
+        assert all(g.one_time is None for g in got[ONE_TIME_BURST:])
+        for g in got:
+            g.verify(bob.identity.public, now=int(T0))
+        assert net.nodes["beta"].mail["bundles_without_one_time"] == 20
+        assert await b.publish_prekeys(upload_of(bob, [])) == 50  # bob still holds the ones refused to the stranger
+        await anyio.sleep(3600 / ONE_TIME_PER_HOUR * 2 + 1)  # the budget refills slowly: two more
+        later = [await lookup_bundle(router, where, bob.address) for _ in range(3)]
+        assert [g.one_time is not None for g in later] == [True, True, False]
+        await b.aclose()
+
+
+def test_one_time_budget_is_per_user_and_remembers_a_bounded_number():
+    budget = OneTimeBudget(burst=2, per_hour=3600, max_users=2)
+    assert [budget.take(b"a", 0.0) for _ in range(3)] == [True, True, False]
+    assert budget.take(b"b", 0.0) and budget.take(b"a", 1.0) and not budget.take(b"a", 1.0)
+    budget.take(b"c", 1.0)  # forgets b, the least recently asked
+    assert len(budget._buckets) == 2 and b"b" not in budget._buckets

@@ -10,13 +10,17 @@ the outbox do): the CLI inserts a row (``requested``), the agent runs it and mov
 The inviter speaks through the agent's logged-in session with its own provider; the acceptor
 opens an unauthenticated connection to the provider named in the code, as a key lookup does.
 The cryptography is :class:`anonmail.core.invite.InviteSession`; a success adds the peer as a
-verified contact together with its encryption keys, so mail can go at once, without a lookup.
+verified contact together with its encryption keys and a prekey bundle (``ext["bundle"]``: our
+signed prekeys and a one-time prekey made for this introduction), so the first mail starts an
+end-to-end session at once, without a key or bundle lookup.
 A row left unfinished by a stopped agent is failed when the agent starts again. The code never
 reaches a log; it is wiped from the row when the invitation ends.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -39,7 +43,8 @@ from anonmail.core.invite import (
     parse_code,
 )
 from anonmail.core.keys import EncryptionKeyCert
-from anonmail.errors import AnonmailError, InviteError, ProtocolError, TransportError
+from anonmail.core.prekeys import PrekeyBundle
+from anonmail.errors import AnonmailError, InviteError, ProtocolError, SessionError, TransportError
 
 if TYPE_CHECKING:
     from anonmail.agent.service import Agent
@@ -152,12 +157,15 @@ class InviteRunner:
                              only_from=("starting", "waiting", "joined"), **fields)
 
     async def _introduction(self) -> Introduction:
-        """Our address, identity key and current encryption-key certificates."""
+        """Our address, identity key, current encryption-key certificates and a prekey bundle."""
         for _ in range(30):
             certs: list[EncryptionKeyCert] = await self._blocking(account.my_certs, self.store, now=self.agent.now())
             if certs:
+                upload = await self._blocking(self.agent.e2e.prekey_upload, now=self.agent.now(), one_time=1)
+                bundle = upload.bundle(upload.one_time[0]).to_bytes()
                 return Introduction(str(self.agent.address), self.agent.identity.public,
-                                    tuple(c.to_bytes() for c in certs[:MAX_CERTS]))
+                                    tuple(c.to_bytes() for c in certs[:MAX_CERTS]),
+                                    {"bundle": base64.b64encode(bundle).decode("ascii")})
             await anyio.sleep(1.0)
         raise InviteError("this agent has no encryption key yet; try again in a minute", reason="no_key")
 
@@ -207,9 +215,26 @@ class InviteRunner:
         for blob in intro.certs:
             cert = EncryptionKeyCert.from_bytes(blob)
             rows.append((blob, cert.not_before, cert.not_after))
-        return await self._blocking(self.store.add_invited_contact, name or default_contact_name(intro.address),
-                                    str(address), address.fingerprint, intro.identity, rows,
-                                    now=self.agent.wall_clock())
+        added = await self._blocking(self.store.add_invited_contact, name or default_contact_name(intro.address),
+                                     str(address), address.fingerprint, intro.identity, rows,
+                                     now=self.agent.wall_clock())
+        bundle = self._bundle_of(intro)
+        if bundle is not None:
+            await self._blocking(self.store.put_bundle, address.fingerprint, bundle, self.agent.wall_clock())
+        return added
+
+    def _bundle_of(self, intro: Introduction) -> bytes | None:
+        """The peer's prekey bundle from the introduction, verified; None (a lookup later) if absent or bad."""
+        text = intro.ext.get("bundle")
+        if text is None:
+            return None  # an agent from before bundles rode in invitations
+        try:
+            bundle = PrekeyBundle.from_bytes(base64.b64decode(text.encode("ascii"), validate=True))
+            bundle.verify(intro.identity, now=self.agent.now())
+        except (binascii.Error, ValueError, SessionError) as exc:
+            log.warning("the invited contact's prekey bundle is not usable (%s); it will be looked up", why(exc))
+            return None
+        return bundle.to_bytes()
 
     async def _invite(self, ident: int, name: str | None) -> str:
         rv = Rendezvous(_MainSession(self.agent))

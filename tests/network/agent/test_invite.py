@@ -55,7 +55,7 @@ async def three_users(stack, tmp_path):
 
 
 @pytest.mark.anyio
-async def test_invite_accept_then_mail_both_ways_without_a_key_lookup(tmp_path):
+async def test_invite_accept_then_mail_both_ways_without_a_key_or_bundle_lookup(tmp_path):
     async with AsyncExitStack() as stack:
         net, _tg, alice, bob = await three_users(stack, tmp_path)
         ident, code = await invite(alice, "bob")
@@ -73,7 +73,9 @@ async def test_invite_accept_then_mail_both_ways_without_a_key_lookup(tmp_path):
         await wait_until(lambda: len(bob.store.inbox()) == 1 and len(alice.store.inbox()) == 1)
         assert bob.store.inbox()[0].sender == str(alice.address) and bob.store.inbox()[0].body == b"hi bob"
         assert alice.store.inbox()[0].sender == str(bob.address) and alice.store.inbox()[0].body == b"hi alice"
+        # Keys and prekey bundles rode in the introductions: no lookup of either kind.
         assert all(net.nodes[p].mail["key_lookups"] == 0 for p in ("alpha", "beta"))
+        assert all(net.nodes[p].mail["bundle_lookups"] == 0 for p in ("alpha", "beta"))
         # The used code cannot be replayed: the nameplate is gone (and not handed out again for a while).
         again = await finished(bob, accept(bob, code, "alice-again"))
         assert again["state"] == "failed" and "no open invitation" in again["detail"]

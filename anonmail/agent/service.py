@@ -37,7 +37,7 @@ import os
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import replace
 
 import anyio
@@ -56,7 +56,8 @@ from anonmail.agent.packets import (Built, build_drop_packet, build_fragment_pac
                                     surb_keys_to_bytes)
 from anonmail.agent.params import AgentParams
 from anonmail.agent.settings import AgentSettings
-from anonmail.agent.slots import BuildCover, BuildReal, FragmentRef, NotBuilt, PayloadQueue, SlotOutcome, payload_slot
+from anonmail.agent.slots import (BuildCover, BuildReal, FragmentRef, NotBuilt, PayloadQueue, Send, SlotOutcome, SlotStep,
+                                  payload_slot)
 from anonmail.agent.stats import AgentStats, why
 from anonmail.agent.store import AgentStore
 from anonmail.core import fragments as F
@@ -72,6 +73,9 @@ from anonmail.net.router import Router
 __all__ = ["AgentSettings", "Agent", "AgentStats"]
 
 log = logging.getLogger("anonmail.agent")
+
+#: Payload packets built ahead and waiting for their ticks, besides the one being built.
+PREBUILT = 1
 
 
 class Agent(AgentKeys):
@@ -254,31 +258,58 @@ class Agent(AgentKeys):
         await anyio.sleep(max(0.0, deadline - anyio.current_time()))
 
     async def _payload_stream(self) -> None:
-        """One packet per Exp(λ_P) slot: a due real fragment, else drop cover."""
-        schedule = PoissonSchedule(self.settings.lambda_payload, self.rng, start=anyio.current_time())
-        while True:
-            await self._sleep_until(schedule.next())
-            await self._payload_slot()
-            schedule.rate = self.settings.lambda_payload
+        """One packet per Exp(λ_P) slot: a due real fragment, else drop cover.
 
-    async def _payload_slot(self) -> None:
-        """Run one slot as :func:`~anonmail.agent.slots.payload_slot` decides, and count its outcome."""
+        Packets are built ahead (:meth:`_prepare_slots`, at most :data:`PREBUILT` waiting besides
+        the one being built) and each leaves at its slot's tick. A real packet costs durable writes
+        (SURB keys, session state) and cover does not, so a packet built at its tick would leave
+        later when it is real: a lag a provider that times arrivals could read
+        (`test_attack_a_real_slot_leaves_as_soon_after_its_tick_as_a_cover_slot`). A slot now
+        leaves late only when its build took longer than the two gaps before it.
+        """
+        ready_send, ready = anyio.create_memory_object_stream(PREBUILT)
+        async with anyio.create_task_group() as tg, ready_send, ready:
+            tg.start_soon(self._prepare_slots, ready_send)
+            schedule = PoissonSchedule(self.settings.lambda_payload, self.rng, start=anyio.current_time())
+            while True:
+                await self._sleep_until(schedule.next())
+                slot, step = await ready.receive()
+                outcome = step
+                if isinstance(step, Send):
+                    sent = await self._send(step.packet)
+                    try:
+                        slot.send(sent)
+                        raise AssertionError("a payload slot asked for more after its send")
+                    except StopIteration as done:
+                        outcome = done.value
+                self._count_slot(outcome)
+                schedule.rate = self.settings.lambda_payload
+
+    async def _prepare_slots(self, ready: anyio.abc.ObjectSendStream) -> None:
+        """Build the coming slots' packets, one after another, as fast as the stream takes them."""
+        while True:
+            await ready.send(await self._prepare_slot())
+
+    async def _prepare_slot(self) -> tuple[Generator[SlotStep, object, SlotOutcome], Send | SlotOutcome]:
+        """Run a slot's build steps as :func:`~anonmail.agent.slots.payload_slot` decides: its Send step, or its outcome."""
         consensus, home = self._home()
         slot = payload_slot(self._due, ready=consensus is not None and home is not None and self._client is not None)
         result: object = None
         try:
             while True:
                 step = slot.send(result)
+                if isinstance(step, Send):
+                    return slot, step
                 if isinstance(step, BuildReal):
                     result = await self._build_real_packet(consensus, home, step.item)
-                elif isinstance(step, BuildCover):
-                    result = await self._build_cover_packet(consensus, home)
                 else:
-                    result = await self._send(step.packet)
+                    result = await self._build_cover_packet(consensus, home)
                 if result is NotBuilt.NODE_KEY:  # paths from now on leave that node out
                     consensus, home = self._home()
         except StopIteration as done:
-            outcome: SlotOutcome = done.value
+            return slot, done.value
+
+    def _count_slot(self, outcome: SlotOutcome) -> None:
         if outcome is SlotOutcome.MISSED:
             self.stats.slots_missed += 1
             return

@@ -221,3 +221,77 @@ async def test_an_agent_dying_mid_round_loses_no_mail_and_delivers_none_twice(tm
         # own payload slots (issue 15: every slot returns one).
         waiting, _ = net.providers["alpha"].store.fetch(alice.address.mailbox_id, 10_000)
         assert [e.kind for e in waiting if e.kind != ENTRY_REPLY] == []
+
+
+async def slot_lags(tmp_path, monkeypatch) -> tuple[list[float], list[float]]:
+    """Alice writes 40 mails while her commits cost FSYNC; (real slots' lags, cover slots' lags) after their tick."""
+    from anonmail.agent import service
+    from anonmail.core.policy import PoissonSchedule
+
+    disk = SlowDisk(monkeypatch)
+    ticks: list[float] = []
+    sends: list[tuple[float, bytes]] = []
+    real: set[bytes] = set()
+
+    class RecordedSchedule(PoissonSchedule):
+        __slots__ = ()
+
+        def next(self) -> float:
+            deadline = super().next()
+            if self.rate == PAYLOAD_RATE:
+                ticks.append(deadline)
+            return deadline
+
+    class Recorded(slow_disk_agent(disk, [])):
+        async def _build_real_packet(self, *args):
+            packet = await super()._build_real_packet(*args)
+            if isinstance(packet, bytes):
+                real.add(packet)
+            return packet
+
+        async def _send(self, packet: bytes) -> bool:
+            sends.append((anyio.current_time() - ticks[-1], packet))
+            return await super()._send(packet)
+
+    monkeypatch.setattr(service, "PoissonSchedule", RecordedSchedule)
+    quiet = dict(lambda_loop=0.0, lambda_payload=PAYLOAD_RATE)
+    async with AsyncExitStack() as stack:
+        net, tg = await network(stack, tmp_path, mix_overrides={"lambda_loop": 0.0},
+                                provider_overrides={"lambda_loop": 0.0})
+        bob = await start_user(stack, net, tg, "bob", "beta", 2, lambda_loop=0.0)
+        first = await start_user(stack, net, tg, "alice", "alpha", 1, **quiet)
+        first.scope.cancel()
+        first.store.add_contact("bob", str(bob.address), now=wall_clock())
+        for i in range(40):
+            queue_mail(first.store, to="bob", subject=f"m{i}", body=b"hello", now=wall_clock())
+        directory = DirectoryClient(first.router, net.pins, net.threshold, production=False, wall_clock=wall_clock,
+                                    epoch_seconds=EPOCH)
+        alice = Recorded(identity=first.identity, store=first.store, router=first.router, directory=directory,
+                         settings=first.settings, rng=random.Random(11), wall_clock=wall_clock)
+        await tg.start(alice.run)
+        await wait_until(lambda: all(m.state == "acknowledged" for m in first.store.outbox()), timeout=900)
+        await anyio.sleep(15)  # cover slots after the mail is out
+        tg.cancel_scope.cancel()
+    return [lag for lag, p in sends if p in real], [lag for lag, p in sends if p not in real]
+
+
+#: Payload slots per second in :func:`slot_lags` (a rate no other stream uses, to tell its ticks apart).
+PAYLOAD_RATE = 5.0
+
+
+@pytest.mark.anyio
+async def test_attack_a_real_slot_leaves_as_soon_after_its_tick_as_a_cover_slot(tmp_path, monkeypatch):
+    """Attack: building a real packet writes to the store (SURB keys, session state) and a cover packet does not.
+    Built at the tick, a real packet leaves FSYNC later than cover would: a watcher who knows the Poisson
+    process cannot see ticks, but a provider that times arrivals finely reads real slots off that lag.
+    The next slot's packet is built while waiting for its tick, so both leave at the tick."""
+    real, cover = await slot_lags(tmp_path, monkeypatch)
+    assert len(real) >= 40 and len(cover) >= 40, (len(real), len(cover))
+    on_time = [sum(lag < 1e-6 for lag in lags) / len(lags) for lags in (real, cover)]
+    # Old code: no real slot at its tick (each waited its builds' commits); cover always.
+    # Now a real slot misses its tick only when the gap since the previous slot is shorter than its build.
+    assert on_time[1] > 0.97, on_time
+    assert on_time[0] > 0.8, on_time
+    late = sorted(lag for lag in real if lag >= 1e-6)
+    print(f"\nreal slots at their tick: {on_time[0]:.3f} of {len(real)}; cover: {on_time[1]:.3f} of {len(cover)}; "
+          f"late real slots' lags: {[round(x, 3) for x in late]}")

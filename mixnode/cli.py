@@ -85,6 +85,9 @@ def _status_rows(status: dict) -> list[tuple[str, str]]:
                   f"{status.get('inbound_queue')} waiting to unwrap"),
         ("loops", f"{status.get('loops_sent')} sent, {status.get('loops_returned')} back, "
                   f"{status.get('loops_lost')} lost, {status.get('loops_pending')} pending"),
+        *([("loop alarm", f"[red]{float(status.get('loop_loss_rate') or 0):.0%} of recent loops lost[/] (most through "
+                          f"{', '.join(status.get('loop_suspects') or []) or 'no node in particular'}): "
+                          "an active attack (n-1) or failing nodes")] if status.get("loop_alarm") else []),
     ])]
 
 

@@ -53,6 +53,7 @@ from anonmail.core import sphinx
 from anonmail.core.fragments import KIND_LOOP, encode_cover_payload
 from anonmail.core.keys import IdentityKey, node_id
 from anonmail.core.linkauth import link_public
+from anonmail.core.loopwatch import LoopWatch
 from anonmail.core.pki import Consensus, epoch_at, epoch_start, sign_descriptor
 from anonmail.core.policy import PoissonSchedule, loop_route
 from anonmail.core.sizes import MAILBOX_ID_BYTES
@@ -104,6 +105,10 @@ class Stats(LinkStats):
     loops_sent: int = 0
     loops_returned: int = 0
     loops_lost: int = 0
+    #: What the recent loops say (:mod:`anonmail.core.loopwatch`): share lost, alarm, suspects.
+    loop_loss_rate: float = 0.0
+    loop_alarm: bool = False
+    loop_suspects: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         """JSON-ready counters."""
@@ -115,6 +120,9 @@ class Stats(LinkStats):
             "loops_sent": self.loops_sent,
             "loops_returned": self.loops_returned,
             "loops_lost": self.loops_lost,
+            "loop_loss_rate": self.loop_loss_rate,
+            "loop_alarm": self.loop_alarm,
+            "loop_suspects": list(self.loop_suspects),
             "link_failures": self.link_failures,
         }
 
@@ -165,6 +173,7 @@ class MixNode:
         self._seq = itertools.count()
         self._wake = anyio.Event()
         self._pending_loops: dict[bytes, float] = {}
+        self.loop_watch = LoopWatch(self.config.loop_timeout)
         self._inbound_send: anyio.abc.ObjectSendStream[tuple[float, bytes]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -363,6 +372,7 @@ class MixNode:
         elif isinstance(decision, LoopReturned):
             if self._pending_loops.pop(decision.mailbox_id, None) is not None:
                 self.stats.loops_returned += 1
+                self.loop_watch.returned(decision.mailbox_id)
         elif isinstance(decision, Stored):
             assert self.services is not None
             self.services.stored(decision)
@@ -492,15 +502,28 @@ class MixNode:
                 self.stats.dropped[DropReason.LOOP_BAD_KEY] += 1
                 continue
             self._pending_loops[mailbox] = anyio.current_time()
+            self.loop_watch.sent(mailbox, anyio.current_time(), [ref.name for ref in route])
             self.stats.loops_sent += 1
             self.send(route[0].node_id, packet)  # type: ignore[arg-type]
 
     def _expire_loops(self) -> None:
-        """Count loops that did not come back in time as lost."""
-        limit = anyio.current_time() - self.config.loop_timeout
+        """Count loops that did not come back in time as lost; warn once when the losses look like an attack."""
+        now = anyio.current_time()
+        limit = now - self.config.loop_timeout
         for mailbox in [m for m, sent in self._pending_loops.items() if sent < limit]:
             del self._pending_loops[mailbox]
-            self.stats.loops_lost += 1
+        self.stats.loops_lost += self.loop_watch.expire(now)
+        verdict = self.loop_watch.verdict()
+        self.stats.loop_loss_rate = round(verdict.loss_rate, 3)
+        self.stats.loop_suspects = tuple(f"{n} ({lost} of {known} lost)" for n, lost, known in verdict.suspects)
+        if verdict.alarm and not self.stats.loop_alarm:
+            log.warning("%s: loops are being lost: %d of the last %d did not come back; most often through %s. "
+                        "An active attack (n-1) or failing nodes", self.config.name, verdict.lost, verdict.resolved,
+                        ", ".join(self.stats.loop_suspects) or "no node in particular")
+        elif self.stats.loop_alarm and not verdict.alarm:
+            log.info("%s: loops come back again (%d of the last %d lost)", self.config.name, verdict.lost,
+                     verdict.resolved)
+        self.stats.loop_alarm = verdict.alarm
 
     # ------------------------------------------------------------------ status
 

@@ -369,7 +369,11 @@ def _status_rows(status: dict) -> list[tuple[str, str]]:
         ("connection", ("connected" if status.get("connected") else "[yellow]connecting[/]")
          + f" (since {_when(status.get('started'))})"),
         ("packets", f"{n('packets_sent')} sent ({n('loops_sent')} loops); {n('slots_missed')} slots missed"),
-        ("loops", f"{n('loops_sent')} sent, {n('loops_returned')} back"),
+        ("loops", f"{n('loops_sent')} sent, {n('loops_returned')} back, {n('loops_lost')} lost"),
+        *([("loop alarm", f"[red]{float(status.get('loop_loss_rate') or 0):.0%} of your recent loops were lost[/]"
+                          f" (most through {', '.join(status.get('loop_suspects') or []) or 'no node in particular'}):"
+                          " an active attack on you (n-1) or failing nodes; tell the network's operators")]
+          if status.get("loop_alarm") else []),
         ("fetches", str(n("fetches"))),
         ("real/cover", f"{n('packets_real')} real, {n('packets_cover')} cover ({n('packets_drop')} drop); "
                        f"{n('retransmissions')} retransmissions; {n('entries_fetched')} entries fetched: "

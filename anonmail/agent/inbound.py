@@ -36,6 +36,7 @@ from anonmail.core import mailproto, sphinx
 from anonmail.core.address import Address
 from anonmail.core.envelope import decode_envelope
 from anonmail.core.keys import IdentityKey
+from anonmail.core.loopwatch import LoopWatch
 from anonmail.daemon.containment import FaultCounter
 from anonmail.errors import FragmentError, PacketError, StoreError
 
@@ -68,6 +69,8 @@ class Inbound:
         self.secrets: list[bytes] = []
         self.faults = FaultCounter(log, "agent")
         self._loops: OrderedDict[bytes, float] = OrderedDict()
+        #: Told of every loop that comes back (the agent sets it; :mod:`anonmail.core.loopwatch`).
+        self.loop_watch: LoopWatch | None = None
         self._cover_surbs: OrderedDict[bytes, None] = OrderedDict()
         self._store_failures: OrderedDict[int, int] = OrderedDict()
         self._last_expiry = float("-inf")
@@ -153,6 +156,8 @@ class Inbound:
         if opened.sender == self.address and frag.message_id in self._loops:
             del self._loops[frag.message_id]
             self.stats.loops_returned += 1
+            if self.loop_watch is not None:
+                self.loop_watch.returned(frag.message_id)
             return
         self.stats.fragments_received += 1
         sender_fpr = opened.sender.fingerprint

@@ -62,6 +62,7 @@ from anonmail.agent.stats import AgentStats, why
 from anonmail.agent.store import AgentStore
 from anonmail.core import fragments as F
 from anonmail.core.address import Address, parse_address
+from anonmail.core.loopwatch import LoopWatch
 from anonmail.core.keys import IdentityKey
 from anonmail.core.policy import PoissonSchedule
 from anonmail.core.sizes import MAILBOX_ID_BYTES
@@ -76,6 +77,10 @@ log = logging.getLogger("anonmail.agent")
 
 #: Payload packets built ahead and waiting for their ticks, besides the one being built.
 PREBUILT = 1
+#: A loop not back after this many ACK timeouts counts as lost (:mod:`anonmail.core.loopwatch`).
+LOOP_TIMEOUT_ACKS = 2.0
+#: Seconds between two looks at which loops are overdue.
+LOOP_CHECK_INTERVAL = 10.0
 
 
 class Agent(AgentKeys):
@@ -113,6 +118,8 @@ class Agent(AgentKeys):
         self.e2e = EndToEnd(store, identity)
         self.inbound = Inbound(store=store, address=self.address, identity=identity, e2e=self.e2e, stats=self.stats,
                                wall_clock=wall_clock, on_delivered=on_delivered)
+        self.loop_watch = LoopWatch(LOOP_TIMEOUT_ACKS * settings.effective_ack_timeout())
+        self.inbound.loop_watch = self.loop_watch
         self._lookups: dict[bytes, float] = {}
         self._expired_since: dict[bytes, float] = {}
         self._client = None
@@ -134,6 +141,7 @@ class Agent(AgentKeys):
                 await self._connected.wait()
                 tg.start_soon(self._payload_stream)
                 tg.start_soon(self._loop_stream)
+                tg.start_soon(self._loop_checker)
                 tg.start_soon(self._fetcher)
                 tg.start_soon(self._refiller)
                 tg.start_soon(self._key_rotator)
@@ -443,6 +451,27 @@ class Agent(AgentKeys):
                 self._emitted()
                 self.stats.packets_loop += 1
                 self.inbound.expect_loop(message_id, anyio.current_time())
+                self.loop_watch.sent(message_id, anyio.current_time(), built.route)
+
+    async def _loop_checker(self) -> None:
+        """Count overdue loops as lost, now and then, and say so once when losses look like an attack."""
+        while True:
+            await anyio.sleep(LOOP_CHECK_INTERVAL)
+            self.check_loops()
+
+    def check_loops(self) -> None:
+        """Count overdue loops as lost; put the verdict in the stats; warn when the alarm goes on."""
+        self.stats.loops_lost += self.loop_watch.expire(anyio.current_time())
+        verdict = self.loop_watch.verdict()
+        self.stats.loop_loss_rate = round(verdict.loss_rate, 3)
+        self.stats.loop_suspects = [f"{n} ({lost} of {known} lost)" for n, lost, known in verdict.suspects]
+        if verdict.alarm and not self.stats.loop_alarm:
+            log.warning("loops are being lost: %d of the last %d did not come back; most often through %s. "
+                        "An active attack on you (n-1) or failing nodes: tell the network's operators",
+                        verdict.lost, verdict.resolved, ", ".join(self.stats.loop_suspects) or "no node in particular")
+        elif self.stats.loop_alarm and not verdict.alarm:
+            log.info("loops come back again (%d of the last %d lost)", verdict.lost, verdict.resolved)
+        self.stats.loop_alarm = verdict.alarm
 
     # ------------------------------------------------------------------ fetch
 

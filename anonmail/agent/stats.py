@@ -17,6 +17,11 @@ class AgentStats:
     retransmissions: int = 0
     slots_missed: int = 0
     loops_returned: int = 0
+    #: Loops that did not come back in time, and what the recent ones say (:mod:`anonmail.core.loopwatch`).
+    loops_lost: int = 0
+    loop_loss_rate: float = 0.0
+    loop_alarm: bool = False
+    loop_suspects: list[str] = field(default_factory=list)
     acks: int = 0
     #: ACKs of our drop cover that came back (every payload slot returns one ACK, mail or cover).
     cover_acks: int = 0

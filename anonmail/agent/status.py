@@ -10,7 +10,7 @@ contacts or message ids::
 
     role "agent", pid, started, updated (= updated_at), running, connected, provider,
     packets_sent = packets_real + packets_cover (packets_drop + packets_loop), loops_sent,
-    loops_returned, retransmissions, slots_missed, fetches, entries_fetched, acks,
+    loops_returned, loops_lost, loop_loss_rate, loop_alarm, loop_suspects, retransmissions, slots_missed, fetches, entries_fetched, acks,
     fragments_received, duplicates_merged, delivered, bad_entries, bad_entry_reasons,
     partials_expired, partials_evicted, mailbox_full, mailbox_evicted, outbox_queued,
     outbox_acknowledged, outbox_failed, inbox, errors, last_error, last_error_at, detail_as_of

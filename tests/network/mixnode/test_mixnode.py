@@ -155,6 +155,13 @@ async def test_loop_cover_returns_and_lost_loops_are_counted(tmp_path):
         net.network.set_down("mix-2-0")
         await anyio.sleep(120)
         assert net.mixes["mix-1-0"].stats.loops_lost > 0
+        # Finding 19: the losses are acted on. Once they fill enough of the window, the alarm goes on,
+        # the mix shows it with the node most often on lost loops, and logs it once.
+        await anyio.sleep(180)
+        stats = net.mixes["mix-1-0"].stats
+        assert stats.loop_alarm and stats.loop_loss_rate > 0.2, stats.as_dict()
+        assert stats.loop_suspects[0].startswith("mix-2-0 ("), stats.loop_suspects
+        assert net.mixes["mix-1-0"].status()["loop_alarm"] is True
 
 
 @pytest.mark.anyio

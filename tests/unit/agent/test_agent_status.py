@@ -115,6 +115,17 @@ def test_status_says_when_the_mailbox_at_the_provider_is_full(tmp_path, capsys):
     assert "2 dropped (did not open or parse)" in out
 
 
+def test_status_shows_the_loop_alarm_and_its_suspects(tmp_path, capsys):
+    write_status(tmp_path, live(loops_lost=3))
+    code, out, _ = cli(capsys, "status", "--home", str(tmp_path))
+    assert code == 0 and "200 sent, 190 back, 3 lost" in out and "loop alarm" not in out
+    write_status(tmp_path, live(loops_lost=40, loop_alarm=True, loop_loss_rate=0.42,
+                                loop_suspects=["mix-2-0 (40 of 40 lost)", "mix-1-1 (12 of 30 lost)"]))
+    code, out, _ = cli(capsys, "status", "--home", str(tmp_path))
+    assert code == 0 and "loop alarm" in out and "42% of your recent loops were lost" in out
+    assert "mix-2-0" in out and "attack" in out  # (the table wraps the long line)
+
+
 @pytest.mark.parametrize("change, why", [
     ({"running": False}, "it stopped"),
     ({"pid": None}, "its process is gone"),

@@ -10,7 +10,10 @@ computes (same bytes; ``tests/unit/core/test_sphinx_fast.py`` compares them), an
 when this module could not be built.
 """
 
-__all__ = ["header_keys", "unwrap", "open_headers", "unwrap_hops", "bloom_add"]
+__all__ = ["header_keys", "unwrap", "open_headers", "unwrap_hops", "bloom_add", "BLINDING_VERSION"]
+
+#: The blinding definition computed here (sphinx.BLINDING_VERSION; sphinx.py refuses another).
+BLINDING_VERSION = 2
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy, memset
@@ -54,6 +57,8 @@ if _CTR == NULL or _ECB == NULL:
 cdef const char* _FLAVOURS = (b"hbhbhbhbhbhbhbhb" b"hrhohrhohrhohrho" b"hmu:hmu:hmu:hmu:"
                               b"htauhtauhtauhtau" b"hpi:hpi:hpi:hpi:")
 cdef const char* _AES_KEY_LABEL = b"aes_key:"
+cdef const char* _BLINDING_LABEL = b"anonmail-sphinx-blinding-v2"  # sphinx.BLINDING_LABEL
+cdef size_t _BLINDING_LABEL_LEN = 27
 cdef unsigned char _ZEROS[BETA + BETA_PAD]
 memset(_ZEROS, 0, BETA + BETA_PAD)
 
@@ -329,14 +334,17 @@ cdef int _unwrap_hop(EVP_CIPHER_CTX* ctx, const unsigned char* pkt, const unsign
     """Decrypt beta into ``b`` (B bytes) and write the packet for the next hop into ``out``."""
     cdef unsigned char blind[32]
     cdef const unsigned char* rest
+    cdef SHA256_CTX c
     memcpy(b, pkt + ALPHA, BETA)
     memset(b + BETA, 0, BETA_PAD)
     if _aes(ctx, _CTR, keys + K, _ZEROS, b, b, B):  # sphinx._aes_ctr(hrho, beta + pad)
         return -1
     if _lioness_dec(ctx, keys + 3 * K, pkt + HEADER, out + HEADER):
         return -1
-    memcpy(blind, keys, K)  # sphinx._blinding(hb)
-    memset(blind + K, 0, 32 - K)
+    SHA256_Init(&c)  # sphinx._blinding(hb): SHA-256(label | hb)
+    SHA256_Update(&c, _BLINDING_LABEL, _BLINDING_LABEL_LEN)
+    SHA256_Update(&c, keys, K)
+    SHA256_Final(blind, &c)
     if _scalarmult(out, blind, pkt) != 0:
         return C_LOW_ORDER
     rest = b + 1 + b[0]

@@ -7,12 +7,17 @@ petlib's per-call overhead. ``tests/unit/core/test_sphinx_compat.py`` shows that
 built here are processed by unmodified sphinxmix functions and vice versa, with identical
 outputs, and that with the same random bytes both build identical packets.
 
-One deliberate difference, documented in the README: sphinxmix's ``Group_C25519.makeexp``
-returns a 16-byte blinding scalar that libsodium then reads as 32 bytes, i.e. 16 bytes past
-the end of the Python buffer, so multi-hop packets fail at random. We define the blinding
-scalar as those 16 bytes followed by 16 zero bytes (what sphinxmix computes when the memory
-after the buffer happens to be zero); :func:`reference_params` hands sphinxmix the same
-definition through its own extension point (a group object).
+One deliberate difference, documented in the README: the blinding scalar. sphinxmix's
+``Group_C25519.makeexp`` returns a 16-byte value that libsodium then reads as 32 bytes, i.e.
+16 bytes past the end of the Python buffer, so multi-hop packets fail at random. Zero-extending
+those 16 bytes (our first definition) left a clamped scalar of the form 2^254 + 8m with
+m < 2^125, so linking a mix's input alpha to its output was an interval discrete logarithm of
+about 2^62.5 work (audit finding 13). The blinding scalar is now the full 32 bytes
+SHA-256(:data:`BLINDING_LABEL` | hb), clamped by X25519 like any scalar (:data:`BLINDING_VERSION`
+2; the wire's HELLO version went to 2 with it, so nodes of the two definitions refuse each other
+instead of dropping each other's packets). :func:`reference_params
+<anonmail.core.petlib_compat.reference_params>` hands sphinxmix the same definition through its
+own extension point (a group object).
 
 Wire layout of every packet (:data:`~anonmail.core.sizes.PACKET_BYTES` bytes)::
 
@@ -134,10 +139,18 @@ except (ImportError, AttributeError):  # a cryptography without it: the public A
 
 _ECB = modes.ECB()
 
+#: Domain label of the blinding scalar's hash (see the module docstring).
+BLINDING_LABEL = b"anonmail-sphinx-blinding-v2"
+#: Which blinding definition this code uses; the compiled helper must say the same.
+BLINDING_VERSION = 2
+
+
 try:  # the hop's AES/SHA-256/HMAC in C (anonmail/core/_sphinxfast.pyx), built by pip install -e .
     from anonmail.core import _sphinxfast as _fast
 except ImportError:  # not built (no compiler or OpenSSL headers): the same bytes from the code below
     _fast = None
+if _fast is not None and getattr(_fast, "BLINDING_VERSION", 1) != BLINDING_VERSION:
+    _fast = None  # built from an older source (another blinding): rebuild with pip install -e .
 
 
 def _aes_ecb(key: bytes, data: bytes) -> bytes:
@@ -168,8 +181,8 @@ def _hop_keys(aes_s: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
 
 
 def _blinding(hb: bytes) -> bytes:
-    """The 32-byte blinding scalar: sphinxmix's 16 bytes, zero-extended (see module docstring)."""
-    return hb + bytes(16)
+    """The 32-byte blinding scalar, full width: SHA-256(label | hb) (see the module docstring)."""
+    return hashlib.sha256(BLINDING_LABEL + hb).digest()
 
 
 def _sha256_tail(data: bytes, key: bytes, label: bytes) -> bytes:

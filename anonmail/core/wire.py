@@ -82,8 +82,9 @@ MAX_CONTROL_DEPTH = 8
 MAX_CLOSE_TEXT_BYTES = 256
 #: First two bytes of every HELLO payload.
 HELLO_MAGIC = b"AM"
-#: The one protocol version this code speaks, sent in HELLO.
-PROTOCOL_VERSION = 1
+#: The one protocol version this code speaks, sent in HELLO. 2: Sphinx blinding scalars are full
+#: width (anonmail.core.sphinx, audit finding 13); a version-1 node would drop version-2 packets.
+PROTOCOL_VERSION = 2
 
 
 class FrameType(IntEnum):

@@ -63,7 +63,7 @@ def strict_json(data: bytes) -> None:
 
 
 def _frame_seeds():
-    frames = [wire.Hello(1, wire.Role.CLIENT), wire.Control({"type": "fetch"}),
+    frames = [wire.Hello(wire.PROTOCOL_VERSION, wire.Role.CLIENT), wire.Control({"type": "fetch"}),
               wire.Control({"type": "confirm", "ids": [1, 2, 2**62]}), wire.Close(0, "bye"),
               wire.Packet(bytes(PACKET_BYTES))]
     return [b"".join(wire.encode_frame(f) for f in frames[:4]), wire.encode_frame(frames[4])]

@@ -12,7 +12,7 @@ import pytest
 
 from anonmail.core import sphinx
 from anonmail.core.params import NetworkParams
-from anonmail.core.wire import Hello, Role, encode_frame
+from anonmail.core.wire import PROTOCOL_VERSION, Hello, Role, encode_frame
 from anonmail.core.pki import epoch_at, epoch_start
 from tests.network.mixnode.harness import payload_for, start_testnet, wall_clock
 
@@ -91,7 +91,7 @@ async def test_bad_packets_frames_and_garbage_are_dropped_and_counted(tmp_path):
         await net.inject("mix-1-0", [bytes(tampered)])
         # A PACKET frame of the wrong size, then garbage, each on its own connection.
         for raw in (
-            encode_frame(Hello(1, Role.PROVIDER)) + struct.pack(">BI", 0x02, 100) + os.urandom(100),
+            encode_frame(Hello(PROTOCOL_VERSION, Role.PROVIDER)) + struct.pack(">BI", 0x02, 100) + os.urandom(100),
             os.urandom(5000),
         ):
             stream = await net.client_router.connect("mem://mix-1-0")

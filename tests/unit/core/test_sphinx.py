@@ -235,3 +235,26 @@ def test_attack_a_small_order_hop_key_is_a_typed_error_naming_the_node(surb):
             S.build_forward(route, bytes(16), b"hello")
     assert info.value.node_id == route[1].node_id
     assert isinstance(info.value, PathError)
+
+
+def test_attack_blinding_scalars_are_full_width_so_linking_a_hop_is_no_short_discrete_log():
+    """Audit finding 13: a blinding scalar of 16 random bytes, zero-extended, is 2^254 + 8m with m < 2^125
+    after clamping, so whoever sees a mix's input and output alpha links them with ~2^62.5 work (an
+    interval discrete log). Each hop's scalar must be full width: its high half as random as its low."""
+    from nacl.bindings import crypto_scalarmult
+
+    secrets, route, rng = _network(13)
+    high_halves = set()
+    for _ in range(8):
+        packet = S.build_forward(route, rng.randbytes(16), b"x", rng.randbytes)
+        for secret in secrets[:-1]:
+            alpha = packet[:ALPHA_BYTES]
+            hb = S._hop_keys(S._aes_key(crypto_scalarmult(secret, alpha)))[0]
+            blind = S._blinding(hb)
+            decision = S.process(packet, secret)
+            assert isinstance(decision, S.Forward)
+            assert decision.packet[:ALPHA_BYTES] == crypto_scalarmult(blind, alpha)  # the scalar the hop used
+            assert decision.packet[:ALPHA_BYTES] != crypto_scalarmult(hb + bytes(16), alpha)
+            high_halves.add(blind[16:31])  # (byte 31 loses its top bits to clamping)
+            packet = decision.packet
+    assert len(high_halves) == 8 * (len(secrets) - 1)  # never zero, never repeated

@@ -126,10 +126,12 @@ def test_roundtrip_each_type(frame: Frame) -> None:
 
 
 def test_hello_layout() -> None:
-    assert encode_frame(Hello(1, Role.MIX)) == b"\x01\x00\x00\x00\x04AM\x01\x02"
-    (frame,) = decode_all(b"\x01\x00\x00\x00\x04AM\x01\x03")
-    assert frame == Hello(1, Role.AUTHORITY)
+    assert encode_frame(Hello(2, Role.MIX)) == b"\x01\x00\x00\x00\x04AM\x02\x02"
+    (frame,) = decode_all(b"\x01\x00\x00\x00\x04AM\x02\x03")
+    assert frame == Hello(2, Role.AUTHORITY)
     assert isinstance(frame, Hello) and isinstance(frame.role, Role)
+    with pytest.raises(WireError, match="peer speaks protocol version 1, this node speaks 2"):  # a node from before full-width blinding
+        decode_all(b"\x01\x00\x00\x00\x04AM\x01\x03")
 
 
 def test_close_layout() -> None:
@@ -425,8 +427,8 @@ def test_control_invalid_utf8(payload: bytes) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"XM\x01\x00", b"am\x01\x00", b"AM\x00\x00", b"AM\x02\x00", b"AM\x01\x04", b"AM\x01\xff"],
-    ids=["magic", "magic_case", "version_0", "version_2", "role_4", "role_255"],
+    [b"XM\x02\x00", b"am\x02\x00", b"AM\x00\x00", b"AM\x01\x00", b"AM\x03\x00", b"AM\x02\x04", b"AM\x02\xff"],
+    ids=["magic", "magic_case", "version_0", "version_1", "version_3", "role_4", "role_255"],
 )
 def test_bad_hello(payload: bytes) -> None:
     decode_error(raw(HELLO, payload))

@@ -108,7 +108,8 @@ def test_encode_pathological_control(message: Any) -> None:
     "frame",
     [
         Hello(0, Role.MIX),
-        Hello(2, Role.MIX),
+        Hello(1, Role.MIX),
+        Hello(3, Role.MIX),
         Hello(PROTOCOL_VERSION, 4),  # type: ignore[arg-type]
         Hello(PROTOCOL_VERSION, -1),  # type: ignore[arg-type]
         Close(256, ""),

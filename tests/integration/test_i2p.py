@@ -153,14 +153,18 @@ async def round_trip_from_fresh_clients(network: I2PNetwork, address: str,
         return
     failures: list[str] = []
     for router in (0, 1):
+        answered = False
         try:
             async with I2PTransport(None, network.settings(router, session_timeout=60.0)) as fresh:
                 await fresh.open_session(listening=False)
-                if await answers(fresh):
-                    return
-                failures.append(f"router {router}: no round trip")
-        except I2PError as exc:  # this router did not build the new session's tunnels in time
-            failures.append(f"router {router}: {exc}")
+                answered = await answers(fresh)
+                if not answered:
+                    failures.append(f"router {router}: no round trip")
+        except* I2PError as group:  # this router did not build the new session's tunnels in time
+            # (it leaves the transport's task group wrapped in an exception group, hence except*)
+            failures.append(f"router {router}: {'; '.join(str(e) for e in group.exceptions)}")
+        if answered:
+            return
     raise AssertionError(f"{address} did not answer from fresh client sessions: {failures}")
 
 

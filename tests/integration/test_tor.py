@@ -54,6 +54,14 @@ def unknown_onion_address() -> str:
     return f"onion://{onion_address_from_key(key)}:7000"
 
 
+# One rerun, for this class only. Each test publishes a fresh onion service and connects to it at
+# once. In 3 of the last ~8 fresh-clone suite runs one of them failed: the client tor's descriptor
+# fetch for the new address hung until the connect timeout (80 s), and tor then logged "Closed 4
+# streams for service ... resolve failed. Fetch status: No more HSDir available to query", although
+# `listen` had seen every HSDir take the descriptor. tor will not ask those HSDirs about that address
+# again for a while, so retrying inside the test does not help; a rerun makes a new service with a new
+# address. The same tests passed in every other run, and a real failure of the transport fails twice.
+@pytest.mark.flaky(reruns=1, reruns_delay=5)
 class TestOnionConformance(TransportConformance):
     scheme = "onion"
     connect_timeout = 90.0

@@ -172,8 +172,7 @@ class MixNode:
         self._heap: list[tuple[float, int, bytes, bytes, int | None]] = []
         self._seq = itertools.count()
         self._wake = anyio.Event()
-        self._pending_loops: dict[bytes, float] = {}
-        self.loop_watch = LoopWatch(self.config.loop_timeout)
+        self.loop_watch = LoopWatch(self.config.loop_timeout)  # this node's loops in flight and their fate
         self._inbound_send: anyio.abc.ObjectSendStream[tuple[float, bytes]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -333,7 +332,7 @@ class MixNode:
                 rules = self.rules()
                 for (received_at, _), (result, epoch) in zip(batch, results, strict=True):
                     try:
-                        self._act(received_at, decide(result, self._pending_loops, rules, epoch))
+                        self._act(received_at, decide(result, self.loop_watch, rules, epoch))
                     except Exception as exc:  # containment: one packet never stops the node
                         self.faults.record(exc, "packet")
                         self.stats.dropped[DropReason.UNEXPECTED_ERROR] += 1
@@ -370,9 +369,8 @@ class MixNode:
         elif isinstance(decision, Forward):
             self._hold(received_at, decision)
         elif isinstance(decision, LoopReturned):
-            if self._pending_loops.pop(decision.mailbox_id, None) is not None:
+            if self.loop_watch.returned(decision.mailbox_id):
                 self.stats.loops_returned += 1
-                self.loop_watch.returned(decision.mailbox_id)
         elif isinstance(decision, Stored):
             assert self.services is not None
             self.services.stored(decision)
@@ -501,28 +499,19 @@ class MixNode:
             except PathError:  # NodeKeyError: a hop's key is unusable (refused at parse time already)
                 self.stats.dropped[DropReason.LOOP_BAD_KEY] += 1
                 continue
-            self._pending_loops[mailbox] = anyio.current_time()
             self.loop_watch.sent(mailbox, anyio.current_time(), [ref.name for ref in route])
             self.stats.loops_sent += 1
             self.send(route[0].node_id, packet)  # type: ignore[arg-type]
 
     def _expire_loops(self) -> None:
         """Count loops that did not come back in time as lost; warn once when the losses look like an attack."""
-        now = anyio.current_time()
-        limit = now - self.config.loop_timeout
-        for mailbox in [m for m, sent in self._pending_loops.items() if sent < limit]:
-            del self._pending_loops[mailbox]
-        self.stats.loops_lost += self.loop_watch.expire(now)
+        self.stats.loops_lost += self.loop_watch.expire(anyio.current_time())
         verdict = self.loop_watch.verdict()
         self.stats.loop_loss_rate = round(verdict.loss_rate, 3)
-        self.stats.loop_suspects = tuple(f"{n} ({lost} of {known} lost)" for n, lost, known in verdict.suspects)
-        if verdict.alarm and not self.stats.loop_alarm:
-            log.warning("%s: loops are being lost: %d of the last %d did not come back; most often through %s. "
-                        "An active attack (n-1) or failing nodes", self.config.name, verdict.lost, verdict.resolved,
-                        ", ".join(self.stats.loop_suspects) or "no node in particular")
-        elif self.stats.loop_alarm and not verdict.alarm:
-            log.info("%s: loops come back again (%d of the last %d lost)", self.config.name, verdict.lost,
-                     verdict.resolved)
+        self.stats.loop_suspects = tuple(verdict.suspect_lines)
+        news = verdict.news(self.stats.loop_alarm)
+        if news is not None:
+            log.log(news[0], "%s: %s", self.config.name, news[1])
         self.stats.loop_alarm = verdict.alarm
 
     # ------------------------------------------------------------------ status
@@ -551,7 +540,7 @@ class MixNode:
             "queue_limit": self.config.queue_limit,
             "inbound_queue": self._inbound_send.statistics().current_buffer_used
             if self._inbound_send is not None else 0,
-            "loops_pending": len(self._pending_loops),
+            "loops_pending": self.loop_watch.pending,
             "links": self.links.status() if self.links is not None else {},
             "faults": self.faults.as_dict(),
             "link_auth_failures": {str(k): v for k, v in sorted(self.stats.link_auth_failures.items())},

@@ -464,13 +464,10 @@ class Agent(AgentKeys):
         self.stats.loops_lost += self.loop_watch.expire(anyio.current_time())
         verdict = self.loop_watch.verdict()
         self.stats.loop_loss_rate = round(verdict.loss_rate, 3)
-        self.stats.loop_suspects = [f"{n} ({lost} of {known} lost)" for n, lost, known in verdict.suspects]
-        if verdict.alarm and not self.stats.loop_alarm:
-            log.warning("loops are being lost: %d of the last %d did not come back; most often through %s. "
-                        "An active attack on you (n-1) or failing nodes: tell the network's operators",
-                        verdict.lost, verdict.resolved, ", ".join(self.stats.loop_suspects) or "no node in particular")
-        elif self.stats.loop_alarm and not verdict.alarm:
-            log.info("loops come back again (%d of the last %d lost)", verdict.lost, verdict.resolved)
+        self.stats.loop_suspects = verdict.suspect_lines
+        news = verdict.news(self.stats.loop_alarm)
+        if news is not None:
+            log.log(news[0], "%s%s", news[1], "; tell the network's operators" if verdict.alarm else "")
         self.stats.loop_alarm = verdict.alarm
 
     # ------------------------------------------------------------------ fetch

@@ -21,7 +21,8 @@ own nodes. Everything here is in memory and holds no address or content, only no
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,21 @@ class LoopVerdict:
     def loss_rate(self) -> float:
         """Lost over known loops in the window (0 when none is known)."""
         return self.lost / self.resolved if self.resolved else 0.0
+
+    @property
+    def suspect_lines(self) -> list[str]:
+        """The suspects as a status shows them: ``name (lost of known lost)``."""
+        return [f"{n} ({lost} of {known} lost)" for n, lost, known in self.suspects]
+
+    def news(self, was_on: bool) -> tuple[int, str] | None:
+        """(log level, line) when the alarm went on or off since it was ``was_on``; None if it did not change."""
+        if self.alarm and not was_on:
+            return logging.WARNING, (f"loops are being lost: {self.lost} of the last {self.resolved} did not come "
+                                     f"back; most often through {', '.join(self.suspect_lines) or 'no node in particular'}."
+                                     " An active attack (n-1) or failing nodes")
+        if was_on and not self.alarm:
+            return logging.INFO, f"loops come back again ({self.lost} of the last {self.resolved} lost)"
+        return None
 
     def to_json(self) -> dict:
         """The verdict for a status file."""
@@ -111,6 +127,10 @@ class LoopWatch:
             del self._pending[loop_id]
             self._resolve(loop_id, loop, lost=True)
         return len(expired)
+
+    def __contains__(self, loop_id: object) -> bool:
+        """Whether this loop is still out (a loop that returns is recognised by this)."""
+        return loop_id in self._pending
 
     @property
     def pending(self) -> int:
